@@ -1,0 +1,1 @@
+//! Reader of fixture bundles (see fixtures/README.md). Work in progress.
