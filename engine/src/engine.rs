@@ -1,0 +1,408 @@
+//! `LlmEngine`: requests in, tokens out. One step is nano-vllm's three lines — schedule, run the model, postprocess —
+//! with sampling in between so every runtime samples identically.
+
+use std::time::{Duration, Instant};
+
+use crate::batch::{SeqBatchEntry, StepBatch};
+use crate::block_manager::HitPolicy;
+use crate::config::Config;
+use crate::error::{AddRequestError, EngineError};
+use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeInfo};
+use crate::sampling::{LogitsCapture, Sampler, SamplingParams, rng_for};
+use crate::scheduler::Scheduler;
+use crate::sequence::{SeqId, Sequence};
+
+/// What one step did, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// When the step ended (its tokens' timestamp).
+    pub time: Instant,
+    pub num_seqs: usize,
+    pub num_prefill_seqs: usize,
+    pub num_tokens: usize,
+    pub num_prefill_tokens: usize,
+    pub num_decode_tokens: usize,
+    pub num_running: usize,
+    pub num_waiting: usize,
+    pub kv_blocks_used: usize,
+    pub kv_blocks_total: usize,
+    /// Prompt tokens served by the prefix cache in this step's admissions.
+    pub prefix_hit_tokens: usize,
+    /// Prompt tokens of this step's admissions (hits included).
+    pub admitted_prompt_tokens: usize,
+    pub num_preemptions: usize,
+    pub schedule_time: Duration,
+    pub runtime_time: Duration,
+    /// Sampling and bookkeeping after the runtime returned.
+    pub postprocess_time: Duration,
+}
+
+/// The outcome of one step.
+#[derive(Debug)]
+pub struct StepResult {
+    /// Each token sampled this step.
+    pub new_tokens: Vec<(SeqId, u32)>,
+    /// Sequences that finished this step (blocks freed, runtime released).
+    pub finished: Vec<Sequence>,
+    /// `None` when there was nothing to do.
+    pub stats: Option<StepStats>,
+}
+
+/// The engine, driving one runtime.
+pub struct LlmEngine {
+    config: Config,
+    runtime: Box<dyn Runtime>,
+    info: RuntimeInfo,
+    caps: Capabilities,
+    scheduler: Scheduler,
+    sampler: Sampler,
+    batch: StepBatch,
+    sampled: Vec<Option<u32>>,
+    /// `running()` index of each batch entry.
+    entry_index: Vec<usize>,
+    num_kv_blocks: usize,
+    next_id: SeqId,
+}
+
+impl std::fmt::Debug for LlmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmEngine")
+            .field("config", &self.config)
+            .field("runtime", &self.info.name)
+            .finish()
+    }
+}
+
+impl LlmEngine {
+    /// Sizes the KV cache (from the config, or from a memory budget and the runtime's bytes per token), applies the
+    /// runtime's limits and prepares it.
+    pub fn new(config: Config, mut runtime: Box<dyn Runtime>) -> Result<Self, EngineError> {
+        let caps = runtime.capabilities();
+        let info = runtime.info();
+        let num_kv_blocks = config.resolve_num_blocks(caps.kv_bytes_per_token)?;
+        let policy = match (config.enable_prefix_caching, caps.prefix_reuse) {
+            (false, _) | (_, PrefixReuse::Recompute) => None,
+            (true, PrefixReuse::SharedBlocks) if caps.kv_cache == KvCacheKind::EnginePaged => {
+                Some(HitPolicy::Any)
+            }
+            (true, _) => Some(HitPolicy::LiveOnly),
+        };
+        let mut scheduler = Scheduler::new(&config, num_kv_blocks, policy);
+        scheduler.limit(caps.max_num_seqs, caps.max_batch_tokens);
+        runtime
+            .prepare(&KvCacheSpec {
+                num_blocks: num_kv_blocks,
+                block_size: config.block_size,
+            })
+            .map_err(|source| EngineError::Runtime {
+                runtime: info.name.clone(),
+                source,
+            })?;
+        Ok(Self {
+            config,
+            runtime,
+            info,
+            caps,
+            scheduler,
+            sampler: Sampler::default(),
+            batch: StepBatch::default(),
+            sampled: Vec::new(),
+            entry_index: Vec::new(),
+            num_kv_blocks,
+            next_id: 0,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn runtime_info(&self) -> &RuntimeInfo {
+        &self.info
+    }
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    pub fn num_kv_blocks(&self) -> usize {
+        self.num_kv_blocks
+    }
+    /// Whether prefix-cache hits are served (the config asks for it and the runtime can).
+    pub fn prefix_caching_active(&self) -> bool {
+        self.scheduler.block_manager().prefix_caching().is_some()
+    }
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+    pub fn has_unfinished(&self) -> bool {
+        self.scheduler.has_unfinished()
+    }
+
+    /// Adds a request arriving now.
+    pub fn add_request(
+        &mut self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> Result<SeqId, AddRequestError> {
+        self.add_request_at(prompt, params, Instant::now())
+    }
+
+    /// Adds a request that arrived at `arrival` (its scheduled time in a workload, so waiting before it was added
+    /// still counts towards its latency). Refuses at once a request that could never run.
+    pub fn add_request_at(
+        &mut self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+        arrival: Instant,
+    ) -> Result<SeqId, AddRequestError> {
+        params.validate()?;
+        let (prompt_len, max_tokens) = (prompt.len(), params.max_tokens);
+        if prompt_len == 0 {
+            return Err(AddRequestError::EmptyPrompt);
+        }
+        let total = prompt_len + max_tokens;
+        if total > self.config.max_model_len {
+            return Err(AddRequestError::TooLong {
+                prompt_len,
+                max_tokens,
+                total,
+                max_model_len: self.config.max_model_len,
+            });
+        }
+        let needed = total.div_ceil(self.config.block_size);
+        if needed > self.num_kv_blocks {
+            return Err(AddRequestError::NotEnoughBlocks {
+                prompt_len,
+                max_tokens,
+                needed,
+                block_size: self.config.block_size,
+                num_blocks: self.num_kv_blocks,
+            });
+        }
+        if let Some(vocab_size) = self.caps.vocab_size {
+            if let Some((position, &token)) = prompt
+                .iter()
+                .enumerate()
+                .find(|(_, t)| **t as usize >= vocab_size)
+            {
+                return Err(AddRequestError::TokenOutOfRange {
+                    token,
+                    position,
+                    vocab_size,
+                });
+            }
+            if let Some(&token) = params
+                .stop_token_ids
+                .iter()
+                .find(|t| **t as usize >= vocab_size)
+            {
+                return Err(AddRequestError::StopTokenOutOfRange { token, vocab_size });
+            }
+        }
+        if params.logits == LogitsCapture::All && !self.caps.full_position_logits {
+            return Err(AddRequestError::FullLogitsUnsupported);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        // A request without a seed gets one derived from its id: runs are reproducible.
+        let seed = params
+            .seed
+            .unwrap_or_else(|| id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+        self.scheduler
+            .add(Sequence::new(id, prompt, params, rng_for(seed), arrival));
+        Ok(id)
+    }
+
+    /// Aborts a request, waiting or running; returns it with finish reason `Aborted`.
+    pub fn abort(&mut self, id: SeqId) -> Result<Sequence, EngineError> {
+        let seq = self
+            .scheduler
+            .abort(id, Instant::now())
+            .ok_or(EngineError::UnknownRequest(id))?;
+        self.runtime.release(id);
+        Ok(seq)
+    }
+
+    /// One step: schedule, run the runtime, sample, postprocess. After a runtime error the engine's sequences are
+    /// as they were before the step, but a runtime-owned cache may not be: drop the engine.
+    pub fn step(&mut self) -> Result<StepResult, EngineError> {
+        let t0 = Instant::now();
+        let n = self.scheduler.schedule(t0);
+        for &id in self.scheduler.preempted() {
+            self.runtime.release(id);
+        }
+        if n == 0 {
+            let waiting = self.scheduler.waiting().len();
+            if waiting > 0 {
+                return Err(EngineError::Stalled { waiting });
+            }
+            return Ok(StepResult {
+                new_tokens: Vec::new(),
+                finished: Vec::new(),
+                stats: None,
+            });
+        }
+        let (num_prefill_seqs, num_prefill_tokens) = self.build_batch();
+        let t1 = Instant::now();
+        let out = self
+            .runtime
+            .execute(&self.batch)
+            .map_err(|source| EngineError::Runtime {
+                runtime: self.info.name.clone(),
+                source,
+            })?;
+        let t2 = Instant::now();
+        let rows = self.batch.num_logit_rows();
+        if out.vocab_size == 0 || out.logits.len() != rows * out.vocab_size {
+            return Err(EngineError::BadOutput {
+                runtime: self.info.name.clone(),
+                expected: rows,
+                got: out.num_rows(),
+                vocab: out.vocab_size,
+            });
+        }
+
+        self.sampled.clear();
+        let mut new_tokens = Vec::new();
+        let running = self.scheduler.running_mut();
+        for (entry, &index) in self.batch.seqs.iter().zip(&self.entry_index) {
+            let seq = &mut running[index];
+            if let Some(captured) = seq.logits.as_mut() {
+                captured.vocab_size = out.vocab_size;
+                let capture_all = seq.params.logits == LogitsCapture::All;
+                for (k, pos) in self.batch.logit_positions(entry).enumerate() {
+                    let is_last = k + 1 == entry.num_logits;
+                    let wanted = capture_all || (entry.samples && is_last);
+                    if wanted && captured.positions.last().is_none_or(|&p| pos > p) {
+                        captured.positions.push(pos);
+                        captured
+                            .values
+                            .extend_from_slice(out.row(entry.logits_start + k));
+                    }
+                }
+            }
+            if !entry.samples {
+                self.sampled.push(None);
+                continue;
+            }
+            let row = out.row(entry.logits_start + entry.num_logits - 1);
+            let token = self
+                .sampler
+                .sample(row, &seq.params, &mut seq.rng)
+                .ok_or_else(|| EngineError::NonFiniteLogits {
+                    runtime: self.info.name.clone(),
+                    seq_id: seq.id,
+                })?;
+            self.sampled.push(Some(token));
+            new_tokens.push((seq.id, token));
+        }
+        let t3 = Instant::now();
+        let mut finished = Vec::new();
+        self.scheduler.postprocess(&self.sampled, t3, &mut finished);
+        for seq in &finished {
+            self.runtime.release(seq.id);
+        }
+        let bm = self.scheduler.block_manager();
+        let stats = StepStats {
+            time: t3,
+            num_seqs: n,
+            num_prefill_seqs,
+            num_tokens: self.batch.num_tokens(),
+            num_prefill_tokens,
+            num_decode_tokens: self.batch.num_tokens() - num_prefill_tokens,
+            num_running: self.scheduler.running().len(),
+            num_waiting: self.scheduler.waiting().len(),
+            kv_blocks_used: bm.num_used_blocks(),
+            kv_blocks_total: bm.num_blocks(),
+            prefix_hit_tokens: self.scheduler.prefix_hit_tokens(),
+            admitted_prompt_tokens: self.scheduler.admitted_prompt_tokens(),
+            num_preemptions: self.scheduler.preempted().len(),
+            schedule_time: t1 - t0,
+            runtime_time: t2 - t1,
+            postprocess_time: Instant::now() - t2,
+        };
+        Ok(StepResult {
+            new_tokens,
+            finished,
+            stats: Some(stats),
+        })
+    }
+
+    /// Packs the scheduled sequences into `self.batch`. Returns (prefill sequences, prefill tokens).
+    fn build_batch(&mut self) -> (usize, usize) {
+        let bs = self.config.block_size;
+        let batch = &mut self.batch;
+        batch.clear();
+        batch.block_size = bs;
+        self.entry_index.clear();
+        let (mut prefill_seqs, mut prefill_tokens) = (0, 0);
+        let running = self.scheduler.running();
+        for s in self.scheduler.scheduled() {
+            let seq = &running[s.index];
+            let (start, n) = (seq.num_computed_tokens, s.num_new_tokens);
+            let end = start + n;
+            let samples = end == seq.len();
+            let is_prefill = n > 1 || seq.num_output_tokens() == 0;
+            let query_start = batch.token_ids.len();
+            batch
+                .token_ids
+                .extend_from_slice(&seq.token_ids[start..end]);
+            for p in start..end {
+                batch.positions.push(p as u32);
+                batch
+                    .slot_mapping
+                    .push(seq.block_table[p / bs] * bs as u32 + (p % bs) as u32);
+            }
+            let block_table_start = batch.block_tables.len();
+            batch.block_tables.extend_from_slice(&seq.block_table);
+            let logits_start = batch.logits_indices.len();
+            if seq.params.logits == LogitsCapture::All {
+                batch
+                    .logits_indices
+                    .extend((query_start..query_start + n).map(|i| i as u32));
+            } else if samples {
+                batch.logits_indices.push((query_start + n - 1) as u32);
+            }
+            batch.seqs.push(SeqBatchEntry {
+                seq_id: seq.id,
+                query_start,
+                query_len: n,
+                num_computed_tokens: start,
+                num_cached_tokens: seq.num_cached_tokens,
+                block_table_start,
+                block_table_len: seq.block_table.len(),
+                logits_start,
+                num_logits: batch.logits_indices.len() - logits_start,
+                samples,
+                is_prefill,
+            });
+            self.entry_index.push(s.index);
+            if is_prefill {
+                prefill_seqs += 1;
+                prefill_tokens += n;
+            }
+        }
+        (prefill_seqs, prefill_tokens)
+    }
+
+    /// Runs the requests to completion; returns them in the order given.
+    pub fn generate(
+        &mut self,
+        prompts: Vec<Vec<u32>>,
+        params: &SamplingParams,
+    ) -> Result<Vec<Sequence>, EngineError> {
+        let mut ids = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            ids.push(self.add_request(prompt, params.clone())?);
+        }
+        let mut done = Vec::with_capacity(ids.len());
+        while self.has_unfinished() {
+            done.extend(self.step()?.finished);
+        }
+        done.sort_by_key(|s| ids.binary_search(&s.id).unwrap_or(usize::MAX));
+        Ok(done)
+    }
+
+    /// Checks every bookkeeping invariant of the scheduler and block manager (for tests and debugging).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.scheduler.check_invariants()
+    }
+}
