@@ -85,9 +85,7 @@ impl StepBatch {
     }
     /// The positions (within the sequence) whose logits are wanted for this entry.
     pub fn logit_positions<'a>(&'a self, e: &'a SeqBatchEntry) -> impl Iterator<Item = u32> + 'a {
-        self.logits_indices[e.logits_start..e.logits_start + e.num_logits]
-            .iter()
-            .map(|&i| self.positions[i as usize])
+        self.logits_indices[e.logits_start..e.logits_start + e.num_logits].iter().map(|&i| self.positions[i as usize])
     }
 }
 

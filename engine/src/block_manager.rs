@@ -76,15 +76,7 @@ impl BlockManager {
         assert!(block_size > 0 && num_blocks < u32::MAX as usize);
         Self {
             block_size,
-            blocks: vec![
-                Block {
-                    ref_count: 0,
-                    hash: None,
-                    parent: None,
-                    tokens: Vec::new()
-                };
-                num_blocks
-            ],
+            blocks: vec![Block { ref_count: 0, hash: None, parent: None, tokens: Vec::new() }; num_blocks],
             free: FreeList::full(num_blocks),
             cached: HashMap::new(),
             prefix_caching,
@@ -113,8 +105,7 @@ impl BlockManager {
         while (seq.block_hashes.len() + 1) * bs <= seq.token_ids.len() {
             let i = seq.block_hashes.len();
             let prev = i.checked_sub(1).map(|p| seq.block_hashes[p]);
-            seq.block_hashes
-                .push(block_hash(prev, &seq.token_ids[i * bs..(i + 1) * bs]));
+            seq.block_hashes.push(block_hash(prev, &seq.token_ids[i * bs..(i + 1) * bs]));
         }
     }
 
@@ -147,8 +138,7 @@ impl BlockManager {
 
     /// Whether a waiting sequence with this prefix hit can be given blocks for its first `num_tokens` tokens.
     pub fn can_allocate(&self, hit: PrefixHit, num_tokens: usize) -> bool {
-        let needed =
-            Sequence::blocks_for(num_tokens, self.block_size) - hit.blocks + hit.free_blocks;
+        let needed = Sequence::blocks_for(num_tokens, self.block_size) - hit.blocks + hit.free_blocks;
         needed <= self.free.len()
     }
 
@@ -173,8 +163,7 @@ impl BlockManager {
 
     /// Whether a running sequence's table can grow to cover `num_tokens` tokens.
     pub fn can_append(&self, seq: &Sequence, num_tokens: usize) -> bool {
-        Sequence::blocks_for(num_tokens, self.block_size).saturating_sub(seq.block_table.len())
-            <= self.free.len()
+        Sequence::blocks_for(num_tokens, self.block_size).saturating_sub(seq.block_table.len()) <= self.free.len()
     }
 
     /// Grows a sequence's table with fresh blocks to cover `num_tokens` tokens. Call after [`Self::can_append`].
@@ -187,10 +176,7 @@ impl BlockManager {
     }
 
     fn take_free_block(&mut self) -> BlockId {
-        let id = self
-            .free
-            .pop_front()
-            .expect("can_allocate/can_append was checked");
+        let id = self.free.pop_front().expect("can_allocate/can_append was checked");
         let block = &mut self.blocks[id as usize];
         debug_assert_eq!(block.ref_count, 0);
         if let Some(hash) = block.hash.take() {
@@ -238,9 +224,7 @@ impl BlockManager {
                 let hash = seq.block_hashes[i];
                 block.hash = Some(hash);
                 block.parent = i.checked_sub(1).map(|p| seq.block_hashes[p]);
-                block
-                    .tokens
-                    .extend_from_slice(&seq.token_ids[i * bs..(i + 1) * bs]);
+                block.tokens.extend_from_slice(&seq.token_ids[i * bs..(i + 1) * bs]);
                 self.cached.insert(hash, id);
             }
         }
@@ -248,10 +232,7 @@ impl BlockManager {
     }
 
     /// Checks the manager's invariants against the block tables of every sequence that holds blocks.
-    pub fn check_invariants<'a>(
-        &self,
-        seqs: impl IntoIterator<Item = &'a Sequence>,
-    ) -> Result<(), String> {
+    pub fn check_invariants<'a>(&self, seqs: impl IntoIterator<Item = &'a Sequence>) -> Result<(), String> {
         let bs = self.block_size;
         let mut holders = vec![0u32; self.blocks.len()];
         for seq in seqs {
@@ -279,44 +260,28 @@ impl BlockManager {
         let mut free_count = 0;
         for (id, block) in self.blocks.iter().enumerate() {
             if block.ref_count != holders[id] {
-                return Err(format!(
-                    "block {id}: ref_count {} but {} tables hold it",
-                    block.ref_count, holders[id]
-                ));
+                return Err(format!("block {id}: ref_count {} but {} tables hold it", block.ref_count, holders[id]));
             }
             let free = self.free.contains(id as u32);
             if free != (block.ref_count == 0) {
-                return Err(format!(
-                    "block {id}: ref_count {} but free list membership {free}",
-                    block.ref_count
-                ));
+                return Err(format!("block {id}: ref_count {} but free list membership {free}", block.ref_count));
             }
             free_count += usize::from(free);
             if block.hash.is_some() != (block.tokens.len() == bs) {
                 return Err(format!("block {id}: hash and tokens disagree"));
             }
         }
-        if free_count != self.free.len()
-            || self.free.len() + self.num_used_blocks() != self.blocks.len()
-        {
-            return Err(format!(
-                "free list length {} but {free_count} free blocks",
-                self.free.len()
-            ));
+        if free_count != self.free.len() || self.free.len() + self.num_used_blocks() != self.blocks.len() {
+            return Err(format!("free list length {} but {free_count} free blocks", self.free.len()));
         }
         // Every key maps to a block that holds it and whose tokens, chained to its parent key, produce it.
         for (&hash, &id) in &self.cached {
             let block = &self.blocks[id as usize];
             if block.hash != Some(hash) {
-                return Err(format!(
-                    "key {hash:#x} maps to block {id}, which holds key {:?}",
-                    block.hash
-                ));
+                return Err(format!("key {hash:#x} maps to block {id}, which holds key {:?}", block.hash));
             }
             if block_hash(block.parent, &block.tokens) != hash {
-                return Err(format!(
-                    "key {hash:#x} maps to block {id}, whose tokens and parent key give another key"
-                ));
+                return Err(format!("key {hash:#x} maps to block {id}, whose tokens and parent key give another key"));
             }
         }
         Ok(())
@@ -326,12 +291,7 @@ impl BlockManager {
     pub fn check_chain(&self, seq: &Sequence) -> Result<(), String> {
         let bs = self.block_size;
         let mut prev = None;
-        for (i, &id) in seq
-            .block_table
-            .iter()
-            .take(seq.num_registered_blocks)
-            .enumerate()
-        {
+        for (i, &id) in seq.block_table.iter().take(seq.num_registered_blocks).enumerate() {
             let key = block_hash(prev, &seq.token_ids[i * bs..(i + 1) * bs]);
             let block = &self.blocks[id as usize];
             if block.hash != Some(key) {
@@ -341,10 +301,7 @@ impl BlockManager {
                 ));
             }
             if block.tokens != seq.token_ids[i * bs..(i + 1) * bs] {
-                return Err(format!(
-                    "seq {}: registered block {i} (id {id}) holds other tokens",
-                    seq.id
-                ));
+                return Err(format!("seq {}: registered block {i} (id {id}) holds other tokens", seq.id));
             }
             prev = Some(key);
         }
@@ -357,16 +314,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::sampling::{SamplingParams, rng_for};
+    use crate::sampling::SamplingParams;
 
     fn seq(id: u64, tokens: Vec<u32>) -> Sequence {
-        Sequence::new(
-            id,
-            tokens,
-            SamplingParams::default(),
-            rng_for(id),
-            Instant::now(),
-        )
+        Sequence::new(id, tokens, SamplingParams::default(), Instant::now())
     }
 
     fn admit(bm: &mut BlockManager, s: &mut Sequence) -> PrefixHit {
@@ -395,13 +346,7 @@ mod tests {
         assert_eq!(a.block_table, [0, 1, 2]);
         // Shares the first two full blocks (8 tokens), then differs.
         let mut b = seq(2, (0..8).chain([99, 98, 97]).collect());
-        assert_eq!(
-            admit(&mut bm, &mut b),
-            PrefixHit {
-                blocks: 2,
-                free_blocks: 0
-            }
-        );
+        assert_eq!(admit(&mut bm, &mut b), PrefixHit { blocks: 2, free_blocks: 0 });
         assert_eq!(b.block_table, [0, 1, 3]);
         assert_eq!(b.num_cached_tokens, 8);
         bm.check_invariants([&a, &b]).unwrap();
@@ -421,13 +366,7 @@ mod tests {
         // All 4 blocks free; 2 of them still cached.
         let mut b = seq(2, (0..16).collect());
         let hit = bm.lookup_prefix(&mut b);
-        assert_eq!(
-            hit,
-            PrefixHit {
-                blocks: 2,
-                free_blocks: 2
-            }
-        );
+        assert_eq!(hit, PrefixHit { blocks: 2, free_blocks: 2 });
         // 16 tokens need 4 blocks: 2 hits (taken from the free list) + 2 fresh = 4 free blocks, not 6 or 2.
         assert!(bm.can_allocate(hit, 16));
         assert!(!bm.can_allocate(hit, 17));

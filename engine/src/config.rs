@@ -62,16 +62,11 @@ impl Config {
     }
 
     /// The number of KV blocks, given the runtime's KV bytes per token (needed only for a memory budget).
-    pub fn resolve_num_blocks(
-        &self,
-        kv_bytes_per_token: Option<usize>,
-    ) -> Result<usize, ConfigError> {
+    pub fn resolve_num_blocks(&self, kv_bytes_per_token: Option<usize>) -> Result<usize, ConfigError> {
         let blocks = match self.kv_cache_size {
             KvCacheSize::Blocks(n) => n,
             KvCacheSize::MemoryBytes(bytes) => {
-                let per_token = kv_bytes_per_token
-                    .filter(|&b| b > 0)
-                    .ok_or(ConfigError::MemoryBudgetUnsupported)?;
+                let per_token = kv_bytes_per_token.filter(|&b| b > 0).ok_or(ConfigError::MemoryBudgetUnsupported)?;
                 bytes / (per_token * self.block_size)
             }
         };
@@ -164,14 +159,10 @@ impl ConfigBuilder {
         }
         match c.kv_cache_size {
             KvCacheSize::Blocks(0) => {
-                return Err(ConfigError::Zero {
-                    field: "num_kv_blocks",
-                });
+                return Err(ConfigError::Zero { field: "num_kv_blocks" });
             }
             KvCacheSize::MemoryBytes(0) => {
-                return Err(ConfigError::Zero {
-                    field: "kv_cache_bytes",
-                });
+                return Err(ConfigError::Zero { field: "kv_cache_bytes" });
             }
             KvCacheSize::Blocks(n) if n >= u32::MAX as usize => {
                 return Err(ConfigError::TooManyBlocks { num_blocks: n });
@@ -179,9 +170,7 @@ impl ConfigBuilder {
             _ => {}
         }
         if c.max_model_len > u32::MAX as usize / 2 {
-            return Err(ConfigError::ModelLenTooLarge {
-                max_model_len: c.max_model_len,
-            });
+            return Err(ConfigError::ModelLenTooLarge { max_model_len: c.max_model_len });
         }
         // Without chunked prefill a prompt is scheduled whole, so the step budget must hold the longest one.
         if !c.enable_chunked_prefill && c.max_num_batched_tokens < c.max_model_len {
@@ -219,12 +208,7 @@ mod tests {
     #[test]
     fn zero_fields_are_named() {
         let err = Config::builder().block_size(0).build().unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::Zero {
-                field: "block_size"
-            }
-        );
+        assert_eq!(err, ConfigError::Zero { field: "block_size" });
         assert!(err.to_string().contains("block_size"));
         let err = Config::builder().num_kv_blocks(0).build().unwrap_err();
         assert!(err.to_string().contains("num_kv_blocks"), "{err}");
@@ -239,47 +223,24 @@ mod tests {
             .build()
             .unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("max_num_batched_tokens (512)") && msg.contains("max_model_len (1024)"),
-            "{msg}"
-        );
+        assert!(msg.contains("max_num_batched_tokens (512)") && msg.contains("max_model_len (1024)"), "{msg}");
         // With chunked prefill the same budget is fine.
-        Config::builder()
-            .max_num_batched_tokens(512)
-            .max_model_len(1024)
-            .build()
-            .unwrap();
+        Config::builder().max_num_batched_tokens(512).max_model_len(1024).build().unwrap();
     }
 
     #[test]
     fn kv_cache_must_hold_one_full_sequence() {
-        let err = Config::builder()
-            .num_kv_blocks(3)
-            .block_size(16)
-            .max_model_len(64)
-            .build()
-            .unwrap_err();
+        let err = Config::builder().num_kv_blocks(3).block_size(16).max_model_len(64).build().unwrap_err();
         assert!(err.to_string().contains("48 tokens"), "{err}");
     }
 
     #[test]
     fn memory_budget_resolves_with_bytes_per_token() {
-        let c = Config::builder()
-            .kv_cache_bytes(1 << 20)
-            .block_size(16)
-            .max_model_len(256)
-            .build()
-            .unwrap();
-        assert_eq!(
-            c.resolve_num_blocks(None),
-            Err(ConfigError::MemoryBudgetUnsupported)
-        );
+        let c = Config::builder().kv_cache_bytes(1 << 20).block_size(16).max_model_len(256).build().unwrap();
+        assert_eq!(c.resolve_num_blocks(None), Err(ConfigError::MemoryBudgetUnsupported));
         // 1 MiB / (16 tokens * 1024 B) = 64 blocks = 1024 tokens.
         assert_eq!(c.resolve_num_blocks(Some(1024)).unwrap(), 64);
         // 1 MiB / (16 * 8192) = 8 blocks = 128 tokens < 256.
-        assert!(matches!(
-            c.resolve_num_blocks(Some(8192)),
-            Err(ConfigError::KvCacheTooSmall { .. })
-        ));
+        assert!(matches!(c.resolve_num_blocks(Some(8192)), Err(ConfigError::KvCacheTooSmall { .. })));
     }
 }

@@ -8,7 +8,7 @@ use crate::block_manager::HitPolicy;
 use crate::config::Config;
 use crate::error::{AddRequestError, EngineError};
 use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeInfo};
-use crate::sampling::{LogitsCapture, Sampler, SamplingParams, rng_for};
+use crate::sampling::{LogitsCapture, Sampler, SamplingParams};
 use crate::scheduler::Scheduler;
 use crate::sequence::{SeqId, Sequence};
 
@@ -66,10 +66,7 @@ pub struct LlmEngine {
 
 impl std::fmt::Debug for LlmEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmEngine")
-            .field("config", &self.config)
-            .field("runtime", &self.info.name)
-            .finish()
+        f.debug_struct("LlmEngine").field("config", &self.config).field("runtime", &self.info.name).finish()
     }
 }
 
@@ -82,22 +79,14 @@ impl LlmEngine {
         let num_kv_blocks = config.resolve_num_blocks(caps.kv_bytes_per_token)?;
         let policy = match (config.enable_prefix_caching, caps.prefix_reuse) {
             (false, _) | (_, PrefixReuse::Recompute) => None,
-            (true, PrefixReuse::SharedBlocks) if caps.kv_cache == KvCacheKind::EnginePaged => {
-                Some(HitPolicy::Any)
-            }
+            (true, PrefixReuse::SharedBlocks) if caps.kv_cache == KvCacheKind::EnginePaged => Some(HitPolicy::Any),
             (true, _) => Some(HitPolicy::LiveOnly),
         };
         let mut scheduler = Scheduler::new(&config, num_kv_blocks, policy);
         scheduler.limit(caps.max_num_seqs, caps.max_batch_tokens);
         runtime
-            .prepare(&KvCacheSpec {
-                num_blocks: num_kv_blocks,
-                block_size: config.block_size,
-            })
-            .map_err(|source| EngineError::Runtime {
-                runtime: info.name.clone(),
-                source,
-            })?;
+            .prepare(&KvCacheSpec { num_blocks: num_kv_blocks, block_size: config.block_size })
+            .map_err(|source| EngineError::Runtime { runtime: info.name.clone(), source })?;
         Ok(Self {
             config,
             runtime,
@@ -137,11 +126,7 @@ impl LlmEngine {
     }
 
     /// Adds a request arriving now.
-    pub fn add_request(
-        &mut self,
-        prompt: Vec<u32>,
-        params: SamplingParams,
-    ) -> Result<SeqId, AddRequestError> {
+    pub fn add_request(&mut self, prompt: Vec<u32>, params: SamplingParams) -> Result<SeqId, AddRequestError> {
         self.add_request_at(prompt, params, Instant::now())
     }
 
@@ -178,22 +163,10 @@ impl LlmEngine {
             });
         }
         if let Some(vocab_size) = self.caps.vocab_size {
-            if let Some((position, &token)) = prompt
-                .iter()
-                .enumerate()
-                .find(|(_, t)| **t as usize >= vocab_size)
-            {
-                return Err(AddRequestError::TokenOutOfRange {
-                    token,
-                    position,
-                    vocab_size,
-                });
+            if let Some((position, &token)) = prompt.iter().enumerate().find(|(_, t)| **t as usize >= vocab_size) {
+                return Err(AddRequestError::TokenOutOfRange { token, position, vocab_size });
             }
-            if let Some(&token) = params
-                .stop_token_ids
-                .iter()
-                .find(|t| **t as usize >= vocab_size)
-            {
+            if let Some(&token) = params.stop_token_ids.iter().find(|t| **t as usize >= vocab_size) {
                 return Err(AddRequestError::StopTokenOutOfRange { token, vocab_size });
             }
         }
@@ -202,21 +175,13 @@ impl LlmEngine {
         }
         let id = self.next_id;
         self.next_id += 1;
-        // A request without a seed gets one derived from its id: runs are reproducible.
-        let seed = params
-            .seed
-            .unwrap_or_else(|| id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
-        self.scheduler
-            .add(Sequence::new(id, prompt, params, rng_for(seed), arrival));
+        self.scheduler.add(Sequence::new(id, prompt, params, arrival));
         Ok(id)
     }
 
     /// Aborts a request, waiting or running; returns it with finish reason `Aborted`.
     pub fn abort(&mut self, id: SeqId) -> Result<Sequence, EngineError> {
-        let seq = self
-            .scheduler
-            .abort(id, Instant::now())
-            .ok_or(EngineError::UnknownRequest(id))?;
+        let seq = self.scheduler.abort(id, Instant::now()).ok_or(EngineError::UnknownRequest(id))?;
         self.runtime.release(id);
         Ok(seq)
     }
@@ -234,21 +199,14 @@ impl LlmEngine {
             if waiting > 0 {
                 return Err(EngineError::Stalled { waiting });
             }
-            return Ok(StepResult {
-                new_tokens: Vec::new(),
-                finished: Vec::new(),
-                stats: None,
-            });
+            return Ok(StepResult { new_tokens: Vec::new(), finished: Vec::new(), stats: None });
         }
         let (num_prefill_seqs, num_prefill_tokens) = self.build_batch();
         let t1 = Instant::now();
         let out = self
             .runtime
             .execute(&self.batch)
-            .map_err(|source| EngineError::Runtime {
-                runtime: self.info.name.clone(),
-                source,
-            })?;
+            .map_err(|source| EngineError::Runtime { runtime: self.info.name.clone(), source })?;
         let t2 = Instant::now();
         let rows = self.batch.num_logit_rows();
         if out.vocab_size == 0 || out.logits.len() != rows * out.vocab_size {
@@ -273,9 +231,7 @@ impl LlmEngine {
                     let wanted = capture_all || (entry.samples && is_last);
                     if wanted && captured.positions.last().is_none_or(|&p| pos > p) {
                         captured.positions.push(pos);
-                        captured
-                            .values
-                            .extend_from_slice(out.row(entry.logits_start + k));
+                        captured.values.extend_from_slice(out.row(entry.logits_start + k));
                     }
                 }
             }
@@ -287,10 +243,7 @@ impl LlmEngine {
             let token = self
                 .sampler
                 .sample(row, &seq.params, &mut seq.rng)
-                .ok_or_else(|| EngineError::NonFiniteLogits {
-                    runtime: self.info.name.clone(),
-                    seq_id: seq.id,
-                })?;
+                .ok_or_else(|| EngineError::NonFiniteLogits { runtime: self.info.name.clone(), seq_id: seq.id })?;
             self.sampled.push(Some(token));
             new_tokens.push((seq.id, token));
         }
@@ -319,11 +272,7 @@ impl LlmEngine {
             runtime_time: t2 - t1,
             postprocess_time: Instant::now() - t2,
         };
-        Ok(StepResult {
-            new_tokens,
-            finished,
-            stats: Some(stats),
-        })
+        Ok(StepResult { new_tokens, finished, stats: Some(stats) })
     }
 
     /// Packs the scheduled sequences into `self.batch`. Returns (prefill sequences, prefill tokens).
@@ -342,22 +291,16 @@ impl LlmEngine {
             let samples = end == seq.len();
             let is_prefill = n > 1 || seq.num_output_tokens() == 0;
             let query_start = batch.token_ids.len();
-            batch
-                .token_ids
-                .extend_from_slice(&seq.token_ids[start..end]);
+            batch.token_ids.extend_from_slice(&seq.token_ids[start..end]);
             for p in start..end {
                 batch.positions.push(p as u32);
-                batch
-                    .slot_mapping
-                    .push(seq.block_table[p / bs] * bs as u32 + (p % bs) as u32);
+                batch.slot_mapping.push(seq.block_table[p / bs] * bs as u32 + (p % bs) as u32);
             }
             let block_table_start = batch.block_tables.len();
             batch.block_tables.extend_from_slice(&seq.block_table);
             let logits_start = batch.logits_indices.len();
             if seq.params.logits == LogitsCapture::All {
-                batch
-                    .logits_indices
-                    .extend((query_start..query_start + n).map(|i| i as u32));
+                batch.logits_indices.extend((query_start..query_start + n).map(|i| i as u32));
             } else if samples {
                 batch.logits_indices.push((query_start + n - 1) as u32);
             }
@@ -384,11 +327,7 @@ impl LlmEngine {
     }
 
     /// Runs the requests to completion; returns them in the order given.
-    pub fn generate(
-        &mut self,
-        prompts: Vec<Vec<u32>>,
-        params: &SamplingParams,
-    ) -> Result<Vec<Sequence>, EngineError> {
+    pub fn generate(&mut self, prompts: Vec<Vec<u32>>, params: &SamplingParams) -> Result<Vec<Sequence>, EngineError> {
         let mut ids = Vec::with_capacity(prompts.len());
         for prompt in prompts {
             ids.push(self.add_request(prompt, params.clone())?);

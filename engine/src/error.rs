@@ -14,20 +14,12 @@ pub enum ConfigError {
         "max_num_batched_tokens ({max_num_batched_tokens}) is below max_model_len ({max_model_len}) with chunked \
          prefill off: a long prompt could never be scheduled; raise the budget or enable chunked prefill"
     )]
-    BudgetBelowModelLen {
-        max_num_batched_tokens: usize,
-        max_model_len: usize,
-    },
+    BudgetBelowModelLen { max_num_batched_tokens: usize, max_model_len: usize },
     #[error(
         "the KV cache (num_kv_blocks {num_blocks} x block_size {block_size} = {capacity} tokens) cannot hold one \
          sequence of max_model_len ({max_model_len}) tokens"
     )]
-    KvCacheTooSmall {
-        num_blocks: usize,
-        block_size: usize,
-        capacity: usize,
-        max_model_len: usize,
-    },
+    KvCacheTooSmall { num_blocks: usize, block_size: usize, capacity: usize, max_model_len: usize },
     #[error("num_kv_blocks ({num_blocks}) does not fit block ids in 32 bits")]
     TooManyBlocks { num_blocks: usize },
     #[error("max_model_len ({max_model_len}) is too large for 32-bit positions")]
@@ -57,31 +49,14 @@ pub enum AddRequestError {
     #[error(
         "prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) = {total} exceeds max_model_len ({max_model_len})"
     )]
-    TooLong {
-        prompt_len: usize,
-        max_tokens: usize,
-        total: usize,
-        max_model_len: usize,
-    },
+    TooLong { prompt_len: usize, max_tokens: usize, total: usize, max_model_len: usize },
     #[error(
         "prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) needs {needed} KV blocks of {block_size} tokens, \
          but the cache has only {num_blocks}"
     )]
-    NotEnoughBlocks {
-        prompt_len: usize,
-        max_tokens: usize,
-        needed: usize,
-        block_size: usize,
-        num_blocks: usize,
-    },
-    #[error(
-        "token id {token} at prompt position {position} is outside the vocabulary (size {vocab_size})"
-    )]
-    TokenOutOfRange {
-        token: u32,
-        position: usize,
-        vocab_size: usize,
-    },
+    NotEnoughBlocks { prompt_len: usize, max_tokens: usize, needed: usize, block_size: usize, num_blocks: usize },
+    #[error("token id {token} at prompt position {position} is outside the vocabulary (size {vocab_size})")]
+    TokenOutOfRange { token: u32, position: usize, vocab_size: usize },
     #[error("stop token id {token} is outside the vocabulary (size {vocab_size})")]
     StopTokenOutOfRange { token: u32, vocab_size: usize },
     #[error("this runtime cannot return logits at every position, which the request asks for")]
@@ -104,19 +79,12 @@ pub enum EngineError {
     #[error(
         "runtime '{runtime}' returned {got} logit rows of vocabulary {vocab}, but the step asked for {expected} rows"
     )]
-    BadOutput {
-        runtime: String,
-        expected: usize,
-        got: usize,
-        vocab: usize,
-    },
+    BadOutput { runtime: String, expected: usize, got: usize, vocab: usize },
     #[error("runtime '{runtime}' returned logits with no finite value for request {seq_id}")]
     NonFiniteLogits { runtime: String, seq_id: SeqId },
     #[error(transparent)]
     AddRequest(#[from] AddRequestError),
-    #[error(
-        "no request could be scheduled although {waiting} are waiting; the engine would hang (this is a bug)"
-    )]
+    #[error("no request could be scheduled although {waiting} are waiting; the engine would hang (this is a bug)")]
     Stalled { waiting: usize },
     #[error("no request with id {0}")]
     UnknownRequest(SeqId),

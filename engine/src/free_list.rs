@@ -113,9 +113,6 @@ mod tests {
         assert_eq!(l.iter().collect::<Vec<_>>(), [3, 0]);
         assert_eq!(l.len(), 2);
         assert!(!l.contains(1) && l.contains(3));
-        assert_eq!(
-            (l.pop_front(), l.pop_front(), l.pop_front()),
-            (Some(3), Some(0), None)
-        );
+        assert_eq!((l.pop_front(), l.pop_front(), l.pop_front()), (Some(3), Some(0), None));
     }
 }

@@ -15,21 +15,10 @@ use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtim
 pub enum MockError {
     #[error("execute called before prepare")]
     NotPrepared,
-    #[error(
-        "seq {seq_id} position {position}: slot {got} in the mapping, but its block table puts it at {expected}"
-    )]
-    SlotMismatch {
-        seq_id: u64,
-        position: usize,
-        expected: u32,
-        got: u32,
-    },
+    #[error("seq {seq_id} position {position}: slot {got} in the mapping, but its block table puts it at {expected}")]
+    SlotMismatch { seq_id: u64, position: usize, expected: u32, got: u32 },
     #[error("seq {seq_id}: position {position} is beyond its block table of {blocks} blocks")]
-    BeyondTable {
-        seq_id: u64,
-        position: usize,
-        blocks: usize,
-    },
+    BeyondTable { seq_id: u64, position: usize, blocks: usize },
     #[error("token {token} is outside the mock vocabulary ({vocab_size})")]
     TokenOutOfRange { token: u32, vocab_size: usize },
     #[error("injected failure at step {0}")]
@@ -63,13 +52,7 @@ pub struct MockRuntime {
 impl MockRuntime {
     pub fn new(vocab_size: usize) -> Self {
         assert!(vocab_size > 0, "vocab_size must be at least 1");
-        Self {
-            vocab_size,
-            block_size: 0,
-            slots: Vec::new(),
-            steps: 0,
-            fail_at_step: None,
-        }
+        Self { vocab_size, block_size: 0, slots: Vec::new(), steps: 0, fail_at_step: None }
     }
 
     /// Fails the `step`-th call of `execute` (0-based).
@@ -88,10 +71,7 @@ impl MockRuntime {
 
     /// The state after processing `tokens` from position 0, without a cache (for tests).
     pub fn state_of(tokens: &[u32]) -> u64 {
-        tokens
-            .iter()
-            .enumerate()
-            .fold(SEED, |h, (p, &t)| mix(h, t, p))
+        tokens.iter().enumerate().fold(SEED, |h, (p, &t)| mix(h, t, p))
     }
 }
 
@@ -150,36 +130,20 @@ impl Runtime for MockRuntime {
             for (j, (&token, &slot)) in batch.tokens(e).iter().zip(batch.slots(e)).enumerate() {
                 let p = e.num_computed_tokens + j;
                 if token as usize >= self.vocab_size {
-                    return Err(MockError::TokenOutOfRange {
-                        token,
-                        vocab_size: self.vocab_size,
-                    }
-                    .into());
+                    return Err(MockError::TokenOutOfRange { token, vocab_size: self.vocab_size }.into());
                 }
                 let expected = slot_of(p)?;
                 if slot != expected {
-                    return Err(MockError::SlotMismatch {
-                        seq_id: e.seq_id,
-                        position: p,
-                        expected,
-                        got: slot,
-                    }
-                    .into());
+                    return Err(MockError::SlotMismatch { seq_id: e.seq_id, position: p, expected, got: slot }.into());
                 }
                 state = mix(state, token, p);
                 self.slots[slot as usize] = state;
             }
         }
         let mut logits = vec![0.0; batch.num_logit_rows() * self.vocab_size];
-        for (row, &i) in logits
-            .chunks_exact_mut(self.vocab_size)
-            .zip(&batch.logits_indices)
-        {
+        for (row, &i) in logits.chunks_exact_mut(self.vocab_size).zip(&batch.logits_indices) {
             self.logits_row(self.slots[batch.slot_mapping[i as usize] as usize], row);
         }
-        Ok(StepOutput {
-            vocab_size: self.vocab_size,
-            logits,
-        })
+        Ok(StepOutput { vocab_size: self.vocab_size, logits })
     }
 }

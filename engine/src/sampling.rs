@@ -63,10 +63,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding of `max_tokens` tokens.
     pub fn greedy(max_tokens: usize) -> Self {
-        Self {
-            max_tokens,
-            ..Self::default()
-        }
+        Self { max_tokens, ..Self::default() }
     }
 
     pub fn validate(&self) -> Result<(), SamplingError> {
@@ -115,24 +112,14 @@ pub struct Sampler {
 
 impl Sampler {
     /// Samples one token from `logits`; `None` when the logits hold no finite value (a runtime fault).
-    pub fn sample(
-        &mut self,
-        logits: &[f32],
-        params: &SamplingParams,
-        rng: &mut ChaCha8Rng,
-    ) -> Option<u32> {
+    pub fn sample(&mut self, logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Option<u32> {
         if params.is_greedy() {
             return argmax(logits);
         }
         let inv_t = 1.0 / params.temperature;
         self.scratch.clear();
-        self.scratch.extend(
-            logits
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x.is_finite())
-                .map(|(i, &x)| (x * inv_t, i as u32)),
-        );
+        self.scratch
+            .extend(logits.iter().enumerate().filter(|(_, x)| x.is_finite()).map(|(i, &x)| (x * inv_t, i as u32)));
         if self.scratch.is_empty() {
             return None;
         }
@@ -188,41 +175,22 @@ mod tests {
 
     #[test]
     fn validate_names_the_parameter() {
-        let p = SamplingParams {
-            temperature: -1.0,
-            ..SamplingParams::default()
-        };
-        assert!(
-            p.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("temperature")
-        );
-        let p = SamplingParams {
-            top_p: 0.0,
-            ..SamplingParams::default()
-        };
+        let p = SamplingParams { temperature: -1.0, ..SamplingParams::default() };
+        assert!(p.validate().unwrap_err().to_string().contains("temperature"));
+        let p = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
         assert!(p.validate().unwrap_err().to_string().contains("top_p"));
-        assert_eq!(
-            SamplingParams::greedy(0).validate(),
-            Err(SamplingError::MaxTokens)
-        );
+        assert_eq!(SamplingParams::greedy(0).validate(), Err(SamplingError::MaxTokens));
     }
 
     #[test]
     fn seeded_sampling_is_reproducible_and_follows_the_distribution() {
         let logits = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY, 0.0];
-        let params = SamplingParams {
-            temperature: 1.0,
-            ..SamplingParams::default()
-        };
+        let params = SamplingParams { temperature: 1.0, ..SamplingParams::default() };
         let mut sampler = Sampler::default();
         let draw = |seed| {
             let mut rng = rng_for(seed);
             let mut s = Sampler::default();
-            (0..1000)
-                .map(|_| s.sample(&logits, &params, &mut rng).unwrap())
-                .collect::<Vec<_>>()
+            (0..1000).map(|_| s.sample(&logits, &params, &mut rng).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -233,14 +201,8 @@ mod tests {
         }
         // Probabilities 0.2, 0.6, 0, 0.2.
         assert_eq!(counts[2], 0);
-        assert!(
-            (counts[1] as f64 / 20_000.0 - 0.6).abs() < 0.02,
-            "{counts:?}"
-        );
-        assert!(
-            (counts[0] as f64 / 20_000.0 - 0.2).abs() < 0.02,
-            "{counts:?}"
-        );
+        assert!((counts[1] as f64 / 20_000.0 - 0.6).abs() < 0.02, "{counts:?}");
+        assert!((counts[0] as f64 / 20_000.0 - 0.2).abs() < 0.02, "{counts:?}");
     }
 
     #[test]
@@ -248,30 +210,18 @@ mod tests {
         let logits = [1.0f32, 4.0, 3.0, 2.0];
         let mut sampler = Sampler::default();
         let mut rng = rng_for(3);
-        let k2 = SamplingParams {
-            temperature: 1.0,
-            top_k: Some(2),
-            ..SamplingParams::default()
-        };
+        let k2 = SamplingParams { temperature: 1.0, top_k: Some(2), ..SamplingParams::default() };
         for _ in 0..500 {
             let t = sampler.sample(&logits, &k2, &mut rng).unwrap();
             assert!(t == 1 || t == 2);
         }
         // softmax: p(1) ~ 0.644, so top_p 0.5 keeps token 1 alone.
-        let p = SamplingParams {
-            temperature: 1.0,
-            top_p: 0.5,
-            ..SamplingParams::default()
-        };
+        let p = SamplingParams { temperature: 1.0, top_p: 0.5, ..SamplingParams::default() };
         for _ in 0..500 {
             assert_eq!(sampler.sample(&logits, &p, &mut rng), Some(1));
         }
         // top_k 1 is greedy.
-        let k1 = SamplingParams {
-            temperature: 5.0,
-            top_k: Some(1),
-            ..SamplingParams::default()
-        };
+        let k1 = SamplingParams { temperature: 5.0, top_k: Some(1), ..SamplingParams::default() };
         assert_eq!(sampler.sample(&logits, &k1, &mut rng), Some(1));
     }
 }

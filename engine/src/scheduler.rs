@@ -139,10 +139,7 @@ impl Scheduler {
                 break;
             }
             self.block_manager.may_append(&mut self.running[i], target);
-            self.scheduled.push(Scheduled {
-                index: i,
-                num_new_tokens: n,
-            });
+            self.scheduled.push(Scheduled { index: i, num_new_tokens: n });
             budget -= n;
             i += 1;
         }
@@ -179,10 +176,7 @@ impl Scheduler {
             self.prefix_hit_tokens += cached;
             self.admitted_prompt_tokens += seq.len();
             self.running.push(seq);
-            self.scheduled.push(Scheduled {
-                index: self.running.len() - 1,
-                num_new_tokens: n,
-            });
+            self.scheduled.push(Scheduled { index: self.running.len() - 1, num_new_tokens: n });
             *budget -= n;
         }
     }
@@ -197,12 +191,7 @@ impl Scheduler {
 
     /// Applies a step's results: `sampled[k]` is the token sampled for `scheduled()[k]` (`None` when that entry
     /// did not end its pending tokens). Finished sequences (their blocks freed) are moved into `finished`.
-    pub fn postprocess(
-        &mut self,
-        sampled: &[Option<u32>],
-        now: Instant,
-        finished: &mut Vec<Sequence>,
-    ) {
+    pub fn postprocess(&mut self, sampled: &[Option<u32>], now: Instant, finished: &mut Vec<Sequence>) {
         debug_assert_eq!(sampled.len(), self.scheduled.len());
         let mut any_finished = false;
         for (s, token) in self.scheduled.iter().zip(sampled) {
@@ -246,19 +235,11 @@ impl Scheduler {
     /// Checks every bookkeeping invariant; the message names the first one broken.
     pub fn check_invariants(&self) -> Result<(), String> {
         if self.running.len() > self.max_num_seqs {
-            return Err(format!(
-                "{} running sequences exceed max_num_seqs {}",
-                self.running.len(),
-                self.max_num_seqs
-            ));
+            return Err(format!("{} running sequences exceed max_num_seqs {}", self.running.len(), self.max_num_seqs));
         }
         for seq in &self.waiting {
             if !seq.block_table.is_empty() || seq.num_computed_tokens != 0 {
-                return Err(format!(
-                    "waiting seq {} holds {} blocks",
-                    seq.id,
-                    seq.block_table.len()
-                ));
+                return Err(format!("waiting seq {} holds {} blocks", seq.id, seq.block_table.len()));
             }
         }
         for seq in &self.running {
@@ -270,18 +251,12 @@ impl Scheduler {
             }
             self.block_manager.check_chain(seq)?;
         }
-        self.block_manager
-            .check_invariants(self.running.iter().chain(&self.waiting))
+        self.block_manager.check_invariants(self.running.iter().chain(&self.waiting))
     }
 }
 
 /// vLLM's order: EOS (unless ignored), then stop tokens, then length.
-fn stop_reason(
-    seq: &Sequence,
-    token: u32,
-    eos: &[u32],
-    max_model_len: usize,
-) -> Option<FinishReason> {
+fn stop_reason(seq: &Sequence, token: u32, eos: &[u32], max_model_len: usize) -> Option<FinishReason> {
     let p = &seq.params;
     if !p.ignore_eos && eos.contains(&token) {
         Some(FinishReason::Eos)

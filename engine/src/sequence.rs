@@ -85,10 +85,7 @@ impl CapturedLogits {
     }
     /// The row for a position, if it was captured.
     pub fn at_position(&self, position: u32) -> Option<&[f32]> {
-        self.positions
-            .binary_search(&position)
-            .ok()
-            .map(|i| self.row(i))
+        self.positions.binary_search(&position).ok().map(|i| self.row(i))
     }
 }
 
@@ -115,14 +112,12 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    pub(crate) fn new(
-        id: SeqId,
-        prompt: Vec<u32>,
-        params: SamplingParams,
-        rng: ChaCha8Rng,
-        arrival: Instant,
-    ) -> Self {
+    /// A waiting sequence. Its sampling generator is seeded with `params.seed`, or, without one, from its id, so
+    /// runs are reproducible either way. The engine validates requests before making sequences; this does not.
+    pub fn new(id: SeqId, prompt: Vec<u32>, params: SamplingParams, arrival: Instant) -> Self {
         let num_prompt_tokens = prompt.len();
+        let seed = params.seed.unwrap_or_else(|| id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+        let rng = crate::sampling::rng_for(seed);
         let logits = (params.logits != crate::LogitsCapture::None).then(CapturedLogits::default);
         Self {
             id,
@@ -136,12 +131,7 @@ impl Sequence {
             num_registered_blocks: 0,
             params,
             rng,
-            timing: SequenceTiming {
-                arrival,
-                first_scheduled: None,
-                token_times: Vec::new(),
-                finished: None,
-            },
+            timing: SequenceTiming { arrival, first_scheduled: None, token_times: Vec::new(), finished: None },
             num_preemptions: 0,
             logits,
         }
@@ -191,6 +181,12 @@ impl Sequence {
     /// Prompt tokens served by the prefix cache at the last admission.
     pub fn num_cached_tokens(&self) -> usize {
         self.num_cached_tokens
+    }
+    /// Marks the first `n` tokens computed. The engine's scheduler does this after each step; this is for driving a
+    /// [`crate::BlockManager`] on its own.
+    pub fn set_num_computed_tokens(&mut self, n: usize) {
+        assert!(n <= self.token_ids.len(), "{n} computed tokens of a {}-token sequence", self.token_ids.len());
+        self.num_computed_tokens = n;
     }
     pub fn block_table(&self) -> &[BlockId] {
         &self.block_table

@@ -7,16 +7,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::*;
-use nano_vllm_engine::{
-    FinishReason, LlmEngine, LogitsCapture, MockRuntime, SamplingParams, SequenceStatus,
-};
+use nano_vllm_engine::{FinishReason, LlmEngine, LogitsCapture, MockRuntime, SamplingParams, SequenceStatus};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 256, ..ProptestConfig::default() }
 }
 
 /// Plays a scenario's operations, calling `check` after each; then drains the engine.
@@ -31,11 +26,7 @@ fn play(
         let mut stats = None;
         match *op {
             Op::Add if next < sc.reqs.len() => {
-                ids.push(
-                    engine
-                        .add_request(sc.reqs[next].prompt.clone(), params(&sc.reqs[next]))
-                        .unwrap(),
-                );
+                ids.push(engine.add_request(sc.reqs[next].prompt.clone(), params(&sc.reqs[next])).unwrap());
                 next += 1;
             }
             Op::Add => {}

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use nano_vllm_engine::{
-    Capabilities, Config, KvCacheSpec, LlmEngine, MockRuntime, Runtime, RuntimeError, RuntimeInfo,
-    SamplingParams, SeqId, StepBatch, StepOutput,
+    Capabilities, Config, KvCacheSpec, LlmEngine, MockRuntime, Runtime, RuntimeError, RuntimeInfo, SamplingParams,
+    SeqId, StepBatch, StepOutput,
 };
 use proptest::prelude::*;
 
@@ -59,23 +59,13 @@ impl Scenario {
 
     /// The same requests with as many blocks as they could ever need at once: no preemption.
     pub fn with_ample_kv(&self) -> Self {
-        let need: usize = self
-            .reqs
-            .iter()
-            .map(|r| (r.prompt.len() + r.max_tokens).div_ceil(self.block_size))
-            .sum();
-        Self {
-            num_blocks: need.max(self.num_blocks),
-            ..self.clone()
-        }
+        let need: usize = self.reqs.iter().map(|r| (r.prompt.len() + r.max_tokens).div_ceil(self.block_size)).sum();
+        Self { num_blocks: need.max(self.num_blocks), ..self.clone() }
     }
 
     /// The fewest blocks the config allows: one sequence of max_model_len.
     pub fn with_tight_kv(&self) -> Self {
-        Self {
-            num_blocks: self.max_model_len.div_ceil(self.block_size),
-            ..self.clone()
-        }
+        Self { num_blocks: self.max_model_len.div_ceil(self.block_size), ..self.clone() }
     }
 }
 
@@ -122,36 +112,13 @@ prop_compose! {
 /// A scenario with `n_reqs` requests drawn around a few shared prefixes, and a random sequence of operations.
 pub fn scenario(n_reqs: std::ops::Range<usize>, n_ops: usize) -> impl Strategy<Value = Scenario> {
     settings().prop_flat_map(
-        move |(
-            block_size,
-            num_blocks,
-            max_num_seqs,
-            budget,
-            max_model_len,
-            chunked,
-            prefix,
-            vocab,
-        )| {
-            let prefixes =
-                prop::collection::vec(prop::collection::vec(1..vocab as u32, 1..40), 1..4);
-            (
-                Just((
-                    block_size,
-                    num_blocks,
-                    max_num_seqs,
-                    budget,
-                    max_model_len,
-                    chunked,
-                    prefix,
-                    vocab,
-                )),
-                prefixes,
-            )
+        move |(block_size, num_blocks, max_num_seqs, budget, max_model_len, chunked, prefix, vocab)| {
+            let prefixes = prop::collection::vec(prop::collection::vec(1..vocab as u32, 1..40), 1..4);
+            (Just((block_size, num_blocks, max_num_seqs, budget, max_model_len, chunked, prefix, vocab)), prefixes)
                 .prop_flat_map({
                     let n_reqs = n_reqs.clone();
                     move |(s, prefixes)| {
-                        let reqs =
-                            prop::collection::vec(req_strategy(s.4, s.7, prefixes), n_reqs.clone());
+                        let reqs = prop::collection::vec(req_strategy(s.4, s.7, prefixes), n_reqs.clone());
                         let ops = prop::collection::vec(op_strategy(), n_ops);
                         (Just(s), reqs, ops)
                     }
@@ -204,13 +171,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(vocab: usize) -> (Self, Arc<Mutex<Log>>) {
         let log = Arc::new(Mutex::new(Log::default()));
-        (
-            Self {
-                inner: MockRuntime::new(vocab),
-                log: log.clone(),
-            },
-            log,
-        )
+        (Self { inner: MockRuntime::new(vocab), log: log.clone() }, log)
     }
 }
 
@@ -234,33 +195,20 @@ impl Runtime for Recorder {
 }
 
 pub fn params(req: &Req) -> SamplingParams {
-    SamplingParams {
-        ignore_eos: req.ignore_eos,
-        ..SamplingParams::greedy(req.max_tokens)
-    }
+    SamplingParams { ignore_eos: req.ignore_eos, ..SamplingParams::greedy(req.max_tokens) }
 }
 
 /// Adds every request, then steps to the end; returns (output tokens, finish reason, preemptions) per request.
-pub fn run_all(
-    sc: &Scenario,
-    sampling: impl Fn(&Req) -> SamplingParams,
-) -> (Vec<(Vec<u32>, &'static str)>, usize) {
+pub fn run_all(sc: &Scenario, sampling: impl Fn(&Req) -> SamplingParams) -> (Vec<(Vec<u32>, &'static str)>, usize) {
     let mut engine = LlmEngine::new(sc.config(), Box::new(MockRuntime::new(sc.vocab))).unwrap();
-    let ids: Vec<_> = sc
-        .reqs
-        .iter()
-        .map(|r| engine.add_request(r.prompt.clone(), sampling(r)).unwrap())
-        .collect();
+    let ids: Vec<_> = sc.reqs.iter().map(|r| engine.add_request(r.prompt.clone(), sampling(r)).unwrap()).collect();
     let mut out = vec![(Vec::new(), ""); ids.len()];
     let mut preemptions = 0;
     while engine.has_unfinished() {
         let step = engine.step().unwrap();
         preemptions += step.stats.map_or(0, |s| s.num_preemptions);
         for seq in step.finished {
-            out[seq.id() as usize] = (
-                seq.output_token_ids().to_vec(),
-                seq.finish_reason().unwrap().as_str(),
-            );
+            out[seq.id() as usize] = (seq.output_token_ids().to_vec(), seq.finish_reason().unwrap().as_str());
         }
     }
     (out, preemptions)
