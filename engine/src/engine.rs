@@ -224,14 +224,12 @@ impl LlmEngine {
         for (entry, &index) in self.batch.seqs.iter().zip(&self.entry_index) {
             let seq = &mut running[index];
             if let Some(captured) = seq.logits.as_mut() {
-                captured.vocab_size = out.vocab_size;
                 let capture_all = seq.params.logits == LogitsCapture::All;
                 for (k, pos) in self.batch.logit_positions(entry).enumerate() {
                     let is_last = k + 1 == entry.num_logits;
                     let wanted = capture_all || (entry.samples && is_last);
-                    if wanted && captured.positions.last().is_none_or(|&p| pos > p) {
-                        captured.positions.push(pos);
-                        captured.values.extend_from_slice(out.row(entry.logits_start + k));
+                    if wanted {
+                        captured.insert(pos, out.row(entry.logits_start + k));
                     }
                 }
             }

@@ -83,6 +83,16 @@ impl CapturedLogits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.values[i * self.vocab_size..(i + 1) * self.vocab_size]
     }
+    /// Keeps the row for a position, in position order; a position already held keeps its first row (a recompute
+    /// after preemption yields the same logits, up to rounding).
+    pub(crate) fn insert(&mut self, position: u32, row: &[f32]) {
+        self.vocab_size = row.len();
+        if let Err(i) = self.positions.binary_search(&position) {
+            self.positions.insert(i, position);
+            let at = i * self.vocab_size;
+            self.values.splice(at..at, row.iter().copied());
+        }
+    }
     /// The row for a position, if it was captured.
     pub fn at_position(&self, position: u32) -> Option<&[f32]> {
         self.positions.binary_search(&position).ok().map(|i| self.row(i))
