@@ -1,0 +1,134 @@
+//! A fixture bundle on disk: a directory with `manifest.json` and the files it lists.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{BundleError, read_file};
+use crate::format::Format;
+use crate::manifest::{Manifest, ModelConfig, Tolerances};
+use crate::reference::Reference;
+use crate::tokenizer_reference::TokenizerReference;
+
+/// The manifest's file name inside a bundle directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// An opened bundle: its directory and parsed manifest. Opening reads only manifest.json; call
+/// [`Bundle::verify`] to check the other files' sizes and checksums.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl Bundle {
+    /// Read and validate `dir/manifest.json`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, BundleError> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join(MANIFEST_FILE);
+        let manifest = Manifest::parse(&path, &read_file(&path)?)?;
+        Ok(Self { dir, manifest })
+    }
+
+    /// Check that every file the manifest lists exists with the listed size and sha256.
+    pub fn verify(&self) -> Result<(), BundleError> {
+        for entry in &self.manifest.files {
+            let path = self.dir.join(&entry.path);
+            let mut file = std::fs::File::open(&path).map_err(|e| BundleError::io(&path, e))?;
+            let actual = file.metadata().map_err(|e| BundleError::io(&path, e))?.len();
+            if actual != entry.size {
+                return Err(BundleError::SizeMismatch { path, expected: entry.size, actual });
+            }
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| BundleError::io(&path, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            let digest = hex::encode(hasher.finalize());
+            if digest != entry.sha256 {
+                return Err(BundleError::ChecksumMismatch { path, expected: entry.sha256.clone(), actual: digest });
+            }
+        }
+        Ok(())
+    }
+
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The bundle's name (`tiny-llama`, ...).
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &ModelConfig {
+        &self.manifest.config
+    }
+
+    /// The parity-check tolerances.
+    pub fn tolerances(&self) -> &Tolerances {
+        &self.manifest.tolerances
+    }
+
+    /// Path of the file holding `format`.
+    pub fn path(&self, format: Format) -> PathBuf {
+        // `Manifest::parse` rejects manifests lacking any format of `Format::ALL`.
+        self.dir.join(self.manifest.format_file(format).unwrap_or(format.key()))
+    }
+
+    /// The directory to hand to a Hugging Face style loader (config.json, model.safetensors, tokenizer.json).
+    pub fn hf_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `config.json`.
+    pub fn config_json(&self) -> PathBuf {
+        self.path(Format::Config)
+    }
+
+    /// `model.safetensors` (float32).
+    pub fn safetensors(&self) -> PathBuf {
+        self.path(Format::Safetensors)
+    }
+
+    /// `tokenizer.json`.
+    pub fn tokenizer_json(&self) -> PathBuf {
+        self.path(Format::Tokenizer)
+    }
+
+    /// `model.onnx` (KV-cache I/O, weights embedded).
+    pub fn onnx(&self) -> PathBuf {
+        self.path(Format::Onnx)
+    }
+
+    /// `model.f32.gguf`.
+    pub fn gguf_f32(&self) -> PathBuf {
+        self.path(Format::GgufF32)
+    }
+
+    /// `model.q8_0.gguf`.
+    pub fn gguf_q8_0(&self) -> PathBuf {
+        self.path(Format::GgufQ8_0)
+    }
+
+    /// Load and check `reference.safetensors` against the manifest.
+    pub fn reference(&self) -> Result<Reference, BundleError> {
+        Reference::load(&self.path(Format::Reference), &self.manifest)
+    }
+
+    /// Load and check `tokenizer_reference.json`.
+    pub fn tokenizer_reference(&self) -> Result<TokenizerReference, BundleError> {
+        TokenizerReference::load(&self.path(Format::TokenizerReference), self.manifest.config.vocab_size)
+    }
+}

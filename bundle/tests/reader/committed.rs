@@ -1,0 +1,247 @@
+//! The committed bundles load, verify, and hold what fixtures/README.md promises.
+
+use std::collections::BTreeSet;
+
+use nano_vllm_bundle::{
+    Bundle, COMMITTED_BUNDLES, FORMAT_VERSION, Format, PromptKind, argmax, fixtures_dir, open_fixture,
+};
+
+fn open(name: &str) -> Bundle {
+    let bundle = open_fixture(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    bundle.verify().unwrap_or_else(|e| panic!("{name}: {e}"));
+    bundle
+}
+
+#[test]
+fn fixtures_dir_holds_every_committed_bundle() {
+    let dir = fixtures_dir();
+    for name in COMMITTED_BUNDLES {
+        assert!(dir.join(name).join("manifest.json").is_file(), "{name} under {}", dir.display());
+    }
+}
+
+#[test]
+fn every_committed_bundle_opens_and_verifies() {
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        let m = bundle.manifest();
+        assert_eq!(m.format_version, FORMAT_VERSION);
+        assert_eq!(m.name, name);
+        assert_eq!(m.origin, "preset");
+        assert_eq!(m.generator, format!("python fixtures/generate.py --preset {name}"));
+        assert_eq!(m.files.len(), 9, "{name}: one file per format");
+        for format in Format::ALL {
+            let path = bundle.path(format);
+            assert!(path.is_file(), "{name}: {format} at {}", path.display());
+        }
+        let tools: BTreeSet<&str> = m.tools.keys().map(String::as_str).collect();
+        for tool in ["python", "torch", "transformers", "onnx", "onnxruntime", "gguf", "tokenizers", "numpy"] {
+            assert!(tools.contains(tool), "{name}: tool version of {tool}");
+        }
+        let total: u64 = m.files.iter().map(|f| f.size).sum();
+        assert!(total < 3_500_000, "{name}: bundle is {total} bytes");
+    }
+}
+
+#[test]
+fn model_configs_are_the_documented_ones() {
+    // (name, model_type, gguf arch, kv heads, tied head, rope theta, norm)
+    let expected = [
+        ("tiny-llama", "llama", "llama", 2, false, Some(10_000.0), "rms_norm"),
+        ("tiny-qwen2", "qwen2", "qwen2", 2, true, Some(1_000_000.0), "rms_norm"),
+        ("tiny-gpt2", "gpt2", "gpt2", 4, true, None, "layer_norm"),
+    ];
+    for (name, model_type, gguf, kv_heads, tied, theta, norm) in expected {
+        let bundle = open(name);
+        let c = bundle.config();
+        assert_eq!(bundle.manifest().architecture.model_type, model_type);
+        assert_eq!(bundle.manifest().architecture.gguf, gguf);
+        assert_eq!(
+            (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.head_dim),
+            (512, 64, 128, 2, 4, 16),
+            "{name}"
+        );
+        assert_eq!(c.num_kv_heads, kv_heads, "{name}");
+        assert_eq!(c.tie_word_embeddings, tied, "{name}");
+        assert_eq!(c.rope_theta, theta, "{name}");
+        assert_eq!(c.norm, norm, "{name}");
+        assert_eq!(c.context_length, 256, "{name}");
+        assert_eq!((c.bos_token_id, c.eos_token_id), (Some(0), Some(1)), "{name}");
+    }
+}
+
+#[test]
+fn references_have_the_listed_prompts_and_shapes() {
+    let expected = [
+        ("single", PromptKind::Single, 1),
+        ("short", PromptKind::Short, 7),
+        ("long", PromptKind::Long, 224),
+        ("prefix_a", PromptKind::SharedPrefix, 65),
+        ("prefix_b", PromptKind::SharedPrefix, 72),
+        ("prefix_c", PromptKind::SharedPrefix, 84),
+    ];
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        let reference = bundle.reference().unwrap();
+        assert_eq!(reference.vocab_size, 512);
+        assert_eq!(reference.prompts.len(), expected.len(), "{name}");
+        for ((p, info), (pname, kind, len)) in
+            reference.prompts.iter().zip(&bundle.manifest().reference.prompts).zip(expected)
+        {
+            assert_eq!((p.name.as_str(), p.kind, p.prompt_ids.len()), (pname, kind, len), "{name}");
+            assert_eq!(info.prompt_len, len);
+            assert_eq!(p.prompt_logits.rows(), len, "{name}/{pname}");
+            assert_eq!(p.prompt_logits.vocab(), 512);
+            assert_eq!(p.greedy_tokens.len(), 16, "{name}/{pname}");
+            assert_eq!(p.greedy_logits.rows(), 16);
+            assert!(len + 16 <= bundle.config().context_length);
+            assert_eq!(p.teacher_forced_ids().len(), len + 15);
+            assert_eq!(p.all_logits().rows(), len + 15);
+        }
+        let group: Vec<_> = reference.of_kind(PromptKind::SharedPrefix).collect();
+        assert_eq!(group.len(), 3, "{name}");
+        for p in &group {
+            assert_eq!(p.shared_prefix_len, Some(64));
+            assert_eq!(p.prompt_ids[..64], group[0].prompt_ids[..64], "{name}/{}", p.name);
+            // causal model: the shared positions have the same logits in every member of the group
+            assert_eq!(p.prompt_logits.row(63), group[0].prompt_logits.row(63), "{name}/{}", p.name);
+        }
+        assert_ne!(group[0].prompt_ids[64], group[1].prompt_ids[64], "{name}: suffixes differ");
+    }
+}
+
+#[test]
+fn greedy_tokens_are_the_argmax_of_their_logits() {
+    for name in COMMITTED_BUNDLES {
+        let reference = open(name).reference().unwrap();
+        for p in &reference.prompts {
+            for (i, &token) in p.greedy_tokens.iter().enumerate() {
+                assert_eq!(p.greedy_logits.argmax(i), token, "{name}/{} step {i}", p.name);
+            }
+            let last = p.prompt_logits.rows() - 1;
+            assert_eq!(
+                p.greedy_logits.row(0),
+                p.prompt_logits.row(last),
+                "{name}/{}: row 0 is the prefill's last",
+                p.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_reference_row_has_the_recorded_top2_gap() {
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        let reference = bundle.reference().unwrap();
+        let required = bundle.manifest().reference.min_top2_gap_required;
+        assert!(required >= 0.01, "{name}: required gap {required}");
+        let mut smallest = f32::INFINITY;
+        for (p, info) in reference.prompts.iter().zip(&bundle.manifest().reference.prompts) {
+            let mut prompt_min = f32::INFINITY;
+            for row in p.prompt_logits.iter_rows().chain(p.greedy_logits.iter_rows()) {
+                let top = row[argmax(row) as usize];
+                let second = row
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != argmax(row) as usize)
+                    .map(|(_, &v)| v)
+                    .fold(f32::MIN, f32::max);
+                prompt_min = prompt_min.min(top - second);
+            }
+            assert!(
+                (f64::from(prompt_min) - info.min_top2_gap).abs() < 1e-5,
+                "{name}/{}: {prompt_min} vs {}",
+                p.name,
+                info.min_top2_gap
+            );
+            smallest = smallest.min(prompt_min);
+        }
+        assert!(f64::from(smallest) >= required, "{name}: smallest gap {smallest} < {required}");
+        let measured = bundle.manifest().measured["min_top2_gap"].as_f64().unwrap();
+        assert!((f64::from(smallest) - measured).abs() < 1e-4, "{name}: {smallest} vs manifest {measured}");
+    }
+}
+
+#[test]
+fn logits_are_in_the_range_of_a_large_init_model() {
+    for name in COMMITTED_BUNDLES {
+        let reference = open(name).reference().unwrap();
+        let max = reference.prompts.iter().flat_map(|p| p.prompt_logits.as_slice()).fold(0f32, |m, v| m.max(v.abs()));
+        assert!((3.0..20.0).contains(&max), "{name}: max |logit| {max}");
+    }
+}
+
+#[test]
+fn tokenizer_references_cover_the_documented_cases() {
+    let mut tokenizer_hashes = BTreeSet::new();
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        let t = bundle.tokenizer_reference().unwrap();
+        assert_eq!(t.cases.len(), bundle.manifest().tokenizer_reference.cases);
+        assert!(!t.add_special_tokens && !t.default_adds_bos && !t.default_adds_eos);
+        for case in ["empty", "ascii_sentence", "digits", "spaces_run", "newlines", "cjk", "emoji", "latin_accents"] {
+            assert!(t.case(case).is_some(), "{name}: case {case}");
+        }
+        assert!(t.case("empty").unwrap().ids.is_empty());
+        for case in &t.cases {
+            assert_eq!(case.decoded, case.text, "{name}/{}: byte-level BPE round-trips", case.name);
+            assert!(case.text.is_empty() || !case.ids.is_empty(), "{name}/{}", case.name);
+        }
+        let special = &t.case("special_token_text").unwrap().ids;
+        assert!(special.contains(&0) && special.contains(&1), "{name}: `<s>` and `</s>` in text match ids 0 and 1");
+        let cjk = t.case("cjk").unwrap();
+        assert!(cjk.ids.len() > cjk.text.chars().count(), "{name}: CJK falls back to byte tokens");
+        tokenizer_hashes.insert(bundle.manifest().file("tokenizer.json").unwrap().sha256.clone());
+    }
+    assert_eq!(tokenizer_hashes.len(), 1, "the three bundles share one tokenizer");
+}
+
+#[test]
+fn tolerances_are_set_and_llama_cpp_override_is_gpt2_only() {
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        let t = bundle.tolerances();
+        assert_eq!(t.f32.max_abs_diff, 1e-4, "{name}");
+        assert_eq!(t.f32.argmax_agreement, 1.0);
+        assert!(t.q8_0.max_mean_kl > 0.0 && t.q8_0.max_mean_kl <= 0.05, "{name}: {}", t.q8_0.max_mean_kl);
+        assert!((0.8..1.0).contains(&t.q8_0.min_top1_agreement), "{name}: {}", t.q8_0.min_top1_agreement);
+        let measured = &bundle.manifest().measured;
+        let onnx = measured["onnx_vs_transformers"]["max_abs_diff_single"].as_f64().unwrap();
+        assert!(onnx < 1e-4 && onnx > 0.0, "{name}: onnx diff {onnx}");
+        assert_eq!(measured["gguf_f32_weights_bit_identical"], true);
+        let q8_kl = measured["q8_0"]["weights_and_activations"]["mean_kl"].as_f64().unwrap();
+        assert!(q8_kl < t.q8_0.max_mean_kl, "{name}: measured KL inside its tolerance");
+        if name == "tiny-gpt2" {
+            let over = t.llama_cpp_f32.as_ref().expect("gpt2 has a llama.cpp f32 override");
+            assert!(over.max_abs_diff > t.f32.max_abs_diff && over.reason.is_some());
+            assert_eq!(t.llama_cpp_f32().max_abs_diff, over.max_abs_diff);
+        } else {
+            assert!(t.llama_cpp_f32.is_none(), "{name}");
+            assert_eq!(t.llama_cpp_f32(), &t.f32);
+        }
+    }
+}
+
+#[test]
+fn model_files_have_the_expected_headers() {
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        for path in [bundle.gguf_f32(), bundle.gguf_q8_0()] {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(&bytes[..4], b"GGUF", "{}", path.display());
+            assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 3, "GGUF version 3");
+        }
+        let onnx = std::fs::read(bundle.onnx()).unwrap();
+        assert!(onnx.windows(b"past_key_values.1.value".len()).any(|w| w == b"past_key_values.1.value"));
+        assert!(onnx.windows(b"present.0.key".len()).any(|w| w == b"present.0.key"));
+        let st = std::fs::read(bundle.safetensors()).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+        let embed = if name == "tiny-gpt2" { "transformer.wte.weight" } else { "model.embed_tokens.weight" };
+        assert_eq!(st.tensor(embed).unwrap().shape(), &[512, 64], "{name}");
+        assert_eq!(st.tensor(embed).unwrap().dtype(), safetensors::Dtype::F32);
+        assert_eq!(st.names().contains(&"lm_head.weight"), !bundle.config().tie_word_embeddings, "{name}");
+        assert_eq!(bundle.hf_dir(), bundle.dir());
+        assert!(bundle.config_json().ends_with("config.json") && bundle.tokenizer_json().ends_with("tokenizer.json"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the bundle reader: the committed bundles, and damaged copies of them.
+
+mod committed;
+mod damaged;
+mod util;
