@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nano_vllm_engine::{
     BlockManager, Capabilities, Config, HitPolicy, KvCacheKind, KvCacheSpec, LlmEngine, MockRuntime, PrefixReuse,
-    Runtime, RuntimeError, RuntimeInfo, SamplingParams, Sequence, StepBatch, StepOutput,
+    Runtime, RuntimeError, RuntimeInfo, SamplingParams, Scheduler, Sequence, StepBatch, StepOutput,
 };
 
 /// Does nothing: one logit per row.
@@ -142,6 +142,45 @@ fn decode_batch(n: usize) -> StepBatch {
     b
 }
 
+/// The scheduler alone: `schedule` + `postprocess` with a token for every sequence, no batch packing, no runtime,
+/// no sampling. This is "decode tokens scheduled per second".
+fn scheduler(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scheduler/decode");
+    for n in [1usize, 32, 256] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                let mut finished = Vec::new();
+                while left > 0 {
+                    let config = config(n);
+                    let num_blocks = config.resolve_num_blocks(None).unwrap();
+                    let mut s = Scheduler::new(&config, num_blocks, Some(HitPolicy::Any));
+                    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(STEPS_PER_ENGINE + 8) };
+                    for i in 0..n {
+                        s.add(Sequence::new(i as u64, vec![i as u32; PROMPT], params.clone(), Instant::now()));
+                    }
+                    let now = Instant::now();
+                    let tokens = vec![Some(1u32); n];
+                    s.schedule(now);
+                    s.postprocess(&tokens, now, &mut finished);
+                    let k = left.min(STEPS_PER_ENGINE);
+                    let t = Instant::now();
+                    for _ in 0..k {
+                        s.schedule(now);
+                        s.postprocess(&tokens, now, &mut finished);
+                    }
+                    total += t.elapsed();
+                    left -= k;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 fn prefill(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_overhead/prefill_128");
     for n in [1usize, 8, 32] {
@@ -221,38 +260,43 @@ fn finished_backlog(c: &mut Criterion) {
     for finished in [0usize, 20_000] {
         g.bench_function(BenchmarkId::from_parameter(finished), |b| {
             b.iter_custom(|iters| {
-                let mut engine = LlmEngine::new(
-                    Config::builder()
-                        .max_num_seqs(64)
-                        .max_model_len(4096)
-                        .num_kv_blocks(32 * 256 + 64)
-                        .build()
-                        .unwrap(),
-                    Box::new(Null),
-                )
-                .unwrap();
-                for i in 0..finished {
-                    engine.add_request(vec![(i % 50) as u32 + 1; 4], SamplingParams::greedy(1)).unwrap();
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let mut engine = backlog_engine(finished);
+                    // 32 sequences decode up to 3,900 steps before they end.
+                    let k = left.min(3_900);
+                    let t = Instant::now();
+                    for _ in 0..k {
+                        black_box(engine.step().unwrap());
+                    }
+                    total += t.elapsed();
+                    left -= k;
                 }
-                while engine.has_unfinished() {
-                    engine.step().unwrap();
-                }
-                let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(4000) };
-                for i in 0..32 {
-                    engine.add_request(vec![i + 1; 8], params.clone()).unwrap();
-                }
-                engine.step().unwrap();
-                // 32 sequences decode up to 3,900 steps; criterion's sample sizes stay below that here.
-                let t = Instant::now();
-                for _ in 0..iters.min(3_900) {
-                    black_box(engine.step().unwrap());
-                }
-                t.elapsed()
+                total
             })
         });
     }
     g.finish();
 }
 
-criterion_group!(benches, decode, prefill, block_manager, finished_backlog);
+/// An engine that has finished `finished` requests and now decodes 32.
+fn backlog_engine(finished: usize) -> LlmEngine {
+    let config = Config::builder().max_num_seqs(64).max_model_len(4096).num_kv_blocks(32 * 256 + 64).build().unwrap();
+    let mut engine = LlmEngine::new(config, Box::new(Null)).unwrap();
+    for i in 0..finished {
+        engine.add_request(vec![(i % 50) as u32 + 1; 4], SamplingParams::greedy(1)).unwrap();
+    }
+    while engine.has_unfinished() {
+        engine.step().unwrap();
+    }
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(4000) };
+    for i in 0..32 {
+        engine.add_request(vec![i + 1; 8], params.clone()).unwrap();
+    }
+    engine.step().unwrap();
+    engine
+}
+
+criterion_group!(benches, decode, scheduler, prefill, block_manager, finished_backlog);
 criterion_main!(benches);

@@ -10,8 +10,7 @@
 //! Costs: `lookup_prefix` is O(prompt blocks) hash-map probes; `allocate`, `may_append` and `deallocate` are O(blocks
 //! touched); nothing scans the whole cache.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use xxhash_rust::xxh64::Xxh64;
 
 use crate::free_list::FreeList;
@@ -24,11 +23,10 @@ pub type BlockId = u32;
 pub fn block_hash(prev: Option<u64>, tokens: &[u32]) -> u64 {
     let mut h = Xxh64::new(0);
     if let Some(prev) = prev {
-        h.update(&prev.to_le_bytes());
+        h.update(&prev.to_ne_bytes());
     }
-    for t in tokens {
-        h.update(&t.to_le_bytes());
-    }
+    // Native byte order: keys only have to agree within one process.
+    h.update(bytemuck::cast_slice(tokens));
     h.digest()
 }
 
@@ -39,8 +37,6 @@ struct Block {
     hash: Option<u64>,
     /// The key of the block before it in the prefix (`None` for a first block): with `tokens` it reproduces `hash`.
     parent: Option<u64>,
-    /// The tokens behind `hash`, to confirm hits.
-    tokens: Vec<u32>,
 }
 
 /// What the prefix cache holds for a sequence about to be admitted.
@@ -65,8 +61,10 @@ pub enum HitPolicy {
 pub struct BlockManager {
     block_size: usize,
     blocks: Vec<Block>,
+    /// The tokens behind each registered block's key, to confirm hits: `block_size` per block, one allocation.
+    block_tokens: Vec<u32>,
     free: FreeList,
-    cached: HashMap<u64, BlockId>,
+    cached: FxHashMap<u64, BlockId>,
     prefix_caching: Option<HitPolicy>,
 }
 
@@ -76,9 +74,14 @@ impl BlockManager {
         assert!(block_size > 0 && num_blocks < u32::MAX as usize);
         Self {
             block_size,
-            blocks: vec![Block { ref_count: 0, hash: None, parent: None, tokens: Vec::new() }; num_blocks],
+            blocks: vec![Block { ref_count: 0, hash: None, parent: None }; num_blocks],
+            block_tokens: vec![0; num_blocks * block_size],
             free: FreeList::full(num_blocks),
-            cached: HashMap::new(),
+            // At most one key per block: sized once, never rehashed.
+            cached: FxHashMap::with_capacity_and_hasher(
+                if prefix_caching.is_some() { num_blocks } else { 0 },
+                Default::default(),
+            ),
             prefix_caching,
         }
     }
@@ -95,6 +98,11 @@ impl BlockManager {
     pub fn num_used_blocks(&self) -> usize {
         self.blocks.len() - self.free.len()
     }
+    fn tokens_of(&self, id: BlockId) -> &[u32] {
+        let start = id as usize * self.block_size;
+        &self.block_tokens[start..start + self.block_size]
+    }
+
     pub fn prefix_caching(&self) -> Option<HitPolicy> {
         self.prefix_caching
     }
@@ -125,7 +133,7 @@ impl BlockManager {
                 break;
             };
             let block = &self.blocks[id as usize];
-            if block.tokens != seq.token_ids[i * bs..(i + 1) * bs]
+            if self.tokens_of(id) != &seq.token_ids[i * bs..(i + 1) * bs]
                 || (policy == HitPolicy::LiveOnly && block.ref_count == 0)
             {
                 break;
@@ -163,13 +171,14 @@ impl BlockManager {
 
     /// Whether a running sequence's table can grow to cover `num_tokens` tokens.
     pub fn can_append(&self, seq: &Sequence, num_tokens: usize) -> bool {
-        Sequence::blocks_for(num_tokens, self.block_size).saturating_sub(seq.block_table.len()) <= self.free.len()
+        // The common case (a decode inside the last block) without a division.
+        num_tokens <= seq.block_table.len() * self.block_size
+            || Sequence::blocks_for(num_tokens, self.block_size) - seq.block_table.len() <= self.free.len()
     }
 
     /// Grows a sequence's table with fresh blocks to cover `num_tokens` tokens. Call after [`Self::can_append`].
     pub fn may_append(&mut self, seq: &mut Sequence, num_tokens: usize) {
-        let needed = Sequence::blocks_for(num_tokens, self.block_size);
-        while seq.block_table.len() < needed {
+        while seq.block_table.len() * self.block_size < num_tokens {
             let id = self.take_free_block();
             seq.block_table.push(id);
         }
@@ -184,7 +193,6 @@ impl BlockManager {
             if self.cached.get(&hash) == Some(&id) {
                 self.cached.remove(&hash);
             }
-            block.tokens.clear();
             block.parent = None;
         }
         block.ref_count = 1;
@@ -211,10 +219,11 @@ impl BlockManager {
         if self.prefix_caching.is_none() {
             return;
         }
-        let full = seq.num_computed_tokens / self.block_size;
-        if full <= seq.num_registered_blocks {
+        // Most steps fill no block: check that without a division.
+        if (seq.num_registered_blocks + 1) * self.block_size > seq.num_computed_tokens {
             return;
         }
+        let full = seq.num_computed_tokens / self.block_size;
         self.update_hashes(seq);
         let bs = self.block_size;
         for i in seq.num_registered_blocks..full {
@@ -224,7 +233,8 @@ impl BlockManager {
                 let hash = seq.block_hashes[i];
                 block.hash = Some(hash);
                 block.parent = i.checked_sub(1).map(|p| seq.block_hashes[p]);
-                block.tokens.extend_from_slice(&seq.token_ids[i * bs..(i + 1) * bs]);
+                let start = id as usize * bs;
+                self.block_tokens[start..start + bs].copy_from_slice(&seq.token_ids[i * bs..(i + 1) * bs]);
                 self.cached.insert(hash, id);
             }
         }
@@ -267,9 +277,6 @@ impl BlockManager {
                 return Err(format!("block {id}: ref_count {} but free list membership {free}", block.ref_count));
             }
             free_count += usize::from(free);
-            if block.hash.is_some() != (block.tokens.len() == bs) {
-                return Err(format!("block {id}: hash and tokens disagree"));
-            }
         }
         if free_count != self.free.len() || self.free.len() + self.num_used_blocks() != self.blocks.len() {
             return Err(format!("free list length {} but {free_count} free blocks", self.free.len()));
@@ -280,7 +287,7 @@ impl BlockManager {
             if block.hash != Some(hash) {
                 return Err(format!("key {hash:#x} maps to block {id}, which holds key {:?}", block.hash));
             }
-            if block_hash(block.parent, &block.tokens) != hash {
+            if block_hash(block.parent, self.tokens_of(id)) != hash {
                 return Err(format!("key {hash:#x} maps to block {id}, whose tokens and parent key give another key"));
             }
         }
@@ -300,7 +307,7 @@ impl BlockManager {
                     seq.id, block.hash
                 ));
             }
-            if block.tokens != seq.token_ids[i * bs..(i + 1) * bs] {
+            if self.tokens_of(id) != &seq.token_ids[i * bs..(i + 1) * bs] {
                 return Err(format!("seq {}: registered block {i} (id {id}) holds other tokens", seq.id));
             }
             prev = Some(key);

@@ -219,7 +219,7 @@ impl LlmEngine {
         }
 
         self.sampled.clear();
-        let mut new_tokens = Vec::new();
+        let mut new_tokens = Vec::with_capacity(self.batch.seqs.len());
         let running = self.scheduler.running_mut();
         for (entry, &index) in self.batch.seqs.iter().zip(&self.entry_index) {
             let seq = &mut running[index];
@@ -290,9 +290,15 @@ impl LlmEngine {
             let is_prefill = n > 1 || seq.num_output_tokens() == 0;
             let query_start = batch.token_ids.len();
             batch.token_ids.extend_from_slice(&seq.token_ids[start..end]);
-            for p in start..end {
-                batch.positions.push(p as u32);
-                batch.slot_mapping.push(seq.block_table[p / bs] * bs as u32 + (p % bs) as u32);
+            batch.positions.extend(start as u32..end as u32);
+            // One division per sequence; offsets advance from there.
+            let (mut block, mut offset) = (start / bs, start % bs);
+            for _ in start..end {
+                batch.slot_mapping.push(seq.block_table[block] * bs as u32 + offset as u32);
+                offset += 1;
+                if offset == bs {
+                    (block, offset) = (block + 1, 0);
+                }
             }
             let block_table_start = batch.block_tables.len();
             batch.block_tables.extend_from_slice(&seq.block_table);

@@ -124,8 +124,11 @@ pub struct Sequence {
 impl Sequence {
     /// A waiting sequence. Its sampling generator is seeded with `params.seed`, or, without one, from its id, so
     /// runs are reproducible either way. The engine validates requests before making sequences; this does not.
-    pub fn new(id: SeqId, prompt: Vec<u32>, params: SamplingParams, arrival: Instant) -> Self {
+    pub fn new(id: SeqId, mut prompt: Vec<u32>, params: SamplingParams, arrival: Instant) -> Self {
         let num_prompt_tokens = prompt.len();
+        // Room for the outputs up front: no reallocation (and copy) while decoding.
+        let expected_outputs = params.max_tokens.min(1 << 16);
+        prompt.reserve_exact(expected_outputs);
         let seed = params.seed.unwrap_or_else(|| id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
         let rng = crate::sampling::rng_for(seed);
         let logits = (params.logits != crate::LogitsCapture::None).then(CapturedLogits::default);
@@ -141,7 +144,12 @@ impl Sequence {
             num_registered_blocks: 0,
             params,
             rng,
-            timing: SequenceTiming { arrival, first_scheduled: None, token_times: Vec::new(), finished: None },
+            timing: SequenceTiming {
+                arrival,
+                first_scheduled: None,
+                token_times: Vec::with_capacity(expected_outputs),
+                finished: None,
+            },
             num_preemptions: 0,
             logits,
         }
