@@ -245,3 +245,21 @@ fn model_files_have_the_expected_headers() {
         assert!(bundle.config_json().ends_with("config.json") && bundle.tokenizer_json().ends_with("tokenizer.json"));
     }
 }
+
+/// `fixtures/bench/` is generated on demand (`python fixtures/generate.py --preset bench`) and git-ignored; run
+/// with `cargo test -p nano-vllm-bundle -- --ignored` after generating it.
+#[test]
+#[ignore = "needs fixtures/bench/ (python fixtures/generate.py --preset bench)"]
+fn bench_bundle_opens_and_verifies() {
+    let bundle = open("bench");
+    let c = bundle.config();
+    assert_eq!((c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.vocab_size), (512, 8, 8, 4, 16384));
+    assert!((30_000_000..120_000_000).contains(&c.parameters), "{} parameters", c.parameters);
+    let reference = bundle.reference().unwrap();
+    assert_eq!(reference.prompts.len(), 2);
+    for p in &reference.prompts {
+        for (i, &token) in p.greedy_tokens.iter().enumerate() {
+            assert_eq!(p.greedy_logits.argmax(i), token);
+        }
+    }
+}
