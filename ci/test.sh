@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, then every test of every crate in one (release) profile.
+# Fails on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (release, all targets, -D warnings)"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "== cargo test (release: unit, integration, property tests; benches run once as smoke tests)"
+cargo test --release --workspace --all-targets --locked
+echo "== doc tests"
+cargo test --release --workspace --doc --locked
