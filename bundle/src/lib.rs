@@ -18,6 +18,7 @@
 mod bundle;
 mod error;
 mod format;
+mod hf_config;
 mod logits;
 mod manifest;
 mod reference;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 pub use bundle::{Bundle, MANIFEST_FILE};
 pub use error::BundleError;
 pub use format::Format;
+pub use hf_config::{Activation, HfArchitecture, HfConfig, Llama3RopeScaling};
 pub use logits::{Logits, argmax};
 pub use manifest::{
     Architecture, FORMAT_VERSION, FileEntry, LogitTolerance, Manifest, ModelConfig, PromptInfo, PromptKind,

@@ -1,0 +1,392 @@
+//! A Hugging Face `config.json`, read into what a runtime needs to build the model: the architecture and its
+//! dimensions, norms, activation, RoPE (with Llama-3 scaling) and head tying.
+//!
+//! transformers 5 writes `"rope_parameters": {"rope_theta": ...}` and no top-level `rope_theta`; older checkpoints
+//! have the top-level key. Both are read, and a RoPE model with neither is an error rather than a silent default.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{BundleError, read_file};
+
+/// The architectures the runtimes implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HfArchitecture {
+    Llama,
+    Mistral,
+    Qwen2,
+    Gpt2,
+}
+
+impl HfArchitecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Gpt2 => "gpt2",
+        }
+    }
+}
+
+/// Feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU, in a gated (SwiGLU) MLP.
+    Silu,
+    /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// GELU, exact (erf).
+    Gelu,
+}
+
+/// Llama-3 style RoPE frequency scaling (`rope_type: "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+/// A model's `config.json`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfConfig {
+    pub architecture: HfArchitecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon (Llama family) or LayerNorm epsilon (GPT-2).
+    pub norm_eps: f64,
+    pub activation: Activation,
+    /// `None` for learned positions (GPT-2).
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub tie_word_embeddings: bool,
+    /// Biases on the q, k and v projections (Qwen2, or `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection (`attention_bias` on Llama; always on GPT-2).
+    pub o_bias: bool,
+    /// Biases on the MLP projections (`mlp_bias`; always on GPT-2).
+    pub mlp_bias: bool,
+    /// Attention looks back at most this many positions (Mistral's `sliding_window`), if set.
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    v: &'a Value,
+}
+
+impl Reader<'_> {
+    fn err(&self, field: &str, reason: impl Into<String>) -> BundleError {
+        BundleError::field(self.path, field, reason)
+    }
+    fn opt_usize(&self, field: &str) -> Result<Option<usize>, BundleError> {
+        match self.v.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {x}"))),
+        }
+    }
+    fn usize(&self, field: &str) -> Result<usize, BundleError> {
+        self.opt_usize(field)?.ok_or_else(|| self.err(field, "missing"))
+    }
+    fn positive(&self, field: &str) -> Result<usize, BundleError> {
+        let n = self.usize(field)?;
+        if n == 0 {
+            return Err(self.err(field, "must be at least 1"));
+        }
+        Ok(n)
+    }
+    fn opt_f64(&self, field: &str) -> Result<Option<f64>, BundleError> {
+        match self.v.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x.as_f64().map(Some).ok_or_else(|| self.err(field, format!("expected a number, got {x}"))),
+        }
+    }
+    fn bool_or(&self, field: &str, default: bool) -> Result<bool, BundleError> {
+        match self.v.get(field) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(x) => Err(self.err(field, format!("expected true or false, got {x}"))),
+        }
+    }
+    fn token_ids(&self, field: &str) -> Result<Vec<u32>, BundleError> {
+        let bad = || self.err(field, "expected a token id or a list of them");
+        match self.v.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|n| n as u32).ok_or_else(bad)).collect(),
+            Some(x) => x.as_u64().map(|n| vec![n as u32]).ok_or_else(bad),
+        }
+    }
+}
+
+impl HfConfig {
+    /// Reads `config.json` from a file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, BundleError> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|source| BundleError::Json { path: path.into(), source })?;
+        Self::from_json(path, &v)
+    }
+
+    /// Reads the `config.json` of a model directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, BundleError> {
+        Self::from_file(dir.as_ref().join("config.json"))
+    }
+
+    /// Parses a config already read; `path` names it in errors.
+    pub fn from_json(path: &Path, v: &Value) -> Result<Self, BundleError> {
+        let r = Reader { path, v };
+        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let architecture = match model_type {
+            "llama" => HfArchitecture::Llama,
+            "mistral" => HfArchitecture::Mistral,
+            "qwen2" => HfArchitecture::Qwen2,
+            "gpt2" => HfArchitecture::Gpt2,
+            "" => return Err(r.err("model_type", "missing")),
+            other => {
+                return Err(r.err(
+                    "model_type",
+                    format!("architecture '{other}' is not supported (supported: llama, mistral, qwen2, gpt2)"),
+                ));
+            }
+        };
+        if architecture == HfArchitecture::Gpt2 {
+            return Self::gpt2(&r);
+        }
+        let hidden_size = r.positive("hidden_size")?;
+        let num_heads = r.positive("num_attention_heads")?;
+        let num_kv_heads = r.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(r.err(
+                "num_key_value_heads",
+                format!("{num_kv_heads} does not divide num_attention_heads ({num_heads})"),
+            ));
+        }
+        let head_dim = match r.opt_usize("head_dim")? {
+            Some(d) => d,
+            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
+            None => return Err(r.err("hidden_size", format!("{hidden_size} is not divisible by {num_heads} heads"))),
+        };
+        if head_dim % 2 != 0 {
+            return Err(r.err("head_dim", format!("{head_dim} must be even for RoPE")));
+        }
+        let rope_params = v.get("rope_parameters").filter(|p| p.is_object());
+        let rope_theta =
+            match (rope_params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64), r.opt_f64("rope_theta")?) {
+                (Some(t), _) | (None, Some(t)) => t,
+                (None, None) => {
+                    return Err(r.err("rope_theta", "missing (neither rope_parameters.rope_theta nor rope_theta)"));
+                }
+            };
+        let rope_scaling = Self::rope_scaling(&r, rope_params.or(v.get("rope_scaling")))?;
+        let activation = match v.get("hidden_act").and_then(Value::as_str).unwrap_or("silu") {
+            "silu" | "swish" => Activation::Silu,
+            other => return Err(r.err("hidden_act", format!("'{other}' is not supported for {model_type} (silu)"))),
+        };
+        let attention_bias = r.bool_or("attention_bias", false)?;
+        let sliding_window = match architecture {
+            HfArchitecture::Mistral | HfArchitecture::Qwen2 if r.bool_or("use_sliding_window", true)? => {
+                r.opt_usize("sliding_window")?
+            }
+            _ => None,
+        };
+        Ok(Self {
+            architecture,
+            vocab_size: r.positive("vocab_size")?,
+            hidden_size,
+            num_layers: r.positive("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            intermediate_size: r.positive("intermediate_size")?,
+            max_position_embeddings: r.positive("max_position_embeddings")?,
+            norm_eps: r.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+            activation,
+            rope_theta: Some(rope_theta),
+            rope_scaling,
+            tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
+            qkv_bias: architecture == HfArchitecture::Qwen2 || attention_bias,
+            o_bias: architecture != HfArchitecture::Qwen2 && attention_bias,
+            mlp_bias: r.bool_or("mlp_bias", false)?,
+            sliding_window,
+            bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
+            eos_token_ids: r.token_ids("eos_token_id")?,
+        })
+    }
+
+    fn gpt2(r: &Reader<'_>) -> Result<Self, BundleError> {
+        let hidden_size = r.positive("n_embd")?;
+        let num_heads = r.positive("n_head")?;
+        if hidden_size % num_heads != 0 {
+            return Err(r.err("n_embd", format!("{hidden_size} is not divisible by n_head ({num_heads})")));
+        }
+        let activation = match r.v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new") {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            other => return Err(r.err("activation_function", format!("'{other}' is not supported for gpt2"))),
+        };
+        if r.bool_or("scale_attn_by_inverse_layer_idx", false)? || r.bool_or("reorder_and_upcast_attn", false)? {
+            return Err(r.err("scale_attn_by_inverse_layer_idx", "GPT-2 attention variants are not supported"));
+        }
+        Ok(Self {
+            architecture: HfArchitecture::Gpt2,
+            vocab_size: r.positive("vocab_size")?,
+            hidden_size,
+            num_layers: r.positive("n_layer")?,
+            num_heads,
+            num_kv_heads: num_heads,
+            head_dim: hidden_size / num_heads,
+            intermediate_size: r.opt_usize("n_inner")?.unwrap_or(4 * hidden_size),
+            max_position_embeddings: r.positive("n_positions")?,
+            norm_eps: r.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
+            activation,
+            rope_theta: None,
+            rope_scaling: None,
+            tie_word_embeddings: r.bool_or("tie_word_embeddings", true)?,
+            qkv_bias: true,
+            o_bias: true,
+            mlp_bias: true,
+            sliding_window: None,
+            bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
+            eos_token_ids: r.token_ids("eos_token_id")?,
+        })
+    }
+
+    fn rope_scaling(r: &Reader<'_>, s: Option<&Value>) -> Result<Option<Llama3RopeScaling>, BundleError> {
+        let Some(s) = s.filter(|s| s.is_object()) else { return Ok(None) };
+        let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
+        match kind {
+            "default" => Ok(None),
+            "llama3" => {
+                let num = |k: &str| {
+                    s.get(k)
+                        .and_then(Value::as_f64)
+                        .ok_or_else(|| r.err(&format!("rope_scaling.{k}"), "missing or not a number"))
+                };
+                Ok(Some(Llama3RopeScaling {
+                    factor: num("factor")?,
+                    low_freq_factor: num("low_freq_factor")?,
+                    high_freq_factor: num("high_freq_factor")?,
+                    original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
+                }))
+            }
+            other => Err(r.err("rope_scaling", format!("rope type '{other}' is not supported (default, llama3)"))),
+        }
+    }
+
+    /// Query heads per key/value head.
+    pub fn group_size(&self) -> usize {
+        self.num_heads / self.num_kv_heads
+    }
+
+    /// f32 bytes of keys and values per token, all layers.
+    pub fn kv_bytes_per_token_f32(&self) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
+    }
+
+    /// RoPE inverse frequencies (`head_dim / 2` of them), with Llama-3 scaling applied, as transformers computes them.
+    pub fn rope_inv_freq(&self) -> Option<Vec<f64>> {
+        let theta = self.rope_theta?;
+        let d = self.head_dim;
+        let mut inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64)).collect();
+        if let Some(s) = self.rope_scaling {
+            let low_wavelen = s.original_max_position_embeddings as f64 / s.low_freq_factor;
+            let high_wavelen = s.original_max_position_embeddings as f64 / s.high_freq_factor;
+            for f in inv.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= s.factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (s.original_max_position_embeddings as f64 / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                }
+            }
+        }
+        Some(inv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<HfConfig, BundleError> {
+        HfConfig::from_json(Path::new("config.json"), &serde_json::from_str(json).unwrap())
+    }
+
+    const LLAMA: &str = r#"{"model_type":"llama","vocab_size":512,"hidden_size":64,"num_hidden_layers":2,
+        "num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"max_position_embeddings":256,
+        "rms_norm_eps":1e-5,"rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"eos_token_id":1}"#;
+
+    #[test]
+    fn llama_with_transformers5_rope_parameters() {
+        let c = parse(LLAMA).unwrap();
+        assert_eq!(
+            (c.architecture, c.head_dim, c.group_size(), c.rope_theta),
+            (HfArchitecture::Llama, 16, 2, Some(1e4))
+        );
+        assert_eq!(c.eos_token_ids, [1]);
+        assert_eq!(c.kv_bytes_per_token_f32(), 2 * 2 * 2 * 16 * 4);
+        let inv = c.rope_inv_freq().unwrap();
+        assert_eq!(inv.len(), 8);
+        assert!((inv[1] - 1e4f64.powf(-2.0 / 16.0)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn top_level_rope_theta_is_read_and_missing_theta_is_an_error() {
+        let old = LLAMA
+            .replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"}"#, r#""rope_theta":500000.0"#);
+        assert_eq!(parse(&old).unwrap().rope_theta, Some(5e5));
+        let none = LLAMA.replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, "");
+        let err = parse(&none).unwrap_err().to_string();
+        assert!(err.contains("rope_theta") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let err = parse(r#"{"model_type":"falcon"}"#).unwrap_err().to_string();
+        assert!(err.contains("'falcon' is not supported"), "{err}");
+    }
+
+    #[test]
+    fn llama3_rope_scaling_matches_transformers() {
+        let j = LLAMA.replace(
+            r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"}"#,
+            r#""rope_theta":500000.0,"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}"#,
+        );
+        let c = parse(&j).unwrap();
+        let inv = c.rope_inv_freq().unwrap();
+        // Highest frequency (wavelength 2*pi < 2048) unchanged; lowest divided by the factor.
+        assert_eq!(inv[0], 1.0);
+        let lowest = 500000f64.powf(-14.0 / 16.0);
+        assert!((inv[7] - lowest / 8.0).abs() < 1e-18);
+    }
+
+    #[test]
+    fn committed_bundles_parse() {
+        for name in crate::COMMITTED_BUNDLES {
+            let c = HfConfig::from_dir(crate::fixtures_dir().join(name)).unwrap();
+            assert_eq!(c.vocab_size, 512, "{name}");
+            assert_eq!(c.hidden_size, 64, "{name}");
+        }
+        let q = HfConfig::from_dir(crate::fixtures_dir().join("tiny-qwen2")).unwrap();
+        assert!(q.qkv_bias && q.tie_word_embeddings && !q.o_bias);
+        let g = HfConfig::from_dir(crate::fixtures_dir().join("tiny-gpt2")).unwrap();
+        assert_eq!((g.activation, g.intermediate_size, g.rope_theta), (Activation::GeluTanh, 128, None));
+    }
+}
