@@ -1,0 +1,41 @@
+//! The native runtime's error type; each variant names the file, tensor or value involved.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NativeError {
+    /// config.json could not be read or describes something unsupported.
+    #[error(transparent)]
+    Config(#[from] nano_vllm_bundle::BundleError),
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid safetensors file: {source}", path.display())]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{}: {reason}", path.display())]
+    Index { path: PathBuf, reason: String },
+    #[error("{}: tensor `{name}` is missing", dir.display())]
+    MissingTensor { dir: PathBuf, name: String },
+    #[error("{}: tensor `{name}` has shape {actual:?}, expected {expected:?}", path.display())]
+    Shape { path: PathBuf, name: String, expected: Vec<usize>, actual: Vec<usize> },
+    #[error("{}: tensor `{name}` has dtype {dtype}; supported: F32, F16, BF16", path.display())]
+    Dtype { path: PathBuf, name: String, dtype: String },
+    #[error("execute() before prepare(): the KV cache has not been sized")]
+    NotPrepared,
+    #[error("sequence {seq_id}: position {position} is beyond the model's context ({max_positions})")]
+    PositionOutOfRange { seq_id: u64, position: usize, max_positions: usize },
+    #[error("token id {token} is outside the vocabulary ({vocab_size})")]
+    TokenOutOfRange { token: u32, vocab_size: usize },
+    #[error("sequence {seq_id}: slot {slot} is outside the KV cache ({num_slots} slots)")]
+    SlotOutOfRange { seq_id: u64, slot: u32, num_slots: usize },
+    #[error("cannot build a thread pool of {threads} threads: {reason}")]
+    ThreadPool { threads: usize, reason: String },
+}

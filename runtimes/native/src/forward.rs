@@ -1,0 +1,219 @@
+//! One engine step through the model: embed the packed tokens, run every layer (keys and values written into the
+//! paged pool at the step's slots, attention read through each sequence's block table), and compute logits only at
+//! the rows the step asks for. Buffers live in a [`Workspace`] that grows to the largest step and is then reused.
+
+use nano_vllm_engine::StepBatch;
+use rayon::prelude::*;
+
+use crate::error::NativeError;
+use crate::kernels::attention::{Heads, attend};
+use crate::kernels::linear::matmul_t;
+use crate::kernels::{gelu_erf, gelu_tanh, silu_mul};
+use crate::model::{Mlp, Model};
+use nano_vllm_bundle::Activation;
+
+/// The paged KV cache: per layer, keys and values `[slot][kv_head][head_dim]`.
+#[derive(Debug)]
+pub struct KvPool {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    pub num_slots: usize,
+}
+
+impl KvPool {
+    pub fn new(model: &Model, num_slots: usize) -> Self {
+        let per_layer = num_slots * model.config.num_kv_heads * model.config.head_dim;
+        let n = model.config.num_layers;
+        Self {
+            k: (0..n).map(|_| vec![0.0; per_layer]).collect(),
+            v: (0..n).map(|_| vec![0.0; per_layer]).collect(),
+            num_slots,
+        }
+    }
+}
+
+/// Per-step buffers, reused across steps.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    tmp: Vec<f32>,
+    mlp: Vec<f32>,
+    act: Vec<f32>,
+    rows: Vec<f32>,
+    rows_normed: Vec<f32>,
+    /// For each packed token, the range of `ctx_slots` it attends to.
+    token_ctx: Vec<(usize, usize)>,
+    /// Per sequence, the slots of its context positions, concatenated.
+    ctx_slots: Vec<u32>,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Checks the step's inputs against the model and the pool.
+fn validate(model: &Model, kv: &KvPool, batch: &StepBatch) -> Result<(), NativeError> {
+    let c = &model.config;
+    for e in &batch.seqs {
+        for (&token, (&pos, &slot)) in batch.tokens(e).iter().zip(batch.positions_of(e).iter().zip(batch.slots(e))) {
+            if token as usize >= c.vocab_size {
+                return Err(NativeError::TokenOutOfRange { token, vocab_size: c.vocab_size });
+            }
+            if pos as usize >= c.max_position_embeddings {
+                return Err(NativeError::PositionOutOfRange {
+                    seq_id: e.seq_id,
+                    position: pos as usize,
+                    max_positions: c.max_position_embeddings,
+                });
+            }
+            if slot as usize >= kv.num_slots {
+                return Err(NativeError::SlotOutOfRange { seq_id: e.seq_id, slot, num_slots: kv.num_slots });
+            }
+        }
+        if let Some(&bad) = batch.block_table(e).iter().find(|&&b| (b as usize + 1) * batch.block_size > kv.num_slots) {
+            return Err(NativeError::SlotOutOfRange {
+                seq_id: e.seq_id,
+                slot: bad * batch.block_size as u32,
+                num_slots: kv.num_slots,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs one step; returns `[logits_indices.len(), vocab]` logits.
+pub fn forward(
+    model: &Model,
+    kv: &mut KvPool,
+    ws: &mut Workspace,
+    batch: &StepBatch,
+    threads: usize,
+) -> Result<Vec<f32>, NativeError> {
+    validate(model, kv, batch)?;
+    let c = &model.config;
+    let (t, hd, d) = (batch.num_tokens(), c.hidden_size, c.head_dim);
+    let (nh, nkv) = (c.num_heads, c.num_kv_heads);
+    let q_width = nh * d;
+    let qkv_width = (nh + 2 * nkv) * d;
+    let heads = Heads { num_heads: nh, num_kv_heads: nkv, head_dim: d, scale: 1.0 / (d as f32).sqrt() };
+
+    // Context slots of every sequence, and each token's window into them.
+    let bs = batch.block_size;
+    ws.ctx_slots.clear();
+    ws.token_ctx.clear();
+    for e in &batch.seqs {
+        let start = ws.ctx_slots.len();
+        let table = batch.block_table(e);
+        for p in 0..e.context_len() {
+            ws.ctx_slots.push(table[p / bs] * bs as u32 + (p % bs) as u32);
+        }
+        for j in 0..e.query_len {
+            let p = e.num_computed_tokens + j;
+            let first = c.sliding_window.map_or(0, |w| (p + 1).saturating_sub(w));
+            ws.token_ctx.push((start + first, start + p + 1));
+        }
+    }
+
+    // Embeddings.
+    let x = grow(&mut ws.x, t * hd);
+    for (k, row) in x.chunks_exact_mut(hd).enumerate() {
+        let tok = batch.token_ids[k] as usize;
+        row.copy_from_slice(&model.embed[tok * hd..(tok + 1) * hd]);
+        if let Some(wpe) = &model.pos_embed {
+            let p = batch.positions[k] as usize;
+            for (v, &w) in row.iter_mut().zip(&wpe[p * hd..(p + 1) * hd]) {
+                *v += w;
+            }
+        }
+    }
+
+    for (li, layer) in model.layers.iter().enumerate() {
+        // Attention block.
+        let h = grow(&mut ws.h, t * hd);
+        layer.attn_norm.forward(&ws.x[..t * hd], h);
+        let qkv = grow(&mut ws.qkv, t * qkv_width);
+        layer.qkv.forward(&ws.h[..t * hd], t, qkv, threads);
+        let (kp, vp) = (&mut kv.k[li], &mut kv.v[li]);
+        for (k, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
+            let (q, rest) = row.split_at_mut(q_width);
+            let (kk, vv) = rest.split_at_mut(nkv * d);
+            if let Some(rope) = &model.rope {
+                let p = batch.positions[k] as usize;
+                rope.apply(q, p);
+                rope.apply(kk, p);
+            }
+            let s = batch.slot_mapping[k] as usize * nkv * d;
+            kp[s..s + nkv * d].copy_from_slice(kk);
+            vp[s..s + nkv * d].copy_from_slice(vv);
+        }
+        let attn = grow(&mut ws.attn, t * q_width);
+        let (qkv, ctx_slots, token_ctx) = (&ws.qkv[..t * qkv_width], &ws.ctx_slots, &ws.token_ctx);
+        let (kp, vp) = (&kv.k[li][..], &kv.v[li][..]);
+        attn.par_chunks_mut(q_width).enumerate().for_each_init(Vec::new, |scores, (k, out)| {
+            let (a, b) = token_ctx[k];
+            let q = &qkv[k * qkv_width..k * qkv_width + q_width];
+            attend(q, &ctx_slots[a..b], kp, vp, heads, out, scores);
+        });
+        let tmp = grow(&mut ws.tmp, t * hd);
+        layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads);
+        add_into(&mut ws.x[..t * hd], &ws.tmp[..t * hd]);
+
+        // MLP block.
+        let h = grow(&mut ws.h, t * hd);
+        layer.mlp_norm.forward(&ws.x[..t * hd], h);
+        match &layer.mlp {
+            Mlp::Gated { gate_up, down } => {
+                let i = down.inp;
+                let mlp = grow(&mut ws.mlp, t * 2 * i);
+                gate_up.forward(&ws.h[..t * hd], t, mlp, threads);
+                let act = grow(&mut ws.act, t * i);
+                for (row, out) in ws.mlp[..t * 2 * i].chunks_exact_mut(2 * i).zip(act.chunks_exact_mut(i)) {
+                    let (g, u) = row.split_at_mut(i);
+                    silu_mul(g, u);
+                    out.copy_from_slice(g);
+                }
+                down.forward(&ws.act[..t * i], t, grow(&mut ws.tmp, t * hd), threads);
+            }
+            Mlp::Plain { fc, proj, act } => {
+                let i = fc.out;
+                let mlp = grow(&mut ws.mlp, t * i);
+                fc.forward(&ws.h[..t * hd], t, mlp, threads);
+                match act {
+                    Activation::Gelu => gelu_erf(mlp),
+                    Activation::GeluTanh => gelu_tanh(mlp),
+                    Activation::Silu => mlp.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+                }
+                proj.forward(&ws.mlp[..t * i], t, grow(&mut ws.tmp, t * hd), threads);
+            }
+        }
+        add_into(&mut ws.x[..t * hd], &ws.tmp[..t * hd]);
+    }
+
+    // Logits only where asked.
+    let r = batch.logits_indices.len();
+    let rows = grow(&mut ws.rows, r * hd);
+    for (row, &i) in rows.chunks_exact_mut(hd).zip(&batch.logits_indices) {
+        row.copy_from_slice(&ws.x[i as usize * hd..(i as usize + 1) * hd]);
+    }
+    let normed = grow(&mut ws.rows_normed, r * hd);
+    model.final_norm.forward(&ws.rows[..r * hd], normed);
+    let v = c.vocab_size;
+    let mut logits = vec![0.0f32; r * v];
+    match &model.lm_head {
+        Some(head) => head.forward(&ws.rows_normed[..r * hd], r, &mut logits, threads),
+        None => matmul_t(&ws.rows_normed[..r * hd], r, &model.embed, v, hd, &mut logits, threads),
+    }
+    Ok(logits)
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

@@ -1,0 +1,92 @@
+//! The numeric kernels: dense layers on the `gemm` crate, and norms, activations, RoPE and paged attention written
+//! here. All f32 with f32 accumulation.
+
+pub mod attention;
+pub mod linear;
+pub mod norm;
+pub mod rope;
+
+/// SiLU(gate) * up, in place into `gate` (Llama-family MLP).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// GELU, tanh approximation (`gelu_new`), in place.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    for v in x {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (C * (u + 0.044_715 * u * u * u)).tanh());
+    }
+}
+
+/// GELU, exact, in place.
+pub fn gelu_erf(x: &mut [f32]) {
+    for v in x {
+        let u = *v as f64;
+        *v = (0.5 * u * (1.0 + erf(u / std::f64::consts::SQRT_2))) as f32;
+    }
+}
+
+/// erf to about 1e-15 (Abramowitz-Stegun 7.1.26 is too coarse for parity; this is a Taylor/continued-fraction pair).
+fn erf(x: f64) -> f64 {
+    if x.abs() < 2.5 {
+        // Taylor series: erf x = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
+        let (mut term, mut sum, x2) = (x, x, x * x);
+        for n in 1..80 {
+            term *= -x2 / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        // erfc by continued fraction (Lentz), accurate for |x| >= 2.5.
+        let z = x.abs();
+        let mut f = z;
+        let (mut c, mut d) = (z, 0.0);
+        for n in 1..200 {
+            let a = n as f64 / 2.0;
+            d = 1.0 / (z + a * d);
+            c = z + a / c;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        let erfc = (-z * z).exp() / (f * std::f64::consts::PI.sqrt());
+        (1.0 - erfc).copysign(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_match_known_values() {
+        let mut g = [1.0f32, -2.0];
+        silu_mul(&mut g, &[2.0, 1.0]);
+        assert!((g[0] - 2.0 * 0.731_058_6).abs() < 1e-6 && (g[1] + 0.238_405_8).abs() < 1e-6);
+        let mut x = [1.0f32, -0.5, 3.0];
+        gelu_tanh(&mut x);
+        // torch.nn.functional.gelu(t, approximate="tanh")
+        assert!(
+            (x[0] - 0.841_192).abs() < 1e-6 && (x[1] + 0.154_285_99).abs() < 1e-6 && (x[2] - 2.996_363_6).abs() < 1e-5
+        );
+        let mut e = [1.0f32, -0.5, 3.0];
+        gelu_erf(&mut e);
+        assert!(
+            (e[0] - 0.841_344_7).abs() < 1e-6
+                && (e[1] + 0.154_268_68).abs() < 1e-6
+                && (e[2] - 2.995_950_5).abs() < 1e-5
+        );
+        assert!((erf(0.5) - 0.520_499_877_813_046_5).abs() < 1e-15);
+        assert!((erf(3.0) - 0.999_977_909_503_001_4).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,18 @@
+//! nano-vllm-native: the project's own transformer kernels, driven by the engine with the KV cache paged in the
+//! engine's blocks. Keys and values are written at the step's slot mapping and attention reads them through each
+//! sequence's block table, so prefix-cache hits, preemption and recompute are served by the engine's bookkeeping.
+//!
+//! Architectures: Llama, Mistral (sliding window), Qwen2 (q/k/v bias) and GPT-2; MHA, GQA and MQA; RoPE with the
+//! config's theta and Llama-3 scaling. f32 weights (f16 and bf16 checkpoints are widened when loaded); dense layers
+//! on the `gemm` crate's runtime-dispatched AVX2/FMA kernels, attention and the rest here, on a rayon pool.
+
+mod error;
+mod forward;
+pub mod kernels;
+mod model;
+mod runtime;
+mod weights;
+
+pub use error::NativeError;
+pub use model::Model;
+pub use runtime::{NativeOptions, NativeRuntime};

@@ -1,0 +1,108 @@
+//! `NativeRuntime`: the engine's [`Runtime`] over our own kernels, with the KV cache paged in the engine's blocks.
+
+use std::path::Path;
+
+use nano_vllm_bundle::Bundle;
+use nano_vllm_engine::{
+    Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, StepBatch, StepOutput,
+};
+
+use crate::error::NativeError;
+use crate::forward::{KvPool, Workspace, forward};
+use crate::model::Model;
+
+/// Settings of the native runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeOptions {
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        Self { threads: 0 }
+    }
+}
+
+/// Our own transformer kernels with paged attention.
+#[derive(Debug)]
+pub struct NativeRuntime {
+    model: Model,
+    kv: Option<KvPool>,
+    ws: Workspace,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl NativeRuntime {
+    /// Loads an HF model directory (`config.json`, `model.safetensors` or sharded).
+    pub fn load(dir: impl AsRef<Path>, options: &NativeOptions) -> Result<Self, NativeError> {
+        let model = Model::load(dir.as_ref())?;
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("nano-vllm-native-{i}"))
+            .build()
+            .map_err(|e| NativeError::ThreadPool { threads, reason: e.to_string() })?;
+        Ok(Self { model, kv: None, ws: Workspace::default(), pool, threads })
+    }
+
+    /// Loads a fixture bundle's HF files.
+    pub fn from_bundle(bundle: &Bundle, options: &NativeOptions) -> Result<Self, NativeError> {
+        Self::load(bundle.hf_dir(), options)
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Runs a step directly (the engine calls this through [`Runtime::execute`]).
+    pub fn run(&mut self, batch: &StepBatch) -> Result<StepOutput, NativeError> {
+        let kv = self.kv.as_mut().ok_or(NativeError::NotPrepared)?;
+        let (model, ws, threads) = (&self.model, &mut self.ws, self.threads);
+        let logits = self.pool.install(|| forward(model, kv, ws, batch, threads))?;
+        Ok(StepOutput { vocab_size: model.config.vocab_size, logits })
+    }
+}
+
+impl Runtime for NativeRuntime {
+    fn info(&self) -> RuntimeInfo {
+        let c = &self.model.config;
+        RuntimeInfo {
+            name: "native".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            device: format!("cpu ({} threads)", self.threads),
+            dtype: "f32".into(),
+            settings: vec![
+                ("architecture".into(), c.architecture.as_str().into()),
+                ("kv_cache".into(), "engine-paged f32".into()),
+                ("matmul".into(), "gemm crate (runtime-dispatched SIMD)".into()),
+                ("threads".into(), self.threads.to_string()),
+            ],
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kv_cache: KvCacheKind::EnginePaged,
+            prefix_reuse: PrefixReuse::SharedBlocks,
+            full_position_logits: true,
+            kv_bytes_per_token: Some(self.model.config.kv_bytes_per_token_f32()),
+            vocab_size: Some(self.model.config.vocab_size),
+            ..Capabilities::default()
+        }
+    }
+
+    fn prepare(&mut self, kv: &KvCacheSpec) -> Result<(), RuntimeError> {
+        self.kv = Some(KvPool::new(&self.model, kv.num_blocks * kv.block_size));
+        Ok(())
+    }
+
+    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RuntimeError> {
+        Ok(self.run(batch)?)
+    }
+}
