@@ -12,16 +12,10 @@ use crate::forward::{KvPool, Workspace, forward};
 use crate::model::Model;
 
 /// Settings of the native runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NativeOptions {
     /// Worker threads (0: one per core).
     pub threads: usize,
-}
-
-impl Default for NativeOptions {
-    fn default() -> Self {
-        Self { threads: 0 }
-    }
 }
 
 /// Our own transformer kernels with paged attention.
