@@ -105,7 +105,9 @@ fn benches(c: &mut Criterion) {
     if bench.join("config.json").exists() {
         bench_model(c, "bench", &bench, 10);
     } else {
-        eprintln!("fixtures/bench is absent: skipping the bench-model benchmarks (make it with `.venv/bin/python fixtures/generate.py --preset bench`)");
+        eprintln!(
+            "fixtures/bench is absent: skipping the bench-model benchmarks (make it with `.venv/bin/python fixtures/generate.py --preset bench`)"
+        );
     }
 }
 

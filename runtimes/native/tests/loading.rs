@@ -1,0 +1,135 @@
+//! Bad model directories give errors that name the file and the tensor or field, never a panic.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use nano_vllm_bundle::fixtures_dir;
+use nano_vllm_native::{NativeError, NativeOptions, NativeRuntime};
+use safetensors::{Dtype, SafeTensors, serialize, tensor::TensorView};
+
+/// Copies tiny-llama's config and weights into a temp dir, letting `edit` change the tensors first.
+fn damaged(edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
+    let src = fixtures_dir().join("tiny-llama");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<_, _> =
+        st.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView<'_>)> =
+        tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    std::fs::write(dir.path().join("model.safetensors"), serialize(views, None).unwrap()).unwrap();
+    dir
+}
+
+fn load(dir: &Path) -> NativeError {
+    NativeRuntime::load(dir, &NativeOptions { threads: 1 }).unwrap_err()
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = damaged(|t| {
+        t.remove("model.layers.1.mlp.up_proj.weight");
+    });
+    let err = load(dir.path());
+    assert!(matches!(&err, NativeError::MissingTensor { name, .. } if name == "model.layers.1.mlp.up_proj.weight"));
+    assert!(err.to_string().contains("tensor `model.layers.1.mlp.up_proj.weight` is missing"), "{err}");
+}
+
+#[test]
+fn wrong_shape_is_named_with_both_shapes() {
+    let dir = damaged(|t| {
+        let e = t.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
+        e.1 = vec![64, 32];
+    });
+    let err = load(dir.path()).to_string();
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains("k_proj.weight")
+            && err.contains("[64, 32]")
+            && err.contains("[32, 64]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let dir = damaged(|t| {
+        let e = t.get_mut("model.norm.weight").unwrap();
+        e.0 = Dtype::I32;
+    });
+    let err = load(dir.path()).to_string();
+    assert!(err.contains("model.norm.weight") && err.contains("I32"), "{err}");
+}
+
+#[test]
+fn bf16_weights_load_and_match_f32_closely() {
+    // The same model stored in bf16: loads (widened to f32); the error is bf16 rounding, not a failure.
+    let dir = damaged(|t| {
+        for (dtype, _, bytes) in t.values_mut() {
+            *dtype = Dtype::BF16;
+            *bytes = bytes
+                .chunks_exact(4)
+                .flat_map(|b| half::bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes())
+                .collect();
+        }
+    });
+    let rt = NativeRuntime::load(dir.path(), &NativeOptions { threads: 1 }).unwrap();
+    let f32_rt = NativeRuntime::load(fixtures_dir().join("tiny-llama"), &NativeOptions { threads: 1 }).unwrap();
+    let (a, b) = (&rt.model().embed, &f32_rt.model().embed);
+    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= y.abs() / 128.0 + 1e-30));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn truncated_file_is_an_error_naming_it() {
+    let dir = damaged(|_| {});
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load(dir.path()).to_string();
+    assert!(err.contains("model.safetensors") && err.contains("not a valid safetensors file"), "{err}");
+}
+
+#[test]
+fn unsupported_architecture_and_missing_config_are_named() {
+    let dir = damaged(|_| {});
+    let cfg = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"llama\"", "\"falcon\"");
+    std::fs::write(&cfg, text).unwrap();
+    let err = load(dir.path()).to_string();
+    assert!(err.contains("config.json") && err.contains("'falcon' is not supported"), "{err}");
+    std::fs::remove_file(&cfg).unwrap();
+    let err = load(dir.path()).to_string();
+    assert!(err.contains("config.json") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn sharded_checkpoints_load() {
+    // Split tiny-llama's tensors over two shards with an index; the model must equal the single-file one.
+    let src = fixtures_dir().join("tiny-llama");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (name, view) in st.tensors() {
+        let shard = if name.contains("layers.1") {
+            "model-00002-of-00002.safetensors"
+        } else {
+            "model-00001-of-00002.safetensors"
+        };
+        weight_map.insert(name.clone(), shard.into());
+        if shard.starts_with("model-00002") { b.push((name, view)) } else { a.push((name, view)) }
+    }
+    std::fs::write(dir.path().join("model-00001-of-00002.safetensors"), serialize(a, None).unwrap()).unwrap();
+    std::fs::write(dir.path().join("model-00002-of-00002.safetensors"), serialize(b, None).unwrap()).unwrap();
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let sharded = NativeRuntime::load(dir.path(), &NativeOptions { threads: 1 }).unwrap();
+    let single = NativeRuntime::load(&src, &NativeOptions { threads: 1 }).unwrap();
+    assert_eq!(sharded.model().layers[1].qkv.w, single.model().layers[1].qkv.w);
+    assert_eq!(sharded.model().weight_bytes(), single.model().weight_bytes());
+}
