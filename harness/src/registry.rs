@@ -41,11 +41,7 @@ pub fn available() -> Vec<&'static str> {
 }
 
 fn compiled_in(name: &str) -> bool {
-    match name {
-        "native" => cfg!(feature = "native"),
-        "mock" => true,
-        _ => false,
-    }
+    name == "mock" || (name == "native" && cfg!(feature = "native"))
 }
 
 /// Builds the runtime `name` for `bundle`.
