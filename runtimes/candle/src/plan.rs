@@ -1,0 +1,299 @@
+//! How one engine step is attended: the bookkeeping between the packed `StepBatch` and the batched attention, with
+//! no tensor in sight (so it is checked and tested on its own).
+//!
+//! Sequences are put in attention groups, each computed as one padded batch: every decode token (query length 1)
+//! of the step in one group, and each prefill chunk in a group of its own, so padding costs at most the spread of
+//! the decoding sequences' context lengths and nothing for chunks. A group of `n` sequences has `q_len` query rows
+//! and `ctx` key positions per sequence (its longest); for each it lists the packed rows of its queries, the KV
+//! slots of its keys (read through the block table) and an additive mask: 0 where query position `p` may see key
+//! position `c` (`c <= p`, and `p - c < window` with a sliding window), -inf elsewhere. Padding rows and keys repeat
+//! the sequence's first real one (so they hold finite values); padding keys are masked, padding query rows see
+//! every key and are dropped.
+//!
+//! Validation: every range inside the packed arrays, positions continuing the sequence's computed tokens, token ids
+//! inside the vocabulary, positions inside the model's context, each slot inside the pool and equal to what the
+//! block table says, the block table covering the context, and every packed token in exactly one sequence.
+
+use nano_vllm_engine::{SeqBatchEntry, StepBatch};
+
+use crate::error::CandleError;
+
+/// What the plan checks a step against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub num_slots: usize,
+    pub block_size: usize,
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub sliding_window: Option<usize>,
+}
+
+/// Sequences attended as one padded batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AttnGroup {
+    pub n: usize,
+    pub q_len: usize,
+    pub ctx: usize,
+    /// `[n * q_len]`: packed token row of each query.
+    pub q_rows: Vec<u32>,
+    /// `[n * ctx]`: KV slot of each key position.
+    pub kv_slots: Vec<u32>,
+    /// `[n * q_len * ctx]`: additive mask.
+    pub mask: Vec<f32>,
+}
+
+/// One step's attention plan.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StepPlan {
+    pub num_tokens: usize,
+    pub groups: Vec<AttnGroup>,
+    /// `[num_tokens]`: for each packed token, its row in the groups' outputs stacked in order.
+    pub out_rows: Vec<u32>,
+}
+
+fn malformed(msg: String) -> CandleError {
+    CandleError::MalformedStep(msg)
+}
+
+/// The KV slot of `position` through a block table.
+fn slot_of(e: &SeqBatchEntry, table: &[u32], position: usize, limits: &Limits) -> Result<u32, CandleError> {
+    let block = table.get(position / limits.block_size).ok_or(CandleError::BeyondBlockTable {
+        seq_id: e.seq_id,
+        position,
+        blocks: table.len(),
+    })?;
+    let slot = *block as usize * limits.block_size + position % limits.block_size;
+    if slot >= limits.num_slots {
+        return Err(CandleError::SlotOutOfRange { seq_id: e.seq_id, slot, num_slots: limits.num_slots });
+    }
+    Ok(slot as u32)
+}
+
+/// Checks one entry against the packed arrays and the limits.
+fn check_entry(batch: &StepBatch, e: &SeqBatchEntry, limits: &Limits) -> Result<(), CandleError> {
+    let t = batch.token_ids.len();
+    if e.query_len == 0 || e.query_start.checked_add(e.query_len).is_none_or(|end| end > t) {
+        return Err(malformed(format!(
+            "seq {}: query {}..+{} outside the {t} packed tokens",
+            e.seq_id, e.query_start, e.query_len
+        )));
+    }
+    if e.block_table_start.checked_add(e.block_table_len).is_none_or(|end| end > batch.block_tables.len()) {
+        return Err(malformed(format!("seq {}: block table range outside the packed block tables", e.seq_id)));
+    }
+    let table = batch.block_table(e);
+    for (j, ((&token, &position), &slot)) in
+        batch.tokens(e).iter().zip(batch.positions_of(e)).zip(batch.slots(e)).enumerate()
+    {
+        let expected = e.num_computed_tokens + j;
+        if position as usize != expected {
+            return Err(malformed(format!("seq {}: token {j} has position {position}, expected {expected}", e.seq_id)));
+        }
+        if token as usize >= limits.vocab_size {
+            return Err(CandleError::TokenOutOfRange { token, vocab_size: limits.vocab_size });
+        }
+        if expected >= limits.max_positions {
+            return Err(CandleError::PositionOutOfRange {
+                seq_id: e.seq_id,
+                position: expected,
+                max_positions: limits.max_positions,
+            });
+        }
+        let through_table = slot_of(e, table, expected, limits)?;
+        if slot != through_table {
+            return Err(malformed(format!(
+                "seq {}: position {expected} has slot {slot} in the mapping, but its block table puts it at {through_table}",
+                e.seq_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl StepPlan {
+    pub(crate) fn new(batch: &StepBatch, limits: &Limits) -> Result<Self, CandleError> {
+        let t = batch.token_ids.len();
+        if batch.positions.len() != t || batch.slot_mapping.len() != t {
+            return Err(malformed(format!(
+                "{t} token ids, {} positions, {} slots",
+                batch.positions.len(),
+                batch.slot_mapping.len()
+            )));
+        }
+        if batch.block_size != limits.block_size {
+            return Err(CandleError::BlockSizeMismatch { prepared: limits.block_size, got: batch.block_size });
+        }
+        if let Some(&i) = batch.logits_indices.iter().find(|&&i| i as usize >= t) {
+            return Err(malformed(format!("logits index {i} outside the {t} packed tokens")));
+        }
+        for e in &batch.seqs {
+            check_entry(batch, e, limits)?;
+        }
+        let (decodes, chunks): (Vec<&SeqBatchEntry>, Vec<&SeqBatchEntry>) =
+            batch.seqs.iter().partition(|e| e.query_len == 1);
+        let mut groups = Vec::with_capacity(chunks.len() + 1);
+        if !decodes.is_empty() {
+            groups.push(group(batch, &decodes, limits)?);
+        }
+        for e in chunks {
+            groups.push(group(batch, &[e], limits)?);
+        }
+        // Which output row each packed token lands in.
+        let mut out_rows = vec![u32::MAX; t];
+        let mut base = 0usize;
+        for g in &groups {
+            for s in 0..g.n {
+                for i in 0..g.q_len {
+                    let row = g.q_rows[s * g.q_len + i] as usize;
+                    // Padding rows repeat a real row of their sequence, which was already placed.
+                    if out_rows[row] == u32::MAX {
+                        out_rows[row] = (base + s * g.q_len + i) as u32;
+                    }
+                }
+            }
+            base += g.n * g.q_len;
+        }
+        if let Some(row) = out_rows.iter().position(|&r| r == u32::MAX) {
+            return Err(malformed(format!("packed token {row} belongs to no sequence")));
+        }
+        let claimed: usize = batch.seqs.iter().map(|e| e.query_len).sum();
+        if claimed != t {
+            return Err(malformed(format!("sequences claim {claimed} tokens, the step packs {t}")));
+        }
+        Ok(Self { num_tokens: t, groups, out_rows })
+    }
+}
+
+fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Result<AttnGroup, CandleError> {
+    let n = entries.len();
+    let q_len = entries.iter().map(|e| e.query_len).max().unwrap_or(1);
+    let ctx = entries.iter().map(|e| e.context_len()).max().unwrap_or(1);
+    let mut g = AttnGroup {
+        n,
+        q_len,
+        ctx,
+        q_rows: Vec::with_capacity(n * q_len),
+        kv_slots: Vec::with_capacity(n * ctx),
+        mask: Vec::with_capacity(n * q_len * ctx),
+    };
+    for e in entries {
+        let table = batch.block_table(e);
+        let context = e.context_len();
+        for i in 0..q_len {
+            g.q_rows.push((e.query_start + i.min(e.query_len - 1)) as u32);
+        }
+        let first = slot_of(e, table, 0, limits)?;
+        for c in 0..ctx {
+            g.kv_slots.push(if c < context { slot_of(e, table, c, limits)? } else { first });
+        }
+        for i in 0..q_len {
+            if i >= e.query_len {
+                g.mask.extend(std::iter::repeat_n(0.0, ctx));
+                continue;
+            }
+            let p = e.num_computed_tokens + i;
+            g.mask.extend((0..ctx).map(|c| {
+                let visible = c <= p && limits.sliding_window.is_none_or(|w| p - c < w);
+                if visible { 0.0 } else { f32::NEG_INFINITY }
+            }));
+        }
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits =
+        Limits { num_slots: 64, block_size: 4, vocab_size: 100, max_positions: 32, sliding_window: None };
+
+    fn entry(
+        seq_id: u64,
+        query_start: usize,
+        query_len: usize,
+        computed: usize,
+        table: (usize, usize),
+    ) -> SeqBatchEntry {
+        SeqBatchEntry {
+            seq_id,
+            query_start,
+            query_len,
+            num_computed_tokens: computed,
+            num_cached_tokens: 0,
+            block_table_start: table.0,
+            block_table_len: table.1,
+            logits_start: 0,
+            num_logits: 0,
+            samples: true,
+            is_prefill: query_len > 1,
+        }
+    }
+
+    /// Seq 7: a 3-token chunk after 2 computed tokens, blocks [5, 2]. Seq 9: one decode token at position 4 (after 4
+    /// computed), blocks [1, 3]. Seq 11: a decode token at position 0, block [6].
+    fn mixed() -> StepBatch {
+        StepBatch {
+            block_size: 4,
+            seqs: vec![entry(7, 0, 3, 2, (0, 2)), entry(9, 3, 1, 4, (2, 2)), entry(11, 4, 1, 0, (4, 1))],
+            token_ids: vec![10, 11, 12, 13, 14],
+            positions: vec![2, 3, 4, 4, 0],
+            slot_mapping: vec![22, 23, 8, 12, 24],
+            block_tables: vec![5, 2, 1, 3, 6],
+            logits_indices: vec![2, 3, 4],
+        }
+    }
+
+    #[test]
+    fn decodes_share_a_group_and_chunks_get_their_own() {
+        let plan = StepPlan::new(&mixed(), &LIMITS).unwrap();
+        assert_eq!(plan.groups.len(), 2);
+        let d = &plan.groups[0];
+        assert_eq!((d.n, d.q_len, d.ctx), (2, 1, 5));
+        assert_eq!(d.q_rows, [3, 4]);
+        // Seq 9 reads positions 0..5 through [1, 3]; seq 11 has one key (slot 24), padded with it.
+        assert_eq!(d.kv_slots, [4, 5, 6, 7, 12, 24, 24, 24, 24, 24]);
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(d.mask, [0., 0., 0., 0., 0., 0., inf, inf, inf, inf]);
+        let c = &plan.groups[1];
+        assert_eq!((c.n, c.q_len, c.ctx), (1, 3, 5));
+        assert_eq!(c.q_rows, [0, 1, 2]);
+        assert_eq!(c.kv_slots, [20, 21, 22, 23, 8]);
+        // Causal within the chunk, full view of the 2 computed tokens.
+        assert_eq!(c.mask, [0., 0., 0., inf, inf, 0., 0., 0., 0., inf, 0., 0., 0., 0., 0.]);
+        // Decode rows come first in the output: tokens 3, 4 -> rows 0, 1; the chunk's tokens 0..3 -> rows 2..5.
+        assert_eq!(plan.out_rows, [2, 3, 4, 0, 1]);
+    }
+
+    #[test]
+    fn sliding_window_hides_keys_a_window_back() {
+        let limits = Limits { sliding_window: Some(2), ..LIMITS };
+        let plan = StepPlan::new(&mixed(), &limits).unwrap();
+        let inf = f32::NEG_INFINITY;
+        // Seq 9 at position 4 sees positions 3 and 4 only.
+        assert_eq!(&plan.groups[0].mask[..5], [inf, inf, inf, 0., 0.]);
+        // Seq 7's chunk at positions 2, 3, 4.
+        let rows = [inf, 0., 0., inf, inf, inf, inf, 0., 0., inf, inf, inf, inf, 0., 0.];
+        assert_eq!(plan.groups[1].mask, rows);
+    }
+
+    #[test]
+    fn bad_steps_are_errors_naming_what_is_wrong() {
+        let err = |f: &dyn Fn(&mut StepBatch)| {
+            let mut b = mixed();
+            f(&mut b);
+            StepPlan::new(&b, &LIMITS).unwrap_err().to_string()
+        };
+        assert_eq!(err(&|b| b.token_ids[1] = 100), "token id 100 is outside the vocabulary (100)");
+        assert!(err(&|b| b.slot_mapping[0] = 21).contains("slot 21 in the mapping"));
+        assert_eq!(err(&|b| b.block_tables[4] = 16), "seq 11: KV slot 64 is outside the pool of 64 slots");
+        assert_eq!(err(&|b| b.seqs[1].block_table_len = 1), "seq 9: position 4 is beyond its block table of 1 blocks");
+        assert!(err(&|b| b.seqs[0].query_len = 6).contains("outside the 5 packed tokens"));
+        assert!(err(&|b| b.logits_indices.push(5)).contains("logits index 5"));
+        assert!(err(&|b| b.positions[3] = 5).contains("has position 5, expected 4"));
+        assert_eq!(err(&|b| b.block_size = 8), "step block size 8 differs from the prepared block size 4");
+        let short = Limits { max_positions: 4, ..LIMITS };
+        let e = StepPlan::new(&mixed(), &short).unwrap_err().to_string();
+        assert_eq!(e, "seq 7: position 4 is beyond the model's context of 4");
+    }
+}
