@@ -55,7 +55,7 @@ pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<
         "mock" => Ok(Box::new(MockRuntime::new(bundle.config().vocab_size))),
         #[cfg(feature = "native")]
         "native" => {
-            let options = nano_vllm_native::NativeOptions { threads: settings.threads };
+            let options = nano_vllm_native::NativeOptions { threads: settings.threads, ..Default::default() };
             Ok(Box::new(
                 nano_vllm_native::NativeRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
             ))

@@ -3,8 +3,9 @@
 //! sequence's block table, so prefix-cache hits, preemption and recompute are served by the engine's bookkeeping.
 //!
 //! Architectures: Llama, Mistral (sliding window), Qwen2 (q/k/v bias) and GPT-2; MHA, GQA and MQA; RoPE with the
-//! config's theta and Llama-3 scaling. f32 weights (f16 and bf16 checkpoints are widened when loaded); dense layers
-//! on the `gemm` crate's runtime-dispatched AVX2/FMA kernels, attention and the rest here, on a rayon pool.
+//! config's theta and Llama-3 scaling. Weights f32, or stored as f16/bf16 with f32 accumulation
+//! ([`NativeOptions::weight_dtype`]); dense layers on the `gemm` crate's runtime-dispatched AVX2/FMA kernels,
+//! attention and the rest here, on a rayon pool.
 
 mod error;
 mod forward;
@@ -14,5 +15,6 @@ mod runtime;
 mod weights;
 
 pub use error::NativeError;
+pub use kernels::linear::WeightDtype;
 pub use model::Model;
 pub use runtime::{NativeOptions, NativeRuntime};

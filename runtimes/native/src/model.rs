@@ -8,7 +8,7 @@ use std::path::Path;
 use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig};
 
 use crate::error::NativeError;
-use crate::kernels::linear::Linear;
+use crate::kernels::linear::{Linear, WeightDtype};
 use crate::kernels::norm::Norm;
 use crate::kernels::rope::Rope;
 use crate::weights::WeightFiles;
@@ -164,9 +164,38 @@ impl Model {
         })
     }
 
-    /// Weight bytes (f32) that one forward pass reads.
+    /// Stores every dense layer's weights as `dtype` (embeddings and norms stay f32). A tied head gets its own copy
+    /// in `dtype`, so the largest matrix of a decode step is halved too.
+    pub fn with_weight_dtype(mut self, dtype: WeightDtype) -> Self {
+        if dtype == WeightDtype::F32 {
+            return self;
+        }
+        for layer in &mut self.layers {
+            layer.qkv = layer.qkv.clone().with_dtype(dtype);
+            layer.o = layer.o.clone().with_dtype(dtype);
+            layer.mlp = match std::mem::replace(&mut layer.mlp, Mlp::Gated { gate_up: empty(), down: empty() }) {
+                Mlp::Gated { gate_up, down } => {
+                    Mlp::Gated { gate_up: gate_up.with_dtype(dtype), down: down.with_dtype(dtype) }
+                }
+                Mlp::Plain { fc, proj, act } => {
+                    Mlp::Plain { fc: fc.with_dtype(dtype), proj: proj.with_dtype(dtype), act }
+                }
+            };
+        }
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
+        let head = self.lm_head.take().unwrap_or_else(|| Linear::new(self.embed.clone(), None, v, h));
+        self.lm_head = Some(head.with_dtype(dtype));
+        self
+    }
+
+    /// The storage type of the dense layers.
+    pub fn weight_dtype(&self) -> WeightDtype {
+        self.layers.first().map_or(WeightDtype::F32, |l| l.qkv.w.dtype())
+    }
+
+    /// Weight bytes that one forward pass reads (every dense layer and the head; not the embedding gather).
     pub fn weight_bytes(&self) -> usize {
-        let lin = |l: &Linear| l.w.len() + l.b.as_ref().map_or(0, Vec::len);
+        let lin = |l: &Linear| l.bytes();
         let layers: usize = self
             .layers
             .iter()
@@ -179,6 +208,10 @@ impl Model {
                     }
             })
             .sum();
-        4 * (layers + self.lm_head.as_ref().map_or(self.embed.len(), lin))
+        layers + self.lm_head.as_ref().map_or(4 * self.embed.len(), lin)
     }
+}
+
+fn empty() -> Linear {
+    Linear::new(Vec::new(), None, 0, 0)
 }

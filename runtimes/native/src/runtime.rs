@@ -9,6 +9,7 @@ use nano_vllm_engine::{
 
 use crate::error::NativeError;
 use crate::forward::{KvPool, Workspace, forward};
+use crate::kernels::linear::WeightDtype;
 use crate::model::Model;
 
 /// Settings of the native runtime.
@@ -16,6 +17,8 @@ use crate::model::Model;
 pub struct NativeOptions {
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Storage of the dense layers' weights (accumulation is always f32).
+    pub weight_dtype: WeightDtype,
 }
 
 /// Our own transformer kernels with paged attention.
@@ -31,7 +34,7 @@ pub struct NativeRuntime {
 impl NativeRuntime {
     /// Loads an HF model directory (`config.json`, `model.safetensors` or sharded).
     pub fn load(dir: impl AsRef<Path>, options: &NativeOptions) -> Result<Self, NativeError> {
-        let model = Model::load(dir.as_ref())?;
+        let model = Model::load(dir.as_ref())?.with_weight_dtype(options.weight_dtype);
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -70,10 +73,12 @@ impl Runtime for NativeRuntime {
             name: "native".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             device: format!("cpu ({} threads)", self.threads),
-            dtype: "f32".into(),
+            dtype: self.model.weight_dtype().as_str().into(),
             settings: vec![
                 ("architecture".into(), c.architecture.as_str().into()),
                 ("kv_cache".into(), "engine-paged f32".into()),
+                ("weights".into(), self.model.weight_dtype().as_str().into()),
+                ("accumulation".into(), "f32".into()),
                 ("matmul".into(), "gemm crate (runtime-dispatched SIMD)".into()),
                 ("threads".into(), self.threads.to_string()),
             ],

@@ -24,7 +24,7 @@ fn damaged(edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)
 }
 
 fn load(dir: &Path) -> NativeError {
-    NativeRuntime::load(dir, &NativeOptions { threads: 1 }).unwrap_err()
+    NativeRuntime::load(dir, &NativeOptions { threads: 1, ..Default::default() }).unwrap_err()
 }
 
 #[test]
@@ -75,8 +75,10 @@ fn bf16_weights_load_and_match_f32_closely() {
                 .collect();
         }
     });
-    let rt = NativeRuntime::load(dir.path(), &NativeOptions { threads: 1 }).unwrap();
-    let f32_rt = NativeRuntime::load(fixtures_dir().join("tiny-llama"), &NativeOptions { threads: 1 }).unwrap();
+    let rt = NativeRuntime::load(dir.path(), &NativeOptions { threads: 1, ..Default::default() }).unwrap();
+    let f32_rt =
+        NativeRuntime::load(fixtures_dir().join("tiny-llama"), &NativeOptions { threads: 1, ..Default::default() })
+            .unwrap();
     let (a, b) = (&rt.model().embed, &f32_rt.model().embed);
     assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= y.abs() / 128.0 + 1e-30));
     assert_ne!(a, b);
@@ -128,8 +130,8 @@ fn sharded_checkpoints_load() {
     std::fs::write(dir.path().join("model-00002-of-00002.safetensors"), serialize(b, None).unwrap()).unwrap();
     let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
     std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let sharded = NativeRuntime::load(dir.path(), &NativeOptions { threads: 1 }).unwrap();
-    let single = NativeRuntime::load(&src, &NativeOptions { threads: 1 }).unwrap();
+    let sharded = NativeRuntime::load(dir.path(), &NativeOptions { threads: 1, ..Default::default() }).unwrap();
+    let single = NativeRuntime::load(&src, &NativeOptions { threads: 1, ..Default::default() }).unwrap();
     assert_eq!(sharded.model().layers[1].qkv.w, single.model().layers[1].qkv.w);
     assert_eq!(sharded.model().weight_bytes(), single.model().weight_bytes());
 }

@@ -1,12 +1,80 @@
 //! Dense layers: `y[t, o] = sum_i x[t, i] * w[o, i] + b[o]`, with `w` in Hugging Face's `[out, in]` layout.
 //! The product runs on the `gemm` crate, whose AVX2/FMA (and AVX-512) kernels are chosen at run time, split over
-//! the runtime's threads.
+//! the runtime's threads. Weights may be stored as f16 or bf16: blocks of rows are widened to f32 (the `half`
+//! crate's SIMD conversion) just before their product, so memory traffic halves and accumulation stays f32.
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// How weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDtype {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl WeightDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+    pub fn bytes(self) -> usize {
+        if self == Self::F32 { 4 } else { 2 }
+    }
+}
+
+/// A weight matrix in its storage type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Weights {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl Weights {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(w) => w.len(),
+            Self::F16(w) => w.len(),
+            Self::Bf16(w) => w.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn dtype(&self) -> WeightDtype {
+        match self {
+            Self::F32(_) => WeightDtype::F32,
+            Self::F16(_) => WeightDtype::F16,
+            Self::Bf16(_) => WeightDtype::Bf16,
+        }
+    }
+    /// The weights stored as `dtype` (rounded to nearest).
+    pub fn to_dtype(&self, dtype: WeightDtype) -> Self {
+        let f32s: Vec<f32> = match self {
+            Self::F32(w) => w.clone(),
+            Self::F16(w) => w.iter().map(|v| v.to_f32()).collect(),
+            Self::Bf16(w) => w.iter().map(|v| v.to_f32()).collect(),
+        };
+        match dtype {
+            WeightDtype::F32 => Self::F32(f32s),
+            WeightDtype::F16 => Self::F16(f32s.iter().map(|&v| f16::from_f32(v)).collect()),
+            WeightDtype::Bf16 => Self::Bf16(f32s.iter().map(|&v| bf16::from_f32(v)).collect()),
+        }
+    }
+}
 
 /// A dense layer's weights.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`, row-major.
-    pub w: Vec<f32>,
+    pub w: Weights,
     pub b: Option<Vec<f32>>,
     pub out: usize,
     pub inp: usize,
@@ -15,6 +83,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(w: Vec<f32>, b: Option<Vec<f32>>, out: usize, inp: usize) -> Self {
         assert_eq!(w.len(), out * inp);
+        let w = Weights::F32(w);
         if let Some(b) = &b {
             assert_eq!(b.len(), out);
         }
@@ -28,13 +97,36 @@ impl Linear {
         let out = parts.iter().map(|p| p.out).sum();
         let any_bias = parts.iter().any(|p| p.b.is_some());
         let b = any_bias.then(|| parts.iter().flat_map(|p| p.b.clone().unwrap_or_else(|| vec![0.0; p.out])).collect());
-        let w = parts.into_iter().flat_map(|p| p.w).collect();
+        let w = parts
+            .into_iter()
+            .flat_map(|p| match p.w {
+                Weights::F32(w) => w,
+                other => other.to_dtype(WeightDtype::F32).into_f32(),
+            })
+            .collect();
         Self::new(w, b, out, inp)
+    }
+
+    /// This layer with its weights stored as `dtype`.
+    pub fn with_dtype(mut self, dtype: WeightDtype) -> Self {
+        if self.w.dtype() != dtype {
+            self.w = self.w.to_dtype(dtype);
+        }
+        self
+    }
+
+    /// Bytes of weights and bias.
+    pub fn bytes(&self) -> usize {
+        self.w.len() * self.w.dtype().bytes() + 4 * self.b.as_ref().map_or(0, Vec::len)
     }
 
     /// `y = x w^T + b` for `t` rows of `x`.
     pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize) {
-        matmul_t(x, t, &self.w, self.out, self.inp, y, threads);
+        match &self.w {
+            Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
+            Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y),
+            Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y),
+        }
         if let Some(b) = &self.b {
             for row in y[..t * self.out].chunks_exact_mut(self.out) {
                 for (v, &bias) in row.iter_mut().zip(b) {
@@ -80,6 +172,78 @@ pub fn matmul_t(x: &[f32], t: usize, w: &[f32], n: usize, k: usize, y: &mut [f32
     }
 }
 
+impl Weights {
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Self::F32(w) => w,
+            other => other.to_dtype(WeightDtype::F32).into_f32(),
+        }
+    }
+}
+
+/// Rows of `w` widened per block; 32 rows of up to a few thousand inputs stay in L2.
+const HALF_BLOCK_ROWS: usize = 32;
+
+/// A pointer to `y` shared by the tasks of [`matmul_t_half`], each writing its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint column ranges of the output (see matmul_t_half), and the borrow it came from
+// outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather than the raw pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `y[t, n] = x[t, k] * w[n, k]^T` with `w` in f16 or bf16: each block of rows is widened into an f32 buffer and
+/// multiplied there, blocks in parallel on the current rayon pool.
+pub fn matmul_t_half<W: Sync>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32])
+where
+    [W]: HalfFloatSliceExt,
+{
+    assert!(x.len() >= t * k && w.len() >= n * k && y.len() >= t * n, "matmul_t_half: operand too small");
+    if t == 0 || n == 0 {
+        return;
+    }
+    let out = OutPtr(y.as_mut_ptr());
+    (0..n.div_ceil(HALF_BLOCK_ROWS)).into_par_iter().for_each_init(Vec::<f32>::new, |buf, block| {
+        let r0 = block * HALF_BLOCK_ROWS;
+        let rows = HALF_BLOCK_ROWS.min(n - r0);
+        buf.resize(rows * k, 0.0);
+        w[r0 * k..(r0 + rows) * k].convert_to_f32_slice(&mut buf[..rows * k]);
+        // SAFETY: dst starts at column r0 of y (row stride n) and spans t rows x `rows` columns, inside y (asserted
+        // above: t * n elements); blocks cover disjoint column ranges [r0, r0 + rows), so no two tasks write the same
+        // element. lhs is x (t x k, row stride k); rhs is buf viewed as k x rows with column stride k.
+        unsafe {
+            gemm::gemm(
+                t,
+                rows,
+                k,
+                out.get().add(r0),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                buf.as_ptr(),
+                k as isize,
+                1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +262,27 @@ mod tests {
                 let want: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum::<f32>() + b[o];
                 assert!((y[r * n + o] - want).abs() < 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn half_storage_matches_f32_on_the_rounded_weights() {
+        let (t, k, n) = (3, 70, 45); // n not a multiple of the block
+        let x: Vec<f32> = (0..t * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        for dtype in [WeightDtype::F16, WeightDtype::Bf16] {
+            let half = Linear::new(w.clone(), None, n, k).with_dtype(dtype);
+            let rounded = match half.w.to_dtype(WeightDtype::F32) {
+                Weights::F32(r) => r,
+                _ => unreachable!(),
+            };
+            let (mut y, mut want) = (vec![0.0; t * n], vec![0.0; t * n]);
+            rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| half.forward(&x, t, &mut y, 2));
+            matmul_t(&x, t, &rounded, n, k, &mut want, 1);
+            for (a, b) in y.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{dtype:?}: {a} vs {b}");
+            }
+            assert_eq!(half.bytes(), n * k * 2);
         }
     }
 
