@@ -7,6 +7,8 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::{OutPtr, half_gemv};
+
 /// How weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDtype {
@@ -124,6 +126,8 @@ impl Linear {
     pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize) {
         match &self.w {
             Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
+            Weights::F16(w) if t <= half_gemv::MAX_TOKENS => half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y),
+            Weights::Bf16(w) if t <= half_gemv::MAX_TOKENS => half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y),
             Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y),
             Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y),
         }
@@ -183,21 +187,6 @@ impl Weights {
 
 /// Rows of `w` widened per block; 32 rows of up to a few thousand inputs stay in L2.
 const HALF_BLOCK_ROWS: usize = 32;
-
-/// A pointer to `y` shared by the tasks of [`matmul_t_half`], each writing its own columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the tasks write disjoint column ranges of the output (see matmul_t_half), and the borrow it came from
-// outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper rather than the raw pointer field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// `y[t, n] = x[t, k] * w[n, k]^T` with `w` in f16 or bf16: each block of rows is widened into an f32 buffer and
 /// multiplied there, blocks in parallel on the current rayon pool.

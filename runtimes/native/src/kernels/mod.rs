@@ -2,9 +2,25 @@
 //! here. All f32 with f32 accumulation.
 
 pub mod attention;
+pub mod half_gemv;
 pub mod linear;
 pub mod norm;
 pub mod rope;
+
+/// A pointer to an output matrix shared by parallel tasks that each write their own, disjoint, elements.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every user has its tasks write disjoint elements, and the borrow the pointer came from outlives the
+// parallel loop (see the SAFETY comments at the uses).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather than the raw pointer field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// SiLU(gate) * up, in place into `gate` (Llama-family MLP).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
