@@ -91,18 +91,34 @@ fn row_portable<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut
 fn row_avx2<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
     let bits = W::bits(w);
-    let mut acc = [_mm256_setzero_ps(); MAX_TOKENS];
+    // Two independent accumulator sets, so consecutive FMAs (and the widening before them) overlap.
+    let mut acc = [[_mm256_setzero_ps(); 2]; MAX_TOKENS];
     let chunks = k / 8;
-    for c in 0..chunks {
-        // SAFETY: c * 8 + 8 <= k = bits.len(), and this function runs only with AVX2, FMA and F16C (checked by the
-        // caller through `simd_available`); x holds t rows of k.
+    let pairs = chunks / 2;
+    for c in 0..pairs {
+        // SAFETY: (2c + 2) * 8 <= k = bits.len(), and this function runs only with AVX2, FMA and F16C (checked by
+        // the caller through `simd_available`); x holds t rows of k.
         unsafe {
-            let wv = W::widen8(bits.as_ptr().add(c * 8));
+            let w0 = W::widen8(bits.as_ptr().add(c * 16));
+            let w1 = W::widen8(bits.as_ptr().add(c * 16 + 8));
             for (tt, a) in acc.iter_mut().enumerate().take(t) {
-                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(tt * k + c * 8)), *a);
+                let xp = x.as_ptr().add(tt * k + c * 16);
+                a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), a[0]);
+                a[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(8)), a[1]);
             }
         }
     }
+    if chunks % 2 == 1 {
+        let c = chunks - 1;
+        // SAFETY: as above, for the last full chunk of 8.
+        unsafe {
+            let w0 = W::widen8(bits.as_ptr().add(c * 8));
+            for (tt, a) in acc.iter_mut().enumerate().take(t) {
+                a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(tt * k + c * 8)), a[0]);
+            }
+        }
+    }
+    let acc: [__m256; MAX_TOKENS] = std::array::from_fn(|tt| _mm256_add_ps(acc[tt][0], acc[tt][1]));
     for (tt, o) in out[..t].iter_mut().enumerate() {
         let mut lanes = [0.0f32; 8];
         // SAFETY: lanes holds 8 f32.
