@@ -1,10 +1,23 @@
 //! `CandleRuntime`: the engine's [`Runtime`] on Candle, CPU, f32, with the KV cache paged through the engine's
 //! block tables (so prefix-cache hits are the engine's shared blocks and preemption frees real memory).
 //!
-//! Threads: candle's f32 matmul is the `gemm` crate, which splits each product into `get_num_threads()` tasks
-//! (`RAYON_NUM_THREADS`, else the CPUs the process may run on) and runs them on the current rayon pool; candle's
-//! softmax and RoPE kernels also use rayon. Every step runs inside a rayon pool of `CandleOptions::threads`
-//! threads, so that is the number of threads working (gemm's task count only caps it from above).
+//! Threads: candle's f32 matmul is the `gemm` crate, which splits each product into
+//! `candle_core::utils::get_num_threads()` tasks and runs them on the current rayon pool; candle-nn's softmax,
+//! RoPE and norms also use the current rayon pool. Every step runs inside a rayon pool of `CandleOptions::threads`
+//! threads, so that is the number of threads doing that work (gemm's task count only caps it from above).
+//! Element-wise ops on tensors of 64 Ki elements or more (prefill's activations, residual adds) run instead on
+//! candle's own global "barrier pool" of `CANDLE_NUM_THREADS - 1` spinning workers (else `RAYON_NUM_THREADS`, else
+//! the physical cores), which this crate cannot size.
+//!
+//! Two environment variables matter, and a library cannot set them safely once threads run, so `info()` reports
+//! them and the bench sets them when absent:
+//! - `RAYON_NUM_THREADS`: candle 0.11's `get_num_threads()` reads it on every matmul and, when it is unset, counts
+//!   the physical cores by parsing `/proc/cpuinfo` (`num_cpus::get_physical`, not cached), again on every matmul:
+//!   measured here, about 30 us per matmul on any model, which made a tiny-llama decode step 8x slower (0.46 ms
+//!   instead of 0.058 ms).
+//! - `CANDLE_NUM_THREADS=1`: runs the element-wise ops inline instead of on the barrier pool, whose spinning
+//!   workers compete with the step's rayon threads for the cores. Measured on the 2-core machine: a 128-token
+//!   prefill of the bench model took 89 to 95 ms with it and 130 to 134 ms without (3 runs each).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +36,14 @@ use crate::weights::Weights;
 
 /// The candle-core version this crate was built with.
 pub const CANDLE_VERSION: &str = env!("NANO_VLLM_CANDLE_CORE_VERSION");
+
+/// An environment variable's value, or `unset`.
+fn env_setting(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if v.parse::<usize>().is_ok_and(|n| n > 0) => v,
+        _ => "unset".into(),
+    }
+}
 
 /// How to run the model.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,6 +150,8 @@ impl Runtime for CandleRuntime {
                 ("kv_cache".into(), kv),
                 ("threads".into(), self.threads.to_string()),
                 ("gemm_tasks".into(), candle_core::utils::get_num_threads().to_string()),
+                ("RAYON_NUM_THREADS".into(), env_setting("RAYON_NUM_THREADS")),
+                ("CANDLE_NUM_THREADS".into(), env_setting("CANDLE_NUM_THREADS")),
                 ("matmul".into(), "gemm (pure Rust), no BLAS".into()),
             ],
         }

@@ -207,9 +207,15 @@ fn capabilities_and_info_describe_a_paged_f32_runtime() {
     let info = rt.info();
     assert_eq!((info.name.as_str(), info.device.as_str(), info.dtype.as_str()), ("candle", "cpu (1 thread)", "f32"));
     assert!(info.version.starts_with("candle-core 0.11."), "{}", info.version);
-    assert!(info.settings.iter().any(|(k, v)| k == "threads" && v == "1"));
+    let setting = |key: &str| info.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    assert_eq!(setting("threads").as_deref(), Some("1"));
+    assert_eq!(setting("kv_cache").as_deref(), Some("paged f32 (not prepared)"));
+    assert!(setting("RAYON_NUM_THREADS").is_some() && setting("CANDLE_NUM_THREADS").is_some());
     let err = rt.step(&StepBatch::default()).unwrap_err();
     assert!(matches!(err, CandleError::NotPrepared), "{err}");
+    rt.prepare(&nano_vllm_engine::KvCacheSpec { num_blocks: 4, block_size: 16 }).unwrap();
+    let kv = rt.info().settings.into_iter().find(|(k, _)| k == "kv_cache").unwrap().1;
+    assert_eq!(kv, "paged f32, 64 slots in blocks of 16");
     let err = CandleRuntime::from_bundle(&bundle, &CandleOptions { threads: Some(0) }).unwrap_err();
     assert!(err.to_string().contains("at least one thread"), "{err}");
 }
