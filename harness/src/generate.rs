@@ -10,7 +10,7 @@ use nano_vllm_bundle::{Bundle, HfConfig};
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams, SeqId};
 use tokenizers::Tokenizer;
 
-use crate::registry::{self, RuntimeSettings};
+use nano_vllm_harness::registry::{self, RuntimeSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {

@@ -1,8 +1,11 @@
 //! `nano-vllm`: the harness binary.
 
+mod bench;
 mod generate;
-mod registry;
 mod simulate;
+mod workload_cmd;
+
+use nano_vllm_harness::registry;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +24,20 @@ fn version() -> &'static str {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replay a workload against runtimes and write reports (results.json, CSVs, Markdown, HTML).
+    ///
+    /// Examples: nano-vllm bench --runtime native,mock --requests 64
+    ///           nano-vllm bench --workload trace.jsonl --mode online --slo ttft=200ms,tpot=50ms
+    ///           nano-vllm bench --rate-sweep 5,10,20 --requests 100
+    Bench(Box<bench::BenchArgs>),
+    /// Write a JSONL workload trace (synthetic, or imported from a local ShareGPT file).
+    ///
+    /// Example: nano-vllm workload --out trace.jsonl --requests 100 --rate 8 --burstiness 0.5 --input-len normal:64:16
+    Workload(workload_cmd::WorkloadArgs),
+    /// Compare existing run directories.
+    ///
+    /// Example: nano-vllm report reports/runs/a reports/runs/b --out reports/compare
+    Report(bench::ReportArgs),
     /// Generate text from prompts through the engine with a runtime, streaming the first prompt's tokens.
     ///
     /// Example: nano-vllm generate --bundle fixtures/tiny-llama --runtime native --prompt "Once upon a time"
@@ -33,6 +50,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
+        Command::Bench(args) => bench::run(&args),
+        Command::Workload(args) => workload_cmd::run(&args),
+        Command::Report(args) => bench::report_cmd(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Simulate(args) => simulate::run(&args),
     };

@@ -1,0 +1,8 @@
+//! nano-vllm-harness: what users run. The runtime registry, workloads (JSONL traces and seeded synthetic
+//! generators), and metrics defined as vLLM's serving benchmark defines them. The `nano-vllm` binary builds on it.
+
+pub mod metrics;
+pub mod registry;
+pub mod replay;
+pub mod report;
+pub mod workload;

@@ -1,0 +1,60 @@
+//! The Markdown comparison table: one row per runtime (per workload), with ratios against a baseline runtime.
+
+use std::fmt::Write;
+
+use super::Results;
+
+/// A table of the headline figures; `baseline` (default: the first runtime) gets ratio 1.00.
+pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
+    let mut out = String::new();
+    for res in results {
+        let w = &res.metadata.workload;
+        let _ = writeln!(
+            out,
+            "### {} on {} ({} mode, {} requests{})\n",
+            w.source,
+            res.metadata.bundle.name,
+            w.mode,
+            w.num_requests,
+            w.request_rate.map(|r| format!(", {r} req/s")).unwrap_or_default()
+        );
+        let base = baseline.and_then(|b| res.runs.iter().find(|r| r.runtime == b)).or(res.runs.first());
+        let base_name = base.map_or("-", |b| b.runtime.as_str());
+        let _ = writeln!(
+            out,
+            "| runtime | dtype | status | req/s | output tok/s | x {base_name} | median TTFT ms | p99 TTFT ms | median TPOT ms | p99 TPOT ms | median ITL ms | median E2EL ms | preemptions | prefix hit rate |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for run in &res.runs {
+            let f = |k: &str| run.metric(k).map_or("-".to_string(), |v| format!("{v:.2}"));
+            let ratio = match (run.metric("output_throughput"), base.and_then(|b| b.metric("output_throughput"))) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            let status = match &run.error {
+                Some(e) => format!("failed: {}", e.replace('|', "/")),
+                None => run.status.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% |",
+                run.runtime,
+                run.dtype,
+                status,
+                f("request_throughput"),
+                f("output_throughput"),
+                ratio,
+                f("median_ttft_ms"),
+                f("p99_ttft_ms"),
+                f("median_tpot_ms"),
+                f("p99_tpot_ms"),
+                f("median_itl_ms"),
+                f("median_e2el_ms"),
+                run.engine.preemptions,
+                100.0 * run.engine.prefix_hit_rate
+            );
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,180 @@
+//! `results.json`, schema version 1. Fields are added, never renamed, within a version; a reader refuses another
+//! version. Metrics use vLLM's flat keys (`mean_ttft_ms`, `p99_itl_ms`, `output_throughput`, ...); a metric that is
+//! undefined for a run (e.g. TPOT when every request made one token) is absent.
+//!
+//! ```text
+//! { "schema_version": 1, "created_unix_s": 1795000000,
+//!   "metadata": { "git_commit", "cpu_model", "cores", "bundle": {name, dir, manifest_sha256},
+//!                 "workload": {source, num_requests, warmup, sha256, seed, mode, request_rate, burstiness},
+//!                 "engine": {max_num_seqs, max_num_batched_tokens, max_model_len, block_size, num_kv_blocks,
+//!                            prefix_caching, chunked_prefill},
+//!                 "percentiles": [50, 90, 99], "slo": {ttft_ms, tpot_ms, e2el_ms} },
+//!   "runs": [ { "runtime", "version", "device", "dtype", "settings": {..}, "status": "ok" | "failed" | "interrupted",
+//!               "error", "metrics": {..}, "engine": {steps, preemptions, prefix_hit_tokens, admitted_prompt_tokens,
+//!               prefix_hit_rate, peak_kv_blocks, num_kv_blocks, mean_batch_seqs, schedule_ms, runtime_ms,
+//!               postprocess_ms, kv_blocks_timeline: [[t_s, blocks], ...]}, "requests_csv" } ] }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ReportError;
+use crate::metrics::ServingMetrics;
+use crate::replay::ReplayResult;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub schema_version: u32,
+    pub created_unix_s: u64,
+    pub metadata: RunMetadata,
+    pub runs: Vec<RuntimeResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMetadata {
+    pub git_commit: Option<String>,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub bundle: BundleMeta,
+    pub workload: WorkloadMeta,
+    pub engine: EngineMeta,
+    pub percentiles: Vec<f64>,
+    pub slo: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleMeta {
+    pub name: String,
+    pub dir: String,
+    pub manifest_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadMeta {
+    pub source: String,
+    pub num_requests: usize,
+    pub warmup: usize,
+    /// sha256 of the resolved requests (token ids, arrivals, parameters): equal hashes, same workload.
+    pub sha256: String,
+    pub seed: Option<u64>,
+    pub mode: String,
+    pub request_rate: Option<f64>,
+    pub burstiness: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineMeta {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub max_model_len: usize,
+    pub block_size: usize,
+    pub num_kv_blocks: usize,
+    pub prefix_caching: bool,
+    pub chunked_prefill: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineFigures {
+    pub steps: usize,
+    pub preemptions: usize,
+    pub prefix_hit_tokens: usize,
+    pub admitted_prompt_tokens: usize,
+    pub prefix_hit_rate: f64,
+    pub peak_kv_blocks: usize,
+    pub num_kv_blocks: usize,
+    pub mean_batch_seqs: f64,
+    pub schedule_ms: f64,
+    pub runtime_ms: f64,
+    pub postprocess_ms: f64,
+    /// KV blocks in use over time, at most 200 points.
+    pub kv_blocks_timeline: Vec<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeResult {
+    pub runtime: String,
+    pub version: String,
+    pub device: String,
+    pub dtype: String,
+    pub settings: BTreeMap<String, String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub engine: EngineFigures,
+    pub requests_csv: String,
+}
+
+impl RuntimeResult {
+    /// A run's result; metrics over the measured requests.
+    pub fn from_replay(r: &ReplayResult, percentiles: &[f64], slo: &crate::metrics::Slo) -> Self {
+        let m = ServingMetrics::compute(&r.records, percentiles, slo);
+        let s = &r.steps;
+        let sum = |f: fn(&crate::replay::StepRecord) -> f64| s.iter().map(f).sum::<f64>();
+        let (hits, admitted) = (
+            s.iter().map(|x| x.prefix_hit_tokens).sum::<usize>(),
+            s.iter().map(|x| x.admitted_prompt_tokens).sum::<usize>(),
+        );
+        let stride = s.len().div_ceil(200).max(1);
+        let status = if r.error.is_some() {
+            "failed"
+        } else if r.interrupted {
+            "interrupted"
+        } else {
+            "ok"
+        };
+        Self {
+            runtime: r.runtime.name.clone(),
+            version: r.runtime.version.clone(),
+            device: r.runtime.device.clone(),
+            dtype: r.runtime.dtype.clone(),
+            settings: r.runtime.settings.iter().cloned().collect(),
+            status: status.into(),
+            error: r.error.clone(),
+            metrics: m.flat().into_iter().filter(|(_, v)| v.is_finite()).collect(),
+            engine: EngineFigures {
+                steps: s.len(),
+                preemptions: s.iter().map(|x| x.num_preemptions).sum(),
+                prefix_hit_tokens: hits,
+                admitted_prompt_tokens: admitted,
+                prefix_hit_rate: if admitted == 0 { 0.0 } else { hits as f64 / admitted as f64 },
+                peak_kv_blocks: s.iter().map(|x| x.kv_blocks_used).max().unwrap_or(0),
+                num_kv_blocks: r.num_kv_blocks,
+                mean_batch_seqs: if s.is_empty() {
+                    0.0
+                } else {
+                    s.iter().map(|x| x.num_seqs).sum::<usize>() as f64 / s.len() as f64
+                },
+                schedule_ms: sum(|x| x.schedule_ms),
+                runtime_ms: sum(|x| x.runtime_ms),
+                postprocess_ms: sum(|x| x.postprocess_ms),
+                kv_blocks_timeline: s.iter().step_by(stride).map(|x| [x.t_s, x.kv_blocks_used as f64]).collect(),
+            },
+            requests_csv: super::tables::requests_csv_name(&r.runtime.name),
+        }
+    }
+
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics.get(key).copied()
+    }
+}
+
+/// Reads a `results.json`, refusing another schema version.
+pub fn read_results(path: &Path) -> Result<Results, ReportError> {
+    let bytes = std::fs::read(path).map_err(|source| ReportError::Io { path: path.into(), source })?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ReportError::Format { path: path.into(), message: format!("not JSON: {e}") })?;
+    match v.get("schema_version").and_then(|x| x.as_u64()) {
+        Some(n) if n == SCHEMA_VERSION as u64 => {}
+        other => {
+            return Err(ReportError::Format {
+                path: path.into(),
+                message: format!("schema_version {other:?} is not supported (this build reads {SCHEMA_VERSION})"),
+            });
+        }
+    }
+    serde_json::from_value(v).map_err(|e| ReportError::Format { path: path.into(), message: e.to_string() })
+}
