@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the native runtimes' builds need (none yet; llama.cpp will add cmake and libclang-dev).
-APT_PACKAGES=()
+# Debian packages the native runtimes' builds need: llama.cpp (nano-vllm-llama-cpp) builds with cmake and bindgen.
+APT_PACKAGES=(cmake libclang-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

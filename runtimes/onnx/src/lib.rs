@@ -5,6 +5,8 @@
 //! [`io`]) on one ONNX Runtime session for the whole run. Keys and values are runtime-owned ([`kv`]): kept per
 //! sequence, fed back as the next step's past, dropped on `release`. All single-token sequences of a step decode in
 //! one run, padded to the longest past; prompts and prefill chunks are grouped with bounded query padding ([`plan`]).
+//! When the same sequences decode again, the previous run's `present` tensors are fed back as the past unchanged
+//! (no copy on our side).
 //! Prefix-cache hits are served by copying the cached tokens' keys and values from a running sequence holding the
 //! same blocks ([`prefix`], `PrefixReuse::CopyFromHolder`).
 //!

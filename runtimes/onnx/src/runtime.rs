@@ -5,6 +5,12 @@
 //! anything else must already be held), group the sequences into runs ([`plan_runs`]), and for each run write the
 //! rows' pasts into padded past tensors, run the graph, copy the wanted logit rows to their output rows, and append
 //! the new tokens' keys and values from `present`. `release` drops a sequence's past and table.
+//!
+//! Decode carry-over: after a run of single-token rows, its `present` tensors are kept (`Carry`); when the next
+//! single-token run has the same sequences in the same order, each one token further, they are exactly that run's
+//! left-padded past (`present = concat(past, new)`, every row one token longer), so they are fed back as they are
+//! and the copy of every row's past into the input tensors is skipped. Any other run writes the past from the
+//! per-sequence buffers, which stay complete either way.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +27,7 @@ use crate::library::{self, ORT_CRATE_VERSION, OrtLibrary};
 use crate::options::OnnxOptions;
 use crate::plan::{RowSpec, RunInputs, plan_runs};
 use crate::prefix::BlockTables;
-use crate::session::OnnxSession;
+use crate::session::{OnnxSession, Past};
 
 /// ONNX Runtime driven by the engine. See the module docs.
 #[derive(Debug)]
@@ -35,6 +41,39 @@ pub struct OnnxRuntime {
     inputs: RunInputs,
     /// Past tensors of the current run, reused between runs.
     past: Vec<Vec<f32>>,
+    carry: Option<Carry>,
+    /// Runs whose past was carried over from the previous run, and all runs (for tests and reports).
+    carried_runs: usize,
+    runs: usize,
+}
+
+/// The present tensors of the last run of single-token rows, with who its rows are.
+#[derive(Debug)]
+struct Carry {
+    seq_ids: Vec<SeqId>,
+    /// Tokens each row's sequence holds after that run.
+    lens: Vec<usize>,
+    /// Their token length (the next past length).
+    total: usize,
+    present: Vec<ort::value::DynValue>,
+}
+
+impl Carry {
+    /// Whether these are the past of a single-token run over `entries` padded to `past` tokens.
+    fn fits(&self, entries: &[&SeqBatchEntry], query: usize, past: usize) -> bool {
+        query == 1
+            && self.total == past
+            && self.seq_ids.len() == entries.len()
+            && entries
+                .iter()
+                .zip(&self.seq_ids)
+                .zip(&self.lens)
+                .all(|((e, &id), &len)| e.seq_id == id && e.num_computed_tokens == len)
+    }
+
+    fn holds(&self, seq_id: SeqId) -> bool {
+        self.seq_ids.contains(&seq_id)
+    }
 }
 
 impl OnnxRuntime {
@@ -57,6 +96,9 @@ impl OnnxRuntime {
             kv: HashMap::new(),
             tables: BlockTables::default(),
             inputs: RunInputs::default(),
+            carry: None,
+            carried_runs: 0,
+            runs: 0,
         })
     }
 
@@ -91,6 +133,11 @@ impl OnnxRuntime {
     /// Tokens of keys and values held for `seq_id` (0 if none).
     pub fn held_tokens(&self, seq_id: SeqId) -> usize {
         self.kv.get(&seq_id).map_or(0, SeqKv::len)
+    }
+
+    /// ONNX Runtime runs so far, and how many of them were fed the previous run's present as their past.
+    pub fn run_counts(&self) -> (usize, usize) {
+        (self.runs, self.carried_runs)
     }
 
     /// [`Runtime::execute`] with this crate's error type.
@@ -163,6 +210,7 @@ impl OnnxRuntime {
         let (id, computed, cached) = (e.seq_id, e.num_computed_tokens, e.num_cached_tokens);
         if computed == 0 {
             // A prompt (or a recompute after preemption) from its start: nothing before it.
+            self.drop_carry_of(id);
             self.kv.insert(id, SeqKv::default());
             return Ok(());
         }
@@ -184,15 +232,22 @@ impl OnnxRuntime {
                 .holder(id, prefix, cached, |h| kv.get(&h).map_or(0, SeqKv::len))
                 .ok_or_else(|| no_holder(blocks))?;
             let copy = self.kv[&holder].prefix(&self.shape, cached);
+            self.drop_carry_of(id);
             self.kv.insert(id, copy);
             return Ok(());
         }
         Err(OnnxError::KvMismatch { seq_id: id, expected: computed, held: held.unwrap_or(0) })
     }
 
+    fn drop_carry_of(&mut self, seq_id: SeqId) {
+        if self.carry.as_ref().is_some_and(|c| c.holds(seq_id)) {
+            self.carry = None;
+        }
+    }
+
     /// One ONNX Runtime run over the sequences `run` (indices into `batch.seqs`).
     fn run(&mut self, batch: &StepBatch, run: &[usize], logits_out: &mut [f32]) -> Result<(), OnnxError> {
-        let Self { session, shape, kv, inputs, past, .. } = self;
+        let Self { session, shape, kv, inputs, past, carry, .. } = self;
         let entries: Vec<&SeqBatchEntry> = run.iter().map(|&i| &batch.seqs[i]).collect();
         let rows: Vec<RowSpec<'_>> = entries
             .iter()
@@ -204,19 +259,27 @@ impl OnnxRuntime {
             .collect();
         inputs.fill(&rows);
         let (s, p) = (inputs.query, inputs.past);
-        for buf in past.iter_mut() {
-            buf.resize(entries.len() * shape.kv_heads * p * shape.head_dim, 0.0);
+        // Taken only when it fits: a prefill run between two decode runs leaves it for the next decode run.
+        let carried = if carry.as_ref().is_some_and(|c| c.fits(&entries, s, p)) { carry.take() } else { None };
+        if carried.is_none() {
+            for buf in past.iter_mut() {
+                buf.resize(entries.len() * shape.kv_heads * p * shape.head_dim, 0.0);
+            }
+            for (row, e) in entries.iter().enumerate() {
+                let held = kv.get(&e.seq_id).ok_or(OnnxError::KvMismatch {
+                    seq_id: e.seq_id,
+                    expected: e.num_computed_tokens,
+                    held: 0,
+                })?;
+                held.write_past(shape, past, row, p);
+            }
         }
-        for (row, e) in entries.iter().enumerate() {
-            let held = kv.get(&e.seq_id).ok_or(OnnxError::KvMismatch {
-                seq_id: e.seq_id,
-                expected: e.num_computed_tokens,
-                held: 0,
-            })?;
-            held.write_past(shape, past, row, p);
-        }
+        let past_input = match &carried {
+            Some(c) => Past::Carried(&c.present),
+            None => Past::Buffers(past),
+        };
 
-        let outputs = session.run(inputs, past)?;
+        let outputs = session.run(inputs, past_input)?;
         let logits = outputs.logits()?;
         let vocab = outputs.vocab_size();
         for (row, e) in entries.iter().enumerate() {
@@ -234,6 +297,18 @@ impl OnnxRuntime {
                 held: 0,
             })?;
             held.append_present(shape, &present, row, p + s, p, e.query_len);
+        }
+        drop(present);
+        self.runs += 1;
+        self.carried_runs += usize::from(carried.is_some());
+        drop(carried);
+        if s == 1 {
+            self.carry = Some(Carry {
+                seq_ids: entries.iter().map(|e| e.seq_id).collect(),
+                lens: entries.iter().map(|e| e.num_computed_tokens + 1).collect(),
+                total: p + 1,
+                present: outputs.into_present()?,
+            });
         }
         Ok(())
     }
@@ -255,6 +330,7 @@ impl Runtime for OnnxRuntime {
             ("prefix_reuse", "copy-from-holder".into()),
             ("step_grouping", self.options.grouping.as_str().into()),
             ("padding", "past left, query right, attention_mask 0 on padding".into()),
+            ("decode_carry_over", "present of a single-token run fed back as the next one's past".into()),
             ("layers", io.num_layers().to_string()),
             ("kv_heads", io.kv_heads.to_string()),
             ("head_dim", io.head_dim.to_string()),
@@ -289,6 +365,7 @@ impl Runtime for OnnxRuntime {
     }
 
     fn release(&mut self, seq_id: SeqId) {
+        self.drop_carry_of(seq_id);
         self.kv.remove(&seq_id);
         self.tables.forget(seq_id);
     }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ort::session::{Session, SessionInputValue, SessionOutputs};
-use ort::value::{Outlet, TensorElementType, TensorRef};
+use ort::value::{DynValue, Outlet, TensorElementType, TensorRef};
 
 use crate::error::OnnxError;
 use crate::io::{ElemType, ModelIo, TensorDesc};
@@ -51,13 +51,13 @@ impl OnnxSession {
         &self.path
     }
 
-    /// Runs one padded batch. `past[t]` is tensor `t` (layer `t / 2`, key then value) as `[rows, kv_heads,
-    /// inputs.past, head_dim]`.
-    pub fn run(&mut self, inputs: &RunInputs, past: &[Vec<f32>]) -> Result<RunOutputs<'_>, OnnxError> {
+    /// Runs one padded batch. Past tensor `t` (layer `t / 2`, key then value) is `[rows, kv_heads, inputs.past,
+    /// head_dim]`.
+    pub fn run(&mut self, inputs: &RunInputs, past: Past<'_>) -> Result<RunOutputs<'_>, OnnxError> {
         let Self { session, io, .. } = self;
         let (b, s, p) = (inputs.rows, inputs.query, inputs.past);
         let run_err = |source: ort::Error| OnnxError::Run { rows: b, query: s, past: p, source };
-        let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + past.len());
+        let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * io.past.len());
         feeds.push((
             io.input_ids.as_str().into(),
             TensorRef::from_array_view(([b, s], &*inputs.input_ids)).map_err(run_err)?.into(),
@@ -71,16 +71,28 @@ impl OnnxSession {
             TensorRef::from_array_view(([b, s], &*inputs.position_ids)).map_err(run_err)?.into(),
         ));
         let past_shape = [b, io.kv_heads, p, io.head_dim];
-        for (t, data) in past.iter().enumerate() {
+        for t in 0..2 * io.past.len() {
             let name = if t % 2 == 0 { &io.past[t / 2].0 } else { &io.past[t / 2].1 };
-            feeds.push((
-                name.as_str().into(),
-                TensorRef::from_array_view((past_shape, &**data)).map_err(run_err)?.into(),
-            ));
+            let value: SessionInputValue<'_> = match past {
+                Past::Buffers(buffers) => {
+                    TensorRef::from_array_view((past_shape, &*buffers[t])).map_err(run_err)?.into()
+                }
+                Past::Carried(values) => (&values[t]).into(),
+            };
+            feeds.push((name.as_str().into(), value));
         }
         let outputs = session.run(feeds).map_err(run_err)?;
         Ok(RunOutputs { outputs, io, rows: b, query: s, total: p + s })
     }
+}
+
+/// The past tensors of a run.
+#[derive(Debug, Clone, Copy)]
+pub enum Past<'a> {
+    /// Written by this crate, one buffer per tensor.
+    Buffers(&'a [Vec<f32>]),
+    /// The previous run's present tensors, fed back as they are (their shape is the caller's to check).
+    Carried(&'a [DynValue]),
 }
 
 /// A run's outputs, borrowed from the session until dropped.
@@ -113,6 +125,20 @@ impl RunOutputs<'_> {
             out.push(self.tensor(v, &shape)?);
         }
         Ok(out)
+    }
+
+    /// Takes the present tensors out (same order as [`RunOutputs::present`]), to feed them back as a next past.
+    pub fn into_present(mut self) -> Result<Vec<DynValue>, OnnxError> {
+        let names: Vec<&String> = self.io.present.iter().flat_map(|(k, v)| [k, v]).collect();
+        names
+            .into_iter()
+            .map(|name| {
+                self.outputs.remove(name).ok_or_else(|| OnnxError::Output {
+                    name: name.clone(),
+                    problem: "missing from the run's outputs".into(),
+                })
+            })
+            .collect()
     }
 
     fn tensor(&self, name: &str, expected: &[usize]) -> Result<&[f32], OnnxError> {

@@ -196,3 +196,55 @@ fn the_setup_scripts_library_is_found() {
     let lib = nano_vllm_onnx::library::load(None).unwrap();
     assert_eq!(lib.version(), "1.31.1");
 }
+
+/// Decode runs over the same sequences feed the previous run's present back as their past; a release or a new
+/// member breaks the chain (the past is written again), and the logits equal unpadded one-sequence runs throughout.
+#[test]
+fn decode_carry_over_matches_unpadded_runs() {
+    let Some(mut carried) = runtime("tiny-llama", &common::options()) else { return };
+    let unpadded_options = OnnxOptions { grouping: StepGrouping::PerSequence, ..common::options() };
+    let mut unpadded = runtime("tiny-llama", &unpadded_options).unwrap();
+    let t: Vec<Vec<u32>> = (0..4).map(|i| tokens(20 + i, 40, 512)).collect();
+    let mut steps = vec![vec![Part::new(1, &t[1][..20], 0), Part::new(2, &t[2][..7], 0), Part::new(3, &t[3][..1], 0)]];
+    let mut computed = [0, 20, 7, 1];
+    let decode = |ids: &[u64], computed: &mut [usize; 4]| -> Vec<Part> {
+        ids.iter()
+            .map(|&id| {
+                let c = computed[id as usize];
+                computed[id as usize] += 1;
+                Part::new(id, &t[id as usize][c..c + 1], c)
+            })
+            .collect()
+    };
+    // Steps 1-3: all three decode (carried from step 2 on).
+    for _ in 0..3 {
+        steps.push(decode(&[1, 2, 3], &mut computed));
+    }
+    // Step 4: seq 2 has been released; step 5: carried again.
+    let release_before = steps.len();
+    steps.push(decode(&[1, 3], &mut computed));
+    steps.push(decode(&[1, 3], &mut computed));
+    // Step 6: a new prompt joins (its own run); the decode run over [1, 3] is still carried. Step 7: seq 0 decodes
+    // too: a new member, written again.
+    let mut joined = vec![Part::new(0, &t[0][..5], 0)];
+    computed[0] = 5;
+    joined.extend(decode(&[1, 3], &mut computed));
+    steps.push(joined);
+    steps.push(decode(&[1, 3, 0], &mut computed));
+    steps.push(decode(&[1, 3, 0], &mut computed));
+
+    for (s, parts) in steps.iter().enumerate() {
+        if s == release_before {
+            carried.release(2);
+            unpadded.release(2);
+        }
+        let batch = step(parts);
+        let (a, b) = (carried.execute(&batch).unwrap(), unpadded.execute(&batch).unwrap());
+        let d = max_abs_diff(&a.logits, &b.logits);
+        assert!(d <= 1e-5, "step {s}: {d}");
+    }
+    // Runs: step 0 three (20 and 7 tokens apart: 2 x 20 > 1.25 x 27; the one-token prompt with the single-token
+    // rows), steps 1-5 one each, step 6 two, steps 7-8 one each: 12. Carried: steps 2, 3, 5, 6 and 8.
+    assert_eq!(carried.run_counts(), (12, 5));
+    assert_eq!(carried.held_tokens(1), 20 + 8);
+}
