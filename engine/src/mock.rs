@@ -47,17 +47,31 @@ pub struct MockRuntime {
     slots: Vec<u64>,
     steps: usize,
     fail_at_step: Option<usize>,
+    step_delay: std::time::Duration,
 }
 
 impl MockRuntime {
     pub fn new(vocab_size: usize) -> Self {
         assert!(vocab_size > 0, "vocab_size must be at least 1");
-        Self { vocab_size, block_size: 0, slots: Vec::new(), steps: 0, fail_at_step: None }
+        Self {
+            vocab_size,
+            block_size: 0,
+            slots: Vec::new(),
+            steps: 0,
+            fail_at_step: None,
+            step_delay: std::time::Duration::ZERO,
+        }
     }
 
     /// Fails the `step`-th call of `execute` (0-based).
     pub fn fail_at_step(mut self, step: usize) -> Self {
         self.fail_at_step = Some(step);
+        self
+    }
+
+    /// Sleeps this long in every `execute` (a stand-in for model time, or a deliberately slowed runtime).
+    pub fn step_delay(mut self, delay: std::time::Duration) -> Self {
+        self.step_delay = delay;
         self
     }
 
@@ -111,6 +125,9 @@ impl Runtime for MockRuntime {
         }
         if self.slots.is_empty() {
             return Err(MockError::NotPrepared.into());
+        }
+        if !self.step_delay.is_zero() {
+            std::thread::sleep(self.step_delay);
         }
         let bs = self.block_size;
         for e in &batch.seqs {

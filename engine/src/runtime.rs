@@ -24,8 +24,10 @@ pub enum PrefixReuse {
     Recompute,
     /// Through the engine's shared blocks (engine-paged KV): any cached block, also a freed one, is served.
     SharedBlocks,
-    /// By copying the cached prefix's keys and values from a running sequence that holds the same blocks; the engine
-    /// only reports hits on blocks some running sequence holds.
+    /// By copying the cached prefix's keys and values from running sequences. The engine reports a hit on a block
+    /// only while some running sequence holds that block at the same index of its table and has computed it; the
+    /// prefix's blocks may be held by different sequences (each copy of a prefix block has the same contents), so
+    /// copy block by block where no one sequence holds them all.
     CopyFromHolder,
 }
 

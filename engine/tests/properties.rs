@@ -285,3 +285,36 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// With a runtime-owned cache that copies prefixes from a live holder, every hit the engine reports is held and
+    /// computed by a sequence the runtime still has, and outputs equal the cache-free reference.
+    #[test]
+    fn copy_from_holder_hits_always_have_a_live_computed_holder(sc in scenario(1..12, 60)) {
+        let mut engine = LlmEngine::new(sc.config(), Box::new(HolderChecker::new(sc.vocab))).unwrap();
+        let mut ids = Vec::new();
+        let mut next = 0;
+        let mut done = Vec::new();
+        for op in &sc.ops {
+            match *op {
+                Op::Add if next < sc.reqs.len() => {
+                    ids.push(engine.add_request(sc.reqs[next].prompt.clone(), params(&sc.reqs[next])).unwrap());
+                    next += 1;
+                }
+                Op::Step => done.extend(engine.step().unwrap().finished),
+                Op::Abort(k) if !ids.is_empty() => {
+                    let _ = engine.abort(ids[k % ids.len()]);
+                }
+                _ => {}
+            }
+        }
+        while engine.has_unfinished() {
+            done.extend(engine.step().unwrap().finished);
+        }
+        for seq in done {
+            prop_assert_eq!((seq.output_token_ids().to_vec(), seq.finish_reason().unwrap().as_str()), reference_greedy(sc.vocab, &sc.reqs[seq.id() as usize]));
+        }
+    }
+}

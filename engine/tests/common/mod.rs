@@ -233,3 +233,81 @@ pub fn reference_greedy(vocab: usize, req: &Req) -> (Vec<u32>, &'static str) {
         }
     }
 }
+
+/// Claims a runtime-owned cache served by copying from holders, and checks the engine keeps that contract: every
+/// block of a prefix-cache hit is, at the same index, in the table of some sequence the runtime still holds, which
+/// computed it before this step. Data flows through the paged mock underneath.
+#[derive(Debug)]
+pub struct HolderChecker {
+    pub inner: MockRuntime,
+    /// Per held sequence: its block table and how many tokens it has computed.
+    held: std::collections::HashMap<SeqId, (Vec<u32>, usize)>,
+}
+
+impl HolderChecker {
+    pub fn new(vocab: usize) -> Self {
+        Self { inner: MockRuntime::new(vocab), held: Default::default() }
+    }
+}
+
+impl Runtime for HolderChecker {
+    fn info(&self) -> RuntimeInfo {
+        self.inner.info()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kv_cache: nano_vllm_engine::KvCacheKind::RuntimeOwned,
+            prefix_reuse: nano_vllm_engine::PrefixReuse::CopyFromHolder,
+            ..self.inner.capabilities()
+        }
+    }
+    fn prepare(&mut self, kv: &KvCacheSpec) -> Result<(), RuntimeError> {
+        self.inner.prepare(kv)
+    }
+    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RuntimeError> {
+        let bs = batch.block_size;
+        for e in &batch.seqs {
+            let table = batch.block_table(e);
+            let fresh = !self.held.contains_key(&e.seq_id);
+            if fresh && e.num_cached_tokens > 0 {
+                // Each cached block: some held sequence has it at the same index and has computed it.
+                for i in 0..e.num_cached_tokens / bs {
+                    let held = self
+                        .held
+                        .values()
+                        .any(|(t, computed)| t.get(i) == Some(&table[i]) && *computed >= (i + 1) * bs);
+                    if !held {
+                        return Err(format!(
+                            "seq {}: cached block {} (index {i}) of {:?} has no held sequence that computed it",
+                            e.seq_id,
+                            table[i],
+                            &table[..e.num_cached_tokens / bs]
+                        )
+                        .into());
+                    }
+                }
+            }
+            if !fresh && e.num_computed_tokens != self.held[&e.seq_id].1 {
+                return Err(format!(
+                    "seq {}: engine says {} computed, runtime holds {}",
+                    e.seq_id, e.num_computed_tokens, self.held[&e.seq_id].1
+                )
+                .into());
+            }
+            if fresh && e.num_computed_tokens != e.num_cached_tokens {
+                return Err(format!(
+                    "seq {}: first seen with {} computed but {} cached",
+                    e.seq_id, e.num_computed_tokens, e.num_cached_tokens
+                )
+                .into());
+            }
+        }
+        for e in &batch.seqs {
+            self.held.insert(e.seq_id, (batch.block_table(e).to_vec(), e.context_len()));
+        }
+        self.inner.execute(batch)
+    }
+    fn release(&mut self, seq_id: SeqId) {
+        self.held.remove(&seq_id);
+    }
+}

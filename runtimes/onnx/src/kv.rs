@@ -95,6 +95,24 @@ impl SeqKv {
         self.len += count;
     }
 
+    /// Appends tokens `start..end` of `src` (this sequence must hold exactly `start` tokens): a prefix-cache hit
+    /// whose blocks are held by different sequences is assembled run by run.
+    pub fn extend_from(&mut self, shape: &KvShape, src: &SeqKv, start: usize, end: usize) {
+        assert!(
+            self.len == start && end <= src.len && start <= end,
+            "extend_from: {start}..{end} onto {} of {}",
+            self.len,
+            src.len
+        );
+        self.reserve(shape, end);
+        let (hd, cap, scap) = (shape.head_dim, self.capacity, src.capacity);
+        for th in 0..shape.tensors() * shape.kv_heads {
+            self.data[(th * cap + start) * hd..(th * cap + end) * hd]
+                .copy_from_slice(&src.data[(th * scap + start) * hd..(th * scap + end) * hd]);
+        }
+        self.len = end;
+    }
+
     /// A new sequence's past holding this one's first `tokens` tokens (a prefix-cache hit served by copying).
     pub fn prefix(&self, shape: &KvShape, tokens: usize) -> SeqKv {
         let tokens = tokens.min(self.len);
@@ -174,5 +192,24 @@ mod tests {
             }
         }
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_prefix_assembled_from_two_holders_equals_one_holders_prefix() {
+        let total = 40;
+        let tensors: Vec<Vec<f32>> = (0..SHAPE.tensors()).map(|t| present(t, 1, total)).collect();
+        let views: Vec<&[f32]> = tensors.iter().map(|v| v.as_slice()).collect();
+        let (mut a, mut b) = (SeqKv::default(), SeqKv::default());
+        a.append_present(&SHAPE, &views, 0, total, 0, 20);
+        b.append_present(&SHAPE, &views, 0, total, 0, 33);
+        let mut assembled = SeqKv::default();
+        assembled.extend_from(&SHAPE, &a, 0, 16);
+        assembled.extend_from(&SHAPE, &b, 16, 30);
+        assert_eq!(assembled.len(), 30);
+        let (mut x, mut y) =
+            (vec![vec![0.0; 3 * 30 * 2]; SHAPE.tensors()], vec![vec![0.0; 3 * 30 * 2]; SHAPE.tensors()]);
+        assembled.write_past(&SHAPE, &mut x, 0, 30);
+        b.prefix(&SHAPE, 30).write_past(&SHAPE, &mut y, 0, 30);
+        assert_eq!(x, y);
     }
 }

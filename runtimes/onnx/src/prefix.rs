@@ -1,12 +1,15 @@
 //! Serving prefix-cache hits by copying keys and values from a sequence that holds them
 //! (`PrefixReuse::CopyFromHolder`).
 //!
-//! The engine reports a hit on a sequence's first blocks only when a running sequence holds those same blocks (same
-//! block ids: the blocks' contents are identified by their chained hashes). This runtime sees every scheduled
+//! The engine reports a hit on a sequence's first blocks only when each of those blocks is held, at the same place
+//! of its table, by some running sequence that computed it (the blocks' contents are identified by their chained
+//! hashes, so any such holder has the same keys and values). Consecutive blocks may be held by different sequences
+//! (two sequences that computed the same prefix each have their own copy). This runtime sees every scheduled
 //! sequence's block table each step and remembers the latest one per sequence until `release`; a running sequence's
-//! table only grows, so a remembered table's prefix stays valid. A new sequence with `num_cached_tokens = c` is then
-//! served by copying the first `c` tokens of past from a sequence whose table starts with the same `ceil(c /
-//! block_size)` block ids and that has computed at least `c` tokens. Cost: one copy of `c` tokens of keys and values.
+//! table only grows, so a remembered table's prefix stays valid. A new sequence with `num_cached_tokens = c` is
+//! served by copying the first `c` tokens of past from one sequence whose table starts with the same block ids when
+//! there is one, and otherwise block by block from each block's holder. Cost: one copy of `c` tokens of keys and
+//! values either way.
 
 use std::collections::HashMap;
 
@@ -47,6 +50,25 @@ impl BlockTables {
     }
 }
 
+impl BlockTables {
+    /// A sequence other than `seq_id` that has `block` at `index` of its table and has computed at least `tokens`;
+    /// the smallest such id.
+    pub fn block_holder(
+        &self,
+        seq_id: SeqId,
+        index: usize,
+        block: u32,
+        tokens: usize,
+        computed: impl Fn(SeqId) -> usize,
+    ) -> Option<SeqId> {
+        self.tables
+            .iter()
+            .filter(|(id, table)| **id != seq_id && table.get(index) == Some(&block) && computed(**id) >= tokens)
+            .map(|(id, _)| *id)
+            .min()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +90,9 @@ mod tests {
         assert_eq!(t.holder(3, &[7], 16, computed), None);
         t.forget(1);
         assert_eq!(t.holder(9, &[4, 5], 32, computed), Some(2));
+        // Block by block: [4, 5, 9] is held by seq 2 at 0..3; [4, 7] has no holder for block 7 at index 1.
+        assert_eq!(t.block_holder(9, 2, 9, 48, |_| 48), Some(2));
+        assert_eq!(t.block_holder(9, 1, 7, 32, |_| 48), None);
         // A table is replaced, not appended to.
         t.record(2, &[8]);
         assert_eq!(t.holder(9, &[4, 5], 32, computed), None);

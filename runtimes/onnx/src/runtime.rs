@@ -227,11 +227,22 @@ impl OnnxRuntime {
             let table = batch.block_table(e);
             let prefix = table.get(..blocks).ok_or_else(|| no_holder(blocks))?;
             let kv = &self.kv;
-            let holder = self
-                .tables
-                .holder(id, prefix, cached, |h| kv.get(&h).map_or(0, SeqKv::len))
-                .ok_or_else(|| no_holder(blocks))?;
-            let copy = self.kv[&holder].prefix(&self.shape, cached);
+            let held = |h: SeqId| kv.get(&h).map_or(0, SeqKv::len);
+            let copy = match self.tables.holder(id, prefix, cached, held) {
+                Some(holder) => kv[&holder].prefix(&self.shape, cached),
+                None => {
+                    // Different sequences hold different blocks of the prefix: copy each block from its holder.
+                    let bs = batch.block_size;
+                    let mut copy = SeqKv::default();
+                    for (i, &block) in prefix.iter().enumerate() {
+                        let end = ((i + 1) * bs).min(cached);
+                        let holder =
+                            self.tables.block_holder(id, i, block, end, held).ok_or_else(|| no_holder(blocks))?;
+                        copy.extend_from(&self.shape, &kv[&holder], i * bs, end);
+                    }
+                    copy
+                }
+            };
             self.drop_carry_of(id);
             self.kv.insert(id, copy);
             return Ok(());
