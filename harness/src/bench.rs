@@ -169,7 +169,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         bail!("no runtime to run (--runtime)");
     }
     for r in &runtimes {
-        if !registry::available().contains(&r.as_str()) {
+        if !registry::available().contains(&r.as_str()) && !r.starts_with("mock:") {
             // Same message as building it would give.
             registry::build(r, &bundle, &RuntimeSettings::default())?;
         }
@@ -286,7 +286,10 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             }
             match outcome {
                 Ok(r) => {
-                    let result = RuntimeResult::from_replay(&r, &a.percentiles, &a.slo);
+                    let mut result = RuntimeResult::from_replay(&r, &a.percentiles, &a.slo);
+                    // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
+                    result.runtime = name.clone();
+                    result.requests_csv = report::tables::requests_csv_name(name);
                     if let Some(err) = &result.error {
                         eprintln!("{name}: failed: {err}");
                     }

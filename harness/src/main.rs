@@ -48,7 +48,22 @@ enum Command {
     Simulate(simulate::SimulateArgs),
 }
 
+/// Thread settings candle 0.11 needs to be measured fairly: without `RAYON_NUM_THREADS` every matmul re-reads
+/// /proc/cpuinfo (~30 us), and its element-wise pool spins against the step's threads unless `CANDLE_NUM_THREADS`
+/// is 1 (see runtimes/candle). Set only when absent, so a user can measure candle's defaults by setting them.
+fn set_thread_env() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+    for (key, value) in [("RAYON_NUM_THREADS", cores.as_str()), ("CANDLE_NUM_THREADS", "1")] {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: called first thing in main, before any thread is spawned, so nothing reads the environment
+            // concurrently.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    set_thread_env();
     let result = match Cli::parse().command {
         Command::Bench(args) => bench::run(&args),
         Command::Workload(args) => workload_cmd::run(&args),

@@ -24,6 +24,8 @@ pub struct RuntimeSettings {
 pub enum RegistryError {
     #[error("runtime '{name}' is not compiled in: build with --features {feature}")]
     NotCompiledIn { name: String, feature: String },
+    #[error("runtime '{name}': option '{option}' is not one of fail-at=N, delay-us=N")]
+    BadOption { name: String, option: String },
     #[error("unknown runtime '{name}'; available: {}", available().join(", "))]
     Unknown { name: String },
     #[error("runtime '{name}' failed to load {}: {source}", bundle.display())]
@@ -41,7 +43,32 @@ pub fn available() -> Vec<&'static str> {
 }
 
 fn compiled_in(name: &str) -> bool {
-    name == "mock" || (name == "native" && cfg!(feature = "native"))
+    const COMPILED: [(&str, bool); 5] = [
+        ("native", cfg!(feature = "native")),
+        ("onnx", cfg!(feature = "onnx")),
+        ("candle", cfg!(feature = "candle")),
+        ("llama-cpp", false),
+        ("mock", true),
+    ];
+    COMPILED.iter().any(|&(n, on)| n == name && on)
+}
+
+/// The model-free mock, with options: `mock`, `mock:fail-at=N` (its N-th step fails), `mock:delay-us=N` (each step
+/// sleeps N microseconds), combinable as `mock:fail-at=9,delay-us=200`.
+fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
+    let mut m = MockRuntime::new(vocab);
+    let Some(options) = spec.strip_prefix("mock:") else { return Ok(m) };
+    for opt in options.split(',') {
+        let bad = || RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() };
+        let (key, value) = opt.split_once('=').ok_or_else(bad)?;
+        let n: u64 = value.parse().map_err(|_| bad())?;
+        m = match key {
+            "fail-at" => m.fail_at_step(n as usize),
+            "delay-us" => m.step_delay(std::time::Duration::from_micros(n)),
+            _ => return Err(bad()),
+        };
+    }
+    Ok(m)
 }
 
 /// Builds the runtime `name` for `bundle`.
@@ -53,11 +80,25 @@ pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<
     };
     match name {
         "mock" => Ok(Box::new(MockRuntime::new(bundle.config().vocab_size))),
+        spec if spec.starts_with("mock:") => Ok(Box::new(mock(spec, bundle.config().vocab_size)?)),
         #[cfg(feature = "native")]
         "native" => {
             let options = nano_vllm_native::NativeOptions { threads: settings.threads, ..Default::default() };
             Ok(Box::new(
                 nano_vllm_native::NativeRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
+            ))
+        }
+        #[cfg(feature = "onnx")]
+        "onnx" => {
+            let options = nano_vllm_onnx::OnnxOptions { intra_threads: settings.threads, ..Default::default() };
+            Ok(Box::new(nano_vllm_onnx::OnnxRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?))
+        }
+        #[cfg(feature = "candle")]
+        "candle" => {
+            let threads = (settings.threads > 0).then_some(settings.threads);
+            let options = nano_vllm_candle::CandleOptions { threads };
+            Ok(Box::new(
+                nano_vllm_candle::CandleRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
             ))
         }
         _ => {
@@ -84,5 +125,8 @@ mod tests {
         let err = build("llama-cpp", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
         assert_eq!(err, "runtime 'llama-cpp' is not compiled in: build with --features llama-cpp");
         assert!(build("mock", &bundle, &RuntimeSettings::default()).is_ok());
+        assert!(build("mock:fail-at=3,delay-us=10", &bundle, &RuntimeSettings::default()).is_ok());
+        let err = build("mock:speed=3", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
+        assert!(err.contains("option 'speed=3'"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ fn nano_vllm(args: &[&str]) -> (bool, String, String) {
 fn version_lists_the_compiled_in_runtimes() {
     let (ok, out, _) = nano_vllm(&["--version"]);
     assert!(ok);
-    assert!(out.contains("runtimes: native, mock"), "{out}");
+    assert!(out.contains("runtimes: native, onnx, candle, mock"), "{out}");
 }
 
 #[test]
@@ -39,7 +39,10 @@ fn generate_is_greedy_and_reproducible_on_every_fixture() {
 #[test]
 fn bad_input_is_a_clear_error_not_a_panic() {
     let (ok, _, err) = nano_vllm(&["generate", "--runtime", "tensorrt"]);
-    assert!(!ok && err.starts_with("error: unknown runtime 'tensorrt'; available: native, mock"), "{err}");
+    assert!(
+        !ok && err.starts_with("error: unknown runtime 'tensorrt'; available: native, onnx, candle, mock"),
+        "{err}"
+    );
     let (ok, _, err) = nano_vllm(&["generate", "--bundle", "fixtures/nope"]);
     assert!(!ok && err.contains("fixtures/nope/manifest.json: file is missing"), "{err}");
     let (ok, _, err) = nano_vllm(&["generate", "--max-tokens", "1000"]);

@@ -4,8 +4,11 @@ use crate::metrics::RequestRecord;
 
 use super::Results;
 
+/// `requests_<runtime>.csv`, with characters other than letters, digits, `-` and `_` replaced by `_`.
 pub fn requests_csv_name(runtime: &str) -> String {
-    format!("requests_{runtime}.csv")
+    let safe: String =
+        runtime.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("requests_{safe}.csv")
 }
 
 /// Per-request rows: timings in ms; ITLs joined by `;`.
