@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The main job: generate text through the shared engine with the native runtime on the committed default fixture
-# (fixtures/tiny-llama, random weights: the text is gibberish, the pipeline is real). Extra arguments go to
-# `nano-vllm generate` (e.g. --bundle fixtures/tiny-gpt2 --prompt "Hello" --temperature 0.8 --seed 1).
+# The main job: the default comparison. Every compiled-in runtime replays the same small mixed workload (prompts of
+# 16-96 tokens in 4 shared-prefix groups, 8-32 output tokens, offline) on the committed default fixture
+# (fixtures/tiny-llama) through the shared engine; prints the Markdown comparison table and the path of the HTML
+# report, then generates a short text sample with the native runtime. Extra arguments go to `nano-vllm bench`
+# (e.g. --mode online --rate 20 --slo ttft=50ms, or --runtime native,onnx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo run --release --locked -q -p nano-vllm-harness --bin nano-vllm -- generate "$@"
+cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+./target/release/nano-vllm bench --bundle fixtures/tiny-llama --requests 34 --warmup 2 --seed 0 "$@"
+echo
+./target/release/nano-vllm generate --bundle fixtures/tiny-llama --prompt "Once upon a time" --max-tokens 24
