@@ -8,6 +8,8 @@
 
 mod figures;
 mod run;
+mod teacher;
 
 pub use figures::{ParityFigures, ToleranceFailure, compare, kl_divergence};
 pub use run::{PromptRun, Situation, SituationRun, run_reference};
+pub use teacher::{TeacherForcedFigures, compare_teacher_forced, run_teacher_forced};
