@@ -79,9 +79,11 @@ fn config(max_model_len: usize, situation: Situation, reference: &Reference) -> 
         Situation::Alone => {
             builder.enable_prefix_caching(false).num_kv_blocks(blocks_one).max_num_batched_tokens(max_model_len)
         }
-        Situation::Batched => builder.enable_prefix_caching(false).num_kv_blocks(all).max_num_batched_tokens(48),
+        Situation::Batched => {
+            builder.enable_prefix_caching(false).num_kv_blocks(all.max(blocks_one)).max_num_batched_tokens(48)
+        }
         Situation::PrefixCached => {
-            builder.enable_prefix_caching(true).num_kv_blocks(all).max_num_batched_tokens(max_model_len)
+            builder.enable_prefix_caching(true).num_kv_blocks(all.max(blocks_one)).max_num_batched_tokens(max_model_len)
         }
         Situation::Preempted => builder
             .enable_prefix_caching(false)

@@ -169,7 +169,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         bail!("no runtime to run (--runtime)");
     }
     for r in &runtimes {
-        if !registry::available().contains(&r.as_str()) && !r.starts_with("mock:") {
+        if !registry::available().contains(&r.as_str()) && !r.contains(':') {
             // Same message as building it would give.
             registry::build(r, &bundle, &RuntimeSettings::default())?;
         }

@@ -24,7 +24,9 @@ pub struct RuntimeSettings {
 pub enum RegistryError {
     #[error("runtime '{name}' is not compiled in: build with --features {feature}")]
     NotCompiledIn { name: String, feature: String },
-    #[error("runtime '{name}': option '{option}' is not one of fail-at=N, delay-us=N")]
+    #[error(
+        "runtime '{name}': option '{option}' is not known (mock: fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, f32)"
+    )]
     BadOption { name: String, option: String },
     #[error("unknown runtime '{name}'; available: {}", available().join(", "))]
     Unknown { name: String },
@@ -47,7 +49,7 @@ fn compiled_in(name: &str) -> bool {
         ("native", cfg!(feature = "native")),
         ("onnx", cfg!(feature = "onnx")),
         ("candle", cfg!(feature = "candle")),
-        ("llama-cpp", false),
+        ("llama-cpp", cfg!(feature = "llama-cpp")),
         ("mock", true),
     ];
     COMPILED.iter().any(|&(n, on)| n == name && on)
@@ -69,6 +71,28 @@ fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
         };
     }
     Ok(m)
+}
+
+/// llama.cpp's settings: `llama-cpp` is parity mode (F32 KV cache, flash attention off, f32 GGUF); options
+/// `llama-cpp:defaults` (F16 KV, flash attention: llama.cpp's own defaults) and `llama-cpp:q8_0` (the Q8_0 GGUF)
+/// combine as `llama-cpp:defaults,q8_0`.
+#[cfg(feature = "llama-cpp")]
+fn llama_cpp_options(
+    spec: &str,
+    settings: &RuntimeSettings,
+) -> Result<nano_vllm_llama_cpp::LlamaCppOptions, RegistryError> {
+    use nano_vllm_llama_cpp::{LlamaCppOptions, Weights};
+    let mut o = LlamaCppOptions::parity();
+    for opt in spec.strip_prefix("llama-cpp:").map(|s| s.split(',').collect::<Vec<_>>()).unwrap_or_default() {
+        match opt {
+            "defaults" => o = LlamaCppOptions { weights: o.weights, ..LlamaCppOptions::llama_defaults() },
+            "q8_0" => o.weights = Weights::Q8_0,
+            "f32" => o.weights = Weights::F32,
+            _ => return Err(RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() }),
+        }
+    }
+    o.threads = settings.threads;
+    Ok(o)
 }
 
 /// Builds the runtime `name` for `bundle`.
@@ -101,6 +125,13 @@ pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<
                 nano_vllm_candle::CandleRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
             ))
         }
+        #[cfg(feature = "llama-cpp")]
+        spec if spec == "llama-cpp" || spec.starts_with("llama-cpp:") => {
+            let options = llama_cpp_options(spec, settings)?;
+            Ok(Box::new(
+                nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
+            ))
+        }
         _ => {
             let _ = (settings, load_err);
             match KNOWN.iter().find(|(known, _)| *known == name) {
@@ -122,8 +153,11 @@ mod tests {
         let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
         let err = build("tensorrt", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
         assert!(err.starts_with("unknown runtime 'tensorrt'; available: ") && err.contains("mock"), "{err}");
-        let err = build("llama-cpp", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
-        assert_eq!(err, "runtime 'llama-cpp' is not compiled in: build with --features llama-cpp");
+        #[cfg(not(feature = "llama-cpp"))]
+        {
+            let err = build("llama-cpp", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
+            assert_eq!(err, "runtime 'llama-cpp' is not compiled in: build with --features llama-cpp");
+        }
         assert!(build("mock", &bundle, &RuntimeSettings::default()).is_ok());
         assert!(build("mock:fail-at=3,delay-us=10", &bundle, &RuntimeSettings::default()).is_ok());
         let err = build("mock:speed=3", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();

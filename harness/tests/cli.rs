@@ -19,7 +19,7 @@ fn nano_vllm(args: &[&str]) -> (bool, String, String) {
 fn version_lists_the_compiled_in_runtimes() {
     let (ok, out, _) = nano_vllm(&["--version"]);
     assert!(ok);
-    assert!(out.contains("runtimes: native, onnx, candle, mock"), "{out}");
+    assert!(out.contains("runtimes: native, onnx, candle, llama-cpp, mock"), "{out}");
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn generate_is_greedy_and_reproducible_on_every_fixture() {
 fn bad_input_is_a_clear_error_not_a_panic() {
     let (ok, _, err) = nano_vllm(&["generate", "--runtime", "tensorrt"]);
     assert!(
-        !ok && err.starts_with("error: unknown runtime 'tensorrt'; available: native, onnx, candle, mock"),
+        !ok && err.starts_with("error: unknown runtime 'tensorrt'; available: native, onnx, candle, llama-cpp, mock"),
         "{err}"
     );
     let (ok, _, err) = nano_vllm(&["generate", "--bundle", "fixtures/nope"]);
