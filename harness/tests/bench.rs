@@ -186,3 +186,38 @@ fn report_compares_run_directories() {
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert_eq!(summary.lines().count(), 3);
 }
+
+#[test]
+fn ctrl_c_writes_the_partial_results() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 requests on a mock that takes 20 ms a step: several seconds of work.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
+        .args([
+            "bench",
+            "--runtime",
+            "mock:delay-us=20000",
+            "--requests",
+            "40",
+            "--quiet",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(["--max-num-seqs", "2", "--warmup", "0"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("interrupted: partial results written"), "{err}");
+    let results = read_results(&dir.path().join("results.json")).unwrap();
+    assert_eq!(results.runs[0].status, "interrupted");
+    // Some or none finished before the signal (the machine may be slow), never all: the run was cut short.
+    let done = results.runs[0].metric("completed").unwrap_or(0.0);
+    assert!(done < 40.0, "{done} requests completed");
+    assert_eq!(requests_csv(&dir.path().join(&results.runs[0].requests_csv)).len(), 40);
+}
