@@ -191,7 +191,7 @@ fn report_compares_run_directories() {
 fn ctrl_c_writes_the_partial_results() {
     let dir = tempfile::tempdir().unwrap();
     // 40 requests on a mock that takes 20 ms a step: several seconds of work.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
+    let child = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
         .args([
             "bench",
             "--runtime",
