@@ -6,10 +6,12 @@
 //! ([`ParityFigures`]: max and mean absolute difference, NMSE, argmax agreement, KL divergence, greedy match).
 //! Runtime crates' parity tests and the harness's `parity` command both use it.
 
+mod check;
 mod figures;
 mod run;
 mod teacher;
 
+pub use check::{SituationChecks, check_situations};
 pub use figures::{ParityFigures, ToleranceFailure, compare, kl_divergence};
 pub use run::{PromptRun, Situation, SituationRun, run_reference};
 pub use teacher::{TeacherForcedFigures, compare_teacher_forced, run_teacher_forced};

@@ -61,7 +61,8 @@ pub struct SituationRun {
     pub max_batch: usize,
 }
 
-const BLOCK_SIZE: usize = 16;
+/// The engine's block size in every situation.
+pub(crate) const BLOCK_SIZE: usize = 16;
 
 fn config(max_model_len: usize, situation: Situation, reference: &Reference) -> Result<Config, EngineError> {
     let longest = reference.prompts.iter().map(|p| p.prompt_ids.len() + p.greedy_tokens.len()).max().unwrap_or(1);

@@ -67,3 +67,20 @@ fn compare_is_zero_against_the_reference_itself_and_sees_a_perturbation() {
     let err = f.check(&tol).unwrap_err().to_string();
     assert!(err.contains("max |diff| 5.000e-1") && err.contains("diverges at step 3"), "{err}");
 }
+
+#[test]
+fn check_situations_reports_tolerance_failures_and_not_mechanics() {
+    use nano_vllm_conformance::check_situations;
+    let bundle = open_fixture("tiny-llama").unwrap();
+    let reference = bundle.reference().unwrap();
+    let make = || -> Box<dyn nano_vllm_engine::Runtime> { Box::new(MockRuntime::new(512)) };
+    let checks = check_situations("mock", &reference, bundle.config().context_length, &bundle.tolerances().f32, make);
+    // The mock is not the model: every situation fails its tolerance, and only that.
+    assert_eq!(checks.reports.len(), 4);
+    assert_eq!(checks.failures.len(), 4, "{:#?}", checks.failures);
+    assert!(
+        checks.failures.iter().all(|f| f.contains("max |diff|") && !f.contains("expected")),
+        "{:#?}",
+        checks.failures
+    );
+}

@@ -1,23 +1,13 @@
 //! `nano-vllm bench` end to end: the reports agree with the run and with each other.
 
+mod util;
+
 use std::path::Path;
 use std::process::Command;
+use util::nano_vllm;
 
 use nano_vllm_harness::metrics::percentile;
 use nano_vllm_harness::report::read_results;
-
-fn nano_vllm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Reads a per-request CSV into (output_tokens, ttft_ms, arrival_s, e2el_ms) rows.
 fn requests_csv(path: &Path) -> Vec<(usize, f64, f64, f64)> {

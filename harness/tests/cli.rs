@@ -1,19 +1,8 @@
 //! The `nano-vllm` binary end to end.
 
-use std::process::Command;
+mod util;
 
-fn nano_vllm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use util::nano_vllm;
 
 #[test]
 fn version_lists_the_compiled_in_runtimes() {

@@ -4,46 +4,16 @@
 
 use nano_vllm_bundle::{COMMITTED_BUNDLES, open_fixture};
 use nano_vllm_candle::{CandleOptions, CandleRuntime};
-use nano_vllm_conformance::{Situation, compare, run_reference};
+use nano_vllm_conformance::check_situations;
 
 fn parity(name: &str) {
     let bundle = open_fixture(name).unwrap();
     let reference = bundle.reference().unwrap();
-    let tolerance = &bundle.tolerances().f32;
-    let mut failures = Vec::new();
-    for situation in Situation::ALL {
-        let runtime = CandleRuntime::from_bundle(&bundle, &CandleOptions::default()).unwrap();
-        let run = run_reference(Box::new(runtime), &reference, bundle.config().context_length, situation).unwrap();
-        let figures = compare(&run.prompts, &reference.prompts);
-        println!(
-            "{name} {:<13} {} | steps {} max_batch {} prefix_hit_tokens {} preemptions {}",
-            situation.as_str(),
-            figures.summary(),
-            run.steps,
-            run.max_batch,
-            run.prefix_hit_tokens,
-            run.preemptions
-        );
-        // The situation really happened.
-        match situation {
-            Situation::Alone => assert_eq!(run.max_batch, 1, "{name}"),
-            Situation::Batched => assert!(run.max_batch > 1, "{name}: no step batched several sequences"),
-            Situation::PrefixCached => assert!(run.prefix_hit_tokens >= 64, "{name}: no prefix hit"),
-            Situation::Preempted => assert!(run.preemptions > 0, "{name}: nothing was preempted"),
-        }
-        // Every reference row was compared (prefix-cached positions are not recomputed).
-        let expected_rows: usize = reference
-            .prompts
-            .iter()
-            .zip(&run.prompts)
-            .map(|(p, r)| p.prompt_ids.len() + p.greedy_tokens.len() - 1 - r.cached_tokens)
-            .sum();
-        assert_eq!(figures.rows, expected_rows, "{name} {}", situation.as_str());
-        if let Err(e) = figures.check(tolerance) {
-            failures.push(format!("{name} {}: {e}", situation.as_str()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let make = || -> Box<dyn nano_vllm_engine::Runtime> {
+        Box::new(CandleRuntime::from_bundle(&bundle, &CandleOptions::default()).unwrap())
+    };
+    let checks = check_situations(name, &reference, bundle.config().context_length, &bundle.tolerances().f32, make);
+    assert!(checks.failures.is_empty(), "{}", checks.failures.join("\n"));
 }
 
 #[test]

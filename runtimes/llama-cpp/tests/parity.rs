@@ -7,7 +7,9 @@
 //! within the bundle's `q8_0` tolerance.
 
 use nano_vllm_bundle::{COMMITTED_BUNDLES, open_fixture};
-use nano_vllm_conformance::{Situation, compare, compare_teacher_forced, run_reference, run_teacher_forced};
+use nano_vllm_conformance::{
+    Situation, check_situations, compare, compare_teacher_forced, run_reference, run_teacher_forced,
+};
 use nano_vllm_engine::Runtime;
 use nano_vllm_llama_cpp::{LlamaCppOptions, LlamaCppRuntime, Weights};
 
@@ -30,43 +32,12 @@ fn f32_parity(name: &str) {
     let reference = bundle.reference().unwrap();
     let tolerance = bundle.tolerances().llama_cpp_f32();
     let options = LlamaCppOptions::parity();
-    let mut failures = Vec::new();
-    for situation in Situation::ALL {
-        let runtime = LlamaCppRuntime::from_bundle(&bundle, &options).unwrap();
-        if situation == Situation::Alone {
-            println!("{name}: {} (tolerance max|d| {:.0e})", settings(&runtime), tolerance.max_abs_diff);
-        }
-        let run = run_reference(Box::new(runtime), &reference, bundle.config().context_length, situation).unwrap();
-        let figures = compare(&run.prompts, &reference.prompts);
-        println!(
-            "{name} f32 {:<13} {} | steps {} max_batch {} prefix_hit_tokens {} preemptions {}",
-            situation.as_str(),
-            figures.summary(),
-            run.steps,
-            run.max_batch,
-            run.prefix_hit_tokens,
-            run.preemptions
-        );
-        // The situation really happened.
-        match situation {
-            Situation::Alone => assert_eq!(run.max_batch, 1, "{name}"),
-            Situation::Batched => assert!(run.max_batch > 1, "{name}: no step batched several sequences"),
-            Situation::PrefixCached => assert!(run.prefix_hit_tokens >= 64, "{name}: no prefix hit"),
-            Situation::Preempted => assert!(run.preemptions > 0, "{name}: nothing was preempted"),
-        }
-        // Every reference row was compared (prefix-cached positions are not recomputed).
-        let expected_rows: usize = reference
-            .prompts
-            .iter()
-            .zip(&run.prompts)
-            .map(|(p, r)| p.prompt_ids.len() + p.greedy_tokens.len() - 1 - r.cached_tokens)
-            .sum();
-        assert_eq!(figures.rows, expected_rows, "{name} {}", situation.as_str());
-        if let Err(e) = figures.check(tolerance) {
-            failures.push(format!("{name} {}: {e}", situation.as_str()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let probe = LlamaCppRuntime::from_bundle(&bundle, &options).unwrap();
+    println!("{name}: {} (tolerance max|d| {:.0e})", settings(&probe), tolerance.max_abs_diff);
+    drop(probe);
+    let make = || -> Box<dyn Runtime> { Box::new(LlamaCppRuntime::from_bundle(&bundle, &options).unwrap()) };
+    let checks = check_situations(&format!("{name} f32"), &reference, bundle.config().context_length, tolerance, make);
+    assert!(checks.failures.is_empty(), "{}", checks.failures.join("\n"));
 }
 
 fn q8_0_teacher_forced(name: &str) {

@@ -7,7 +7,8 @@
 mod common;
 
 use nano_vllm_bundle::{COMMITTED_BUNDLES, open_fixture};
-use nano_vllm_conformance::{Situation, compare, run_reference};
+use nano_vllm_conformance::check_situations;
+use nano_vllm_engine::Runtime;
 use nano_vllm_onnx::{OnnxRuntime, StepGrouping};
 
 /// Runs one bundle in every situation with `grouping`; returns the failures.
@@ -15,37 +16,10 @@ fn parity(name: &str, grouping: StepGrouping) -> Vec<String> {
     let bundle = open_fixture(name).unwrap();
     bundle.verify().unwrap();
     let reference = bundle.reference().unwrap();
-    let tolerance = &bundle.tolerances().f32;
-    let mut failures = Vec::new();
-    for situation in Situation::ALL {
-        let options = nano_vllm_onnx::OnnxOptions { grouping, ..common::options() };
-        let runtime = OnnxRuntime::from_bundle(&bundle, &options).unwrap();
-        let run = run_reference(Box::new(runtime), &reference, bundle.config().context_length, situation).unwrap();
-        let figures = compare(&run.prompts, &reference.prompts);
-        eprintln!(
-            "{name:<10} {:<13} {:<12} steps {:>3} max batch {:>2} prefix hits {:>3} preemptions {:>2} | {}",
-            situation.as_str(),
-            format!("{grouping:?}"),
-            run.steps,
-            run.max_batch,
-            run.prefix_hit_tokens,
-            run.preemptions,
-            figures.summary()
-        );
-        // The situation did what it is named after.
-        let rows: usize = run.prompts.iter().map(|p| p.prompt_len + p.output_tokens.len() - 1 - p.cached_tokens).sum();
-        assert_eq!(figures.rows, rows, "{name} {situation:?}: every computed row compared");
-        match situation {
-            Situation::Alone => assert_eq!(run.max_batch, 1),
-            Situation::Batched => assert!(run.max_batch >= 4, "{name}: max batch {}", run.max_batch),
-            Situation::PrefixCached => assert_eq!(run.prefix_hit_tokens, 128, "{name}: 2 x 64 shared tokens"),
-            Situation::Preempted => assert!(run.preemptions > 0, "{name}: no preemption"),
-        }
-        if let Err(e) = figures.check(tolerance) {
-            failures.push(format!("{name} {}: {e}", situation.as_str()));
-        }
-    }
-    failures
+    let options = nano_vllm_onnx::OnnxOptions { grouping, ..common::options() };
+    let make = || -> Box<dyn Runtime> { Box::new(OnnxRuntime::from_bundle(&bundle, &options).unwrap()) };
+    let label = format!("{name} {grouping:?}");
+    check_situations(&label, &reference, bundle.config().context_length, &bundle.tolerances().f32, make).failures
 }
 
 fn check_bundle(name: &str) {
