@@ -13,3 +13,5 @@ echo "== cargo test (release: unit, integration, property tests; benches run onc
 cargo test --release --workspace --all-targets --locked
 echo "== doc tests"
 cargo test --release --workspace --doc --locked
+echo "== conformance and regression check (ci/check.sh)"
+bash ci/check.sh

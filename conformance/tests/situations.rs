@@ -73,7 +73,8 @@ fn check_situations_reports_tolerance_failures_and_not_mechanics() {
     use nano_vllm_conformance::check_situations;
     let bundle = open_fixture("tiny-llama").unwrap();
     let reference = bundle.reference().unwrap();
-    let make = || -> Box<dyn nano_vllm_engine::Runtime> { Box::new(MockRuntime::new(512)) };
+    let make =
+        || Ok::<_, std::convert::Infallible>(Box::new(MockRuntime::new(512)) as Box<dyn nano_vllm_engine::Runtime>);
     let checks = check_situations("mock", &reference, bundle.config().context_length, &bundle.tolerances().f32, make);
     // The mock is not the model: every situation fails its tolerance, and only that.
     assert_eq!(checks.reports.len(), 4);

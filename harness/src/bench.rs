@@ -12,7 +12,7 @@ use nano_vllm_harness::metrics::{Slo, format_percentile};
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, Progress, ReplayOptions, ResolvedRequest, replay};
 use nano_vllm_harness::report::{
-    self, BundleMeta, EngineMeta, Records, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
+    self, BundleMeta, EngineMeta, Records, Repeat, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
 };
 use nano_vllm_harness::workload::{Prompt, Workload, read_trace};
 use sha2::{Digest, Sha256};
@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Run directory (default: reports/runs/<unix time>-<bundle>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure every runtime N times in rounds (round i runs each runtime once, so repeats are measured side by
+    /// side); metrics are each metric's median over the repeats, every repeat is kept in results.json.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
     /// Ratios in the comparison table are against this runtime (default: the first).
     #[arg(long)]
     baseline: Option<String>,
@@ -87,7 +91,7 @@ pub struct EngineArgs {
     threads: usize,
 }
 
-fn git_commit() -> Option<String> {
+pub(crate) fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -260,48 +264,71 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
                 .collect(),
         };
-        let mut runs = Vec::new();
+        // Rounds: each runs every runtime once, so repeat i of every runtime is measured side by side.
+        let mut firsts: Vec<Option<RuntimeResult>> = vec![None; runtimes.len()];
+        let mut repeats: Vec<Vec<Repeat>> = vec![Vec::new(); runtimes.len()];
         let mut records: Records = Vec::new();
-        for name in &runtimes {
-            if cancel.load(Ordering::Relaxed) {
-                break;
-            }
-            let bar = (!a.quiet).then(|| {
-                let bar = indicatif::ProgressBar::new((requests.len() - a.warmup) as u64);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{prefix:>10} {bar:30} {pos}/{len} requests {elapsed}")
-                        .expect("template"),
-                );
-                bar.set_prefix(name.clone());
-                bar
-            });
-            let progress = bar.clone().map(|b| Progress(Arc::new(move |done, _| b.set_position(done as u64))));
-            let options = ReplayOptions { mode, warmup: a.warmup, cancel: cancel.clone(), progress };
-            let settings = RuntimeSettings { threads: e.threads };
-            let outcome = registry::build(name, &bundle, &settings)
-                .map_err(|e| e.to_string())
-                .and_then(|rt| replay(rt, config.clone(), &requests, &options).map_err(|e| e.to_string()));
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            match outcome {
-                Ok(r) => {
-                    let mut result = RuntimeResult::from_replay(&r, &a.percentiles, &a.slo);
-                    // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
-                    result.runtime = name.clone();
-                    result.requests_csv = report::tables::requests_csv_name(name);
-                    if let Some(err) = &result.error {
-                        eprintln!("{name}: failed: {err}");
-                    }
-                    records.push((name.clone(), r.records));
-                    runs.push(result);
+        for round in 0..a.repeat {
+            for (k, name) in runtimes.iter().enumerate() {
+                if cancel.load(Ordering::Relaxed) || firsts[k].as_ref().is_some_and(|r| r.status != "ok") {
+                    continue;
                 }
-                Err(err) => {
-                    eprintln!("{name}: failed: {err}");
-                    runs.push(failed_run(name, err));
+                let label = if a.repeat > 1 { format!("{name} {}/{}", round + 1, a.repeat) } else { name.clone() };
+                let bar = (!a.quiet).then(|| {
+                    let bar = indicatif::ProgressBar::new((requests.len() - a.warmup) as u64);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{prefix:>14} {bar:30} {pos}/{len} requests {elapsed}")
+                            .expect("template"),
+                    );
+                    bar.set_prefix(label.clone());
+                    bar
+                });
+                let progress = bar.clone().map(|b| Progress(Arc::new(move |done, _| b.set_position(done as u64))));
+                let options = ReplayOptions { mode, warmup: a.warmup, cancel: cancel.clone(), progress };
+                let settings = RuntimeSettings { threads: e.threads };
+                let outcome = registry::build(name, &bundle, &settings)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rt| replay(rt, config.clone(), &requests, &options).map_err(|e| e.to_string()));
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                let mut result = match outcome {
+                    Ok(r) => {
+                        let mut result = RuntimeResult::from_replay(&r, &a.percentiles, &a.slo);
+                        // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
+                        result.runtime = name.clone();
+                        result.requests_csv = report::tables::requests_csv_name(name);
+                        if round == 0 {
+                            records.push((name.clone(), r.records));
+                        }
+                        result
+                    }
+                    Err(err) => failed_run(name, err),
+                };
+                if let Some(err) = &result.error {
+                    eprintln!("{label}: failed: {err}");
+                    result.error =
+                        Some(if a.repeat > 1 { format!("repeat {}: {err}", round + 1) } else { err.clone() });
+                }
+                match &mut firsts[k] {
+                    None => firsts[k] = Some(result.clone()),
+                    // A later repeat that fails or is interrupted marks the runtime's result.
+                    Some(first) if result.status != "ok" => {
+                        first.status = result.status.clone();
+                        first.error = result.error.clone();
+                    }
+                    Some(_) => {}
+                }
+                if result.status == "ok" {
+                    repeats[k].push(result.as_repeat());
                 }
             }
         }
+        let runs: Vec<RuntimeResult> = firsts
+            .into_iter()
+            .zip(repeats)
+            .filter_map(|(first, repeats)| first.map(|f| f.with_repeats(repeats)))
+            .collect();
         let results = Results {
             schema_version: SCHEMA_VERSION,
             created_unix_s: std::time::SystemTime::now()
@@ -364,6 +391,8 @@ fn failed_run(name: &str, error: String) -> RuntimeResult {
             kv_blocks_timeline: Vec::new(),
         },
         requests_csv: String::new(),
+        output_digest: String::new(),
+        repeats: Vec::new(),
     }
 }
 

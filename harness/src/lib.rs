@@ -1,7 +1,9 @@
 //! nano-vllm-harness: what users run. The runtime registry, workloads (JSONL traces and seeded synthetic
 //! generators), and metrics defined as vLLM's serving benchmark defines them. The `nano-vllm` binary builds on it.
 
+pub mod gate;
 pub mod metrics;
+pub mod parity;
 pub mod registry;
 pub mod replay;
 pub mod report;

@@ -1,7 +1,9 @@
 //! `nano-vllm`: the harness binary.
 
 mod bench;
+mod gate_cmd;
 mod generate;
+mod parity_cmd;
 mod simulate;
 mod workload_cmd;
 
@@ -42,23 +44,27 @@ enum Command {
     ///
     /// Example: nano-vllm generate --bundle fixtures/tiny-llama --runtime native --prompt "Once upon a time"
     Generate(generate::GenerateArgs),
+    /// Check runtimes against bundles' reference logits (through the engine) and the tokenizers against reference ids.
+    ///
+    /// Examples: nano-vllm parity                       (every runtime, every committed fixture)
+    ///           nano-vllm parity --bundle fixtures/bench --runtime native,llama-cpp:q8_0 --out parity.json
+    Parity(parity_cmd::ParityArgs),
+    /// Compare a bench run with the committed baseline; exit non-zero on a regression beyond ci/gate.toml.
+    ///
+    /// Example: nano-vllm gate --baseline reports/baseline.json --current reports/runs/gate
+    Gate(gate_cmd::GateArgs),
     /// Run the engine on the model-free mock runtime and print scheduling statistics.
     ///
     /// Example: nano-vllm simulate --requests 200 --prompt-len 64 --max-tokens 32 --kv-blocks 256
     Simulate(simulate::SimulateArgs),
 }
 
-/// Thread settings candle 0.11 needs to be measured fairly: without `RAYON_NUM_THREADS` every matmul re-reads
-/// /proc/cpuinfo (~30 us), and its element-wise pool spins against the step's threads unless `CANDLE_NUM_THREADS`
-/// is 1 (see runtimes/candle). Set only when absent, so a user can measure candle's defaults by setting them.
+/// Candle's thread settings where absent (see `registry::thread_env_defaults`).
 fn set_thread_env() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
-    for (key, value) in [("RAYON_NUM_THREADS", cores.as_str()), ("CANDLE_NUM_THREADS", "1")] {
-        if std::env::var_os(key).is_none() {
-            // SAFETY: called first thing in main, before any thread is spawned, so nothing reads the environment
-            // concurrently.
-            unsafe { std::env::set_var(key, value) };
-        }
+    for (key, value) in registry::thread_env_defaults() {
+        // SAFETY: called first thing in main, before any thread is spawned, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var(key, value) };
     }
 }
 
@@ -69,6 +75,8 @@ fn main() -> std::process::ExitCode {
         Command::Workload(args) => workload_cmd::run(&args),
         Command::Report(args) => bench::report_cmd(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Parity(args) => parity_cmd::run(&args),
+        Command::Gate(args) => gate_cmd::run(&args),
         Command::Simulate(args) => simulate::run(&args),
     };
     match result {

@@ -24,6 +24,8 @@ pub struct RequestRecord {
     /// Time of each output token.
     pub token_times_s: Vec<f64>,
     pub finish_reason: String,
+    /// The generated token ids.
+    pub output_token_ids: Vec<u32>,
 }
 
 impl RequestRecord {
@@ -242,6 +244,7 @@ mod tests {
 
     fn rec(arrival_s: f64, times: &[f64], prompt: usize) -> RequestRecord {
         RequestRecord {
+            output_token_ids: Vec::new(),
             index: 0,
             id: None,
             prompt_tokens: prompt,

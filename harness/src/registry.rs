@@ -25,7 +25,7 @@ pub enum RegistryError {
     #[error("runtime '{name}' is not compiled in: build with --features {feature}")]
     NotCompiledIn { name: String, feature: String },
     #[error(
-        "runtime '{name}': option '{option}' is not known (mock: fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, f32)"
+        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16; mock: fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, f32)"
     )]
     BadOption { name: String, option: String },
     #[error("unknown runtime '{name}'; available: {}", available().join(", "))]
@@ -106,8 +106,17 @@ pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<
         "mock" => Ok(Box::new(MockRuntime::new(bundle.config().vocab_size))),
         spec if spec.starts_with("mock:") => Ok(Box::new(mock(spec, bundle.config().vocab_size)?)),
         #[cfg(feature = "native")]
-        "native" => {
-            let options = nano_vllm_native::NativeOptions { threads: settings.threads, ..Default::default() };
+        spec if spec == "native" || spec.starts_with("native:") => {
+            use nano_vllm_native::WeightDtype;
+            let weight_dtype = match spec.strip_prefix("native:") {
+                None | Some("f32") => WeightDtype::F32,
+                Some("f16") => WeightDtype::F16,
+                Some("bf16") => WeightDtype::Bf16,
+                Some(option) => {
+                    return Err(RegistryError::BadOption { name: spec.to_owned(), option: option.to_owned() });
+                }
+            };
+            let options = nano_vllm_native::NativeOptions { threads: settings.threads, weight_dtype };
             Ok(Box::new(
                 nano_vllm_native::NativeRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
             ))
@@ -142,6 +151,95 @@ pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<
             }
         }
     }
+}
+
+/// Thread settings candle 0.11 needs to be measured fairly, to set (before any thread starts) where absent: without
+/// `RAYON_NUM_THREADS` every matmul re-reads /proc/cpuinfo (~30 us), and its element-wise pool spins against the
+/// step's threads unless `CANDLE_NUM_THREADS` is 1 (see runtimes/candle). Only where absent, so a user can measure
+/// candle's defaults by setting them.
+pub fn thread_env_defaults() -> Vec<(&'static str, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+    [("RAYON_NUM_THREADS", cores), ("CANDLE_NUM_THREADS", "1".to_owned())]
+        .into_iter()
+        .filter(|(key, _)| std::env::var_os(key).is_none())
+        .collect()
+}
+
+/// How `nano-vllm parity` judges a runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParityCheck {
+    /// Float32 settings: every logit within the bundle's `f32` tolerance (max |diff|, argmax agreement), in every
+    /// engine situation, greedy continuations identical.
+    Elementwise,
+    /// llama.cpp on the f32 GGUF: as [`ParityCheck::Elementwise`] with the manifest's `llama_cpp_f32` tolerance
+    /// (its documented override where ggml differs, e.g. GPT-2's f16 GELU table; else `f32`).
+    LlamaCppElementwise,
+    /// Lossy settings (quantized or f16/bf16 weights, an f16 KV cache): teacher forced on the reference tokens, held to the
+    /// bundle's `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
+    TeacherForced,
+}
+
+impl ParityCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Elementwise => "elementwise",
+            Self::LlamaCppElementwise => "elementwise (llama_cpp_f32)",
+            Self::TeacherForced => "teacher_forced",
+        }
+    }
+}
+
+/// How parity judges the runtime `name` (see [`ParityCheck`]).
+pub fn parity_check(name: &str) -> ParityCheck {
+    if matches!(name, "native:f16" | "native:bf16") {
+        return ParityCheck::TeacherForced;
+    }
+    match name.strip_prefix("llama-cpp") {
+        Some(options) if options.contains("q8_0") || options.contains("defaults") => ParityCheck::TeacherForced,
+        Some(_) => ParityCheck::LlamaCppElementwise,
+        None => ParityCheck::Elementwise,
+    }
+}
+
+/// A runtime's own tokenizer, for tokenizer conformance.
+pub trait RuntimeTokenizer {
+    /// Ids of `text`, no BOS/EOS added; `parse_special`: special-token text in the input becomes the special token.
+    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String>;
+    /// Text of `ids`, special tokens rendered.
+    fn detokenize(&self, ids: &[u32]) -> Result<String, String>;
+}
+
+#[cfg(feature = "llama-cpp")]
+impl RuntimeTokenizer for nano_vllm_llama_cpp::LlamaCppRuntime {
+    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String> {
+        nano_vllm_llama_cpp::LlamaCppRuntime::tokenize(self, text, parse_special).map_err(|e| e.to_string())
+    }
+    fn detokenize(&self, ids: &[u32]) -> Result<String, String> {
+        nano_vllm_llama_cpp::LlamaCppRuntime::detokenize(self, ids).map_err(|e| e.to_string())
+    }
+}
+
+/// A runtime tokenizer, or why it did not load.
+pub type LoadedTokenizer = Result<Box<dyn RuntimeTokenizer>, RegistryError>;
+
+/// The tokenizer of runtime `name` when it brings its own (llama.cpp: the GGUF's), labelled; `None` when the runtime
+/// uses the bundle's `tokenizer.json` (or is not compiled in).
+pub fn runtime_tokenizer(name: &str, bundle: &Bundle) -> Option<(String, LoadedTokenizer)> {
+    #[cfg(feature = "llama-cpp")]
+    if name == "llama-cpp" || name.starts_with("llama-cpp:") {
+        let options = nano_vllm_llama_cpp::LlamaCppOptions::parity();
+        let label = "llama-cpp (GGUF vocabulary)".to_owned();
+        let loaded = nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(bundle, &options)
+            .map(|r| Box::new(r) as Box<dyn RuntimeTokenizer>)
+            .map_err(|e| RegistryError::Load {
+                name: name.to_owned(),
+                bundle: bundle.dir().to_path_buf(),
+                source: e.into(),
+            });
+        return Some((label, loaded));
+    }
+    let _ = (name, bundle);
+    None
 }
 
 #[cfg(test)]

@@ -151,6 +151,7 @@ pub fn replay(
             arrival_s: arrival(r),
             token_times_s: Vec::new(),
             finish_reason: "unfinished".into(),
+            output_token_ids: Vec::new(),
         })
         .collect();
     loop {
@@ -178,6 +179,7 @@ pub fn replay(
                 let index = ids.iter().find(|(id, _)| *id == seq.id()).map(|(_, i)| *i).expect("ours");
                 let rec = &mut result.records[index];
                 rec.output_tokens = seq.num_output_tokens();
+                rec.output_token_ids = seq.output_token_ids().to_vec();
                 rec.cached_tokens = seq.num_cached_tokens();
                 rec.preemptions = seq.num_preemptions();
                 rec.token_times_s =

@@ -10,8 +10,8 @@ pub mod tables;
 
 pub use atomic::write_atomic;
 pub use schema::{
-    BundleMeta, EngineFigures, EngineMeta, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
-    read_results,
+    BundleMeta, EngineFigures, EngineMeta, Repeat, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
+    output_digest, read_results,
 };
 
 use std::path::{Path, PathBuf};

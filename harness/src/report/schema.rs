@@ -12,8 +12,13 @@
 //!   "runs": [ { "runtime", "version", "device", "dtype", "settings": {..}, "status": "ok" | "failed" | "interrupted",
 //!               "error", "metrics": {..}, "engine": {steps, preemptions, prefix_hit_tokens, admitted_prompt_tokens,
 //!               prefix_hit_rate, peak_kv_blocks, num_kv_blocks, mean_batch_seqs, schedule_ms, runtime_ms,
-//!               postprocess_ms, kv_blocks_timeline: [[t_s, blocks], ...]}, "requests_csv" } ] }
+//!               postprocess_ms, kv_blocks_timeline: [[t_s, blocks], ...]}, "requests_csv",
+//!               "output_digest", "repeats": [ {metrics, steps, preemptions, prefix_hit_tokens, output_digest} ] } ] }
 //! ```
+//!
+//! A repeated run (`nano-vllm bench --repeat N`) measures the runtimes in rounds (each round runs every runtime once,
+//! so repeat `i` of every runtime was measured side by side); `metrics` are then each metric's median over the
+//! repeats, `repeats` keeps every repeat, and `engine` and the per-request CSV are the first repeat's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -106,6 +111,36 @@ pub struct RuntimeResult {
     pub metrics: BTreeMap<String, f64>,
     pub engine: EngineFigures,
     pub requests_csv: String,
+    /// xxh64 (16 hex digits) of every measured request's output token ids, in workload order: equal digests, the
+    /// same tokens. Empty in files written before it existed.
+    #[serde(default)]
+    pub output_digest: String,
+    /// Every repeat of a repeated run, in round order (empty for a single run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<Repeat>,
+}
+
+/// One repeat of a runtime in a repeated run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repeat {
+    pub metrics: BTreeMap<String, f64>,
+    pub steps: usize,
+    pub preemptions: usize,
+    pub prefix_hit_tokens: usize,
+    pub output_digest: String,
+}
+
+/// The digest of [`RuntimeResult::output_digest`]: per request its index, its number of tokens, and its ids.
+pub fn output_digest(records: &[crate::metrics::RequestRecord]) -> String {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for r in records {
+        h.update(&(r.index as u64).to_le_bytes());
+        h.update(&(r.output_token_ids.len() as u64).to_le_bytes());
+        for id in &r.output_token_ids {
+            h.update(&id.to_le_bytes());
+        }
+    }
+    format!("{:016x}", h.digest())
 }
 
 impl RuntimeResult {
@@ -154,7 +189,38 @@ impl RuntimeResult {
                 kv_blocks_timeline: s.iter().step_by(stride).map(|x| [x.t_s, x.kv_blocks_used as f64]).collect(),
             },
             requests_csv: super::tables::requests_csv_name(&r.runtime.name),
+            output_digest: output_digest(&r.records),
+            repeats: Vec::new(),
         }
+    }
+
+    /// This run as one repeat.
+    pub fn as_repeat(&self) -> Repeat {
+        Repeat {
+            metrics: self.metrics.clone(),
+            steps: self.engine.steps,
+            preemptions: self.engine.preemptions,
+            prefix_hit_tokens: self.engine.prefix_hit_tokens,
+            output_digest: self.output_digest.clone(),
+        }
+    }
+
+    /// Folds repeats (this run is the first) into one result: every metric's median over the repeats (a metric
+    /// missing from a repeat is left out of its median), `repeats` kept.
+    pub fn with_repeats(mut self, repeats: Vec<Repeat>) -> Self {
+        if repeats.len() > 1 {
+            let keys: std::collections::BTreeSet<&String> = repeats.iter().flat_map(|r| r.metrics.keys()).collect();
+            self.metrics = keys
+                .into_iter()
+                .map(|k| {
+                    let mut v: Vec<f64> = repeats.iter().filter_map(|r| r.metrics.get(k).copied()).collect();
+                    v.sort_by(f64::total_cmp);
+                    (k.clone(), crate::metrics::percentile(&v, 50.0))
+                })
+                .collect();
+        }
+        self.repeats = if repeats.len() > 1 { repeats } else { Vec::new() };
+        self
     }
 
     pub fn metric(&self, key: &str) -> Option<f64> {

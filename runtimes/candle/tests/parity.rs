@@ -9,8 +9,9 @@ use nano_vllm_conformance::check_situations;
 fn parity(name: &str) {
     let bundle = open_fixture(name).unwrap();
     let reference = bundle.reference().unwrap();
-    let make = || -> Box<dyn nano_vllm_engine::Runtime> {
-        Box::new(CandleRuntime::from_bundle(&bundle, &CandleOptions::default()).unwrap())
+    let make = || {
+        CandleRuntime::from_bundle(&bundle, &CandleOptions::default())
+            .map(|r| Box::new(r) as Box<dyn nano_vllm_engine::Runtime>)
     };
     let checks = check_situations(name, &reference, bundle.config().context_length, &bundle.tolerances().f32, make);
     assert!(checks.failures.is_empty(), "{}", checks.failures.join("\n"));

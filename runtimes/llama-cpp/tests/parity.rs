@@ -35,7 +35,7 @@ fn f32_parity(name: &str) {
     let probe = LlamaCppRuntime::from_bundle(&bundle, &options).unwrap();
     println!("{name}: {} (tolerance max|d| {:.0e})", settings(&probe), tolerance.max_abs_diff);
     drop(probe);
-    let make = || -> Box<dyn Runtime> { Box::new(LlamaCppRuntime::from_bundle(&bundle, &options).unwrap()) };
+    let make = || LlamaCppRuntime::from_bundle(&bundle, &options).map(|r| Box::new(r) as Box<dyn Runtime>);
     let checks = check_situations(&format!("{name} f32"), &reference, bundle.config().context_length, tolerance, make);
     assert!(checks.failures.is_empty(), "{}", checks.failures.join("\n"));
 }

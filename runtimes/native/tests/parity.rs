@@ -10,8 +10,9 @@ fn check_bundle(name: &str) {
     let bundle = open_fixture(name).unwrap();
     bundle.verify().unwrap();
     let reference = bundle.reference().unwrap();
-    let make = || -> Box<dyn nano_vllm_engine::Runtime> {
-        Box::new(NativeRuntime::from_bundle(&bundle, &NativeOptions { threads: 2, ..Default::default() }).unwrap())
+    let make = || {
+        NativeRuntime::from_bundle(&bundle, &NativeOptions { threads: 2, ..Default::default() })
+            .map(|r| Box::new(r) as Box<dyn nano_vllm_engine::Runtime>)
     };
     let checks = check_situations(name, &reference, bundle.config().context_length, &bundle.tolerances().f32, make);
     assert!(checks.failures.is_empty(), "{}", checks.failures.join("\n"));

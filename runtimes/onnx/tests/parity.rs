@@ -17,7 +17,7 @@ fn parity(name: &str, grouping: StepGrouping) -> Vec<String> {
     bundle.verify().unwrap();
     let reference = bundle.reference().unwrap();
     let options = nano_vllm_onnx::OnnxOptions { grouping, ..common::options() };
-    let make = || -> Box<dyn Runtime> { Box::new(OnnxRuntime::from_bundle(&bundle, &options).unwrap()) };
+    let make = || OnnxRuntime::from_bundle(&bundle, &options).map(|r| Box::new(r) as Box<dyn Runtime>);
     let label = format!("{name} {grouping:?}");
     check_situations(&label, &reference, bundle.config().context_length, &bundle.tolerances().f32, make).failures
 }

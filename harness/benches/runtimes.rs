@@ -1,0 +1,204 @@
+//! Every compiled-in runtime on the same short fixed workloads, through the shared engine, in one criterion run:
+//! each group is one workload and holds one benchmark per runtime, with `Throughput::Elements(tokens)`, so
+//! criterion's report (target/criterion/<group>/report) compares runtimes in tokens/s.
+//!
+//! - `decode_b1/<bundle>`, `decode_b32/<bundle>`: decode steps of 1 or 32 sequences whose 64-token prompts were
+//!   prefilled untimed (contexts of 64 to 128 tokens); elements: one token per sequence per step.
+//! - `prefill_128/<bundle>`: one new 128-token prompt (no prefix hit) computed in one step; elements: 128.
+//! - `serve/<bundle>`: the harness's default synthetic mix (32 requests of 16-96 prompt tokens in 4 shared-prefix
+//!   groups, 8-32 output tokens, seed 0) replayed offline on a fresh engine and runtime; elements: prompt + output
+//!   tokens. Runtime loading is not timed.
+//!
+//! Environment: `NANO_VLLM_BENCH_BUNDLE` (default `fixtures/tiny-llama`; e.g. `fixtures/bench`, the 42 M-parameter
+//! model of `fixtures/generate.py --preset bench`), `NANO_VLLM_BENCH_RUNTIMES` (comma-separated registry names,
+//! e.g. `native,native:f16,llama-cpp:q8_0`; default: every compiled-in runtime but mock, and `llama-cpp:q8_0`),
+//! `NANO_VLLM_BENCH_THREADS` (runtime threads, default 0 = one per core).
+//!
+//! `cargo bench -p nano-vllm-harness --bench runtimes -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use nano_vllm_bundle::Bundle;
+use nano_vllm_engine::{Config, LlmEngine, SamplingParams};
+use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
+use nano_vllm_harness::workload::Prompt;
+use nano_vllm_harness::workload::synthetic::{Arrivals, LengthDist, SyntheticSpec, generate};
+
+const PROMPT: usize = 64;
+const DECODE_STEPS: usize = 64;
+
+struct Setup {
+    bundle: Bundle,
+    runtimes: Vec<String>,
+    settings: RuntimeSettings,
+}
+
+fn setup() -> Setup {
+    let dir = std::env::var_os("NANO_VLLM_BENCH_BUNDLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| nano_vllm_bundle::fixtures_dir().join("tiny-llama"));
+    let bundle = Bundle::open(&dir).unwrap_or_else(|e| panic!("NANO_VLLM_BENCH_BUNDLE={}: {e}", dir.display()));
+    let runtimes = match std::env::var("NANO_VLLM_BENCH_RUNTIMES") {
+        Ok(list) => list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        Err(_) => {
+            let mut names: Vec<String> =
+                registry::available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
+            if names.iter().any(|n| n == "llama-cpp") {
+                names.push("llama-cpp:q8_0".into());
+            }
+            names
+        }
+    };
+    let threads = std::env::var("NANO_VLLM_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Setup { bundle, runtimes, settings: RuntimeSettings { threads } }
+}
+
+fn config(bundle: &Bundle, seqs: usize) -> Config {
+    let context = bundle.config().context_length;
+    Config::builder()
+        .max_num_seqs(seqs.max(16))
+        .max_num_batched_tokens(4096)
+        .max_model_len(context)
+        .block_size(16)
+        .num_kv_blocks(seqs.max(16) * context.div_ceil(16))
+        .eos_token_ids(Vec::new())
+        .build()
+        .expect("engine settings")
+}
+
+fn engine(s: &Setup, runtime: &str, seqs: usize) -> LlmEngine {
+    let rt = registry::build(runtime, &s.bundle, &s.settings).unwrap_or_else(|e| panic!("{e}"));
+    LlmEngine::new(config(&s.bundle, seqs), rt).expect("engine")
+}
+
+/// Deterministic prompt tokens above the special ids.
+fn prompt(i: usize, len: usize, vocab: usize) -> Vec<u32> {
+    (0..len).map(|p| ((p * 31 + i * 977 + 5) % (vocab - 2) + 2) as u32).collect()
+}
+
+fn decode(c: &mut Criterion, s: &Setup, batch: usize) {
+    let vocab = s.bundle.config().vocab_size;
+    let mut g = c.benchmark_group(format!("decode_b{batch}/{}", s.bundle.name()));
+    g.sample_size(10).throughput(Throughput::Elements(batch as u64));
+    for name in &s.runtimes {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let mut e = engine(s, name, batch);
+                    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(DECODE_STEPS + 2) };
+                    for i in 0..batch {
+                        e.add_request(prompt(i, PROMPT, vocab), params.clone()).expect("request");
+                    }
+                    e.step().expect("prefill"); // untimed
+                    let k = left.min(DECODE_STEPS);
+                    let t = Instant::now();
+                    for _ in 0..k {
+                        black_box(e.step().expect("decode step"));
+                    }
+                    total += t.elapsed();
+                    left -= k;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn prefill(c: &mut Criterion, s: &Setup) {
+    let vocab = s.bundle.config().vocab_size;
+    let len = 128.min(s.bundle.config().context_length - 1);
+    let mut g = c.benchmark_group(format!("prefill_{len}/{}", s.bundle.name()));
+    g.sample_size(10).throughput(Throughput::Elements(len as u64));
+    for name in &s.runtimes {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            let mut e = engine(s, name, 1);
+            let mut i = 0;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // A new prompt each time (no prefix hit); the request finishes in the timed step.
+                    e.add_request(prompt(i, len, vocab), SamplingParams::greedy(1)).expect("request");
+                    i += 1;
+                    let t = Instant::now();
+                    black_box(e.step().expect("prefill step"));
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn serve(c: &mut Criterion, s: &Setup) {
+    let cfg = s.bundle.config();
+    let spec = SyntheticSpec {
+        num_requests: 32,
+        input_len: LengthDist::Uniform { min: 16, max: 96.min(cfg.context_length / 2) },
+        output_len: LengthDist::Uniform { min: 8, max: 32 },
+        arrivals: Arrivals::from_rate(f64::INFINITY, 1.0).expect("offline"),
+        prefix_groups: 4,
+        prefix_len: 32,
+        vocab_size: cfg.vocab_size,
+        first_token: 2,
+        seed: 0,
+    };
+    let requests: Vec<ResolvedRequest> = generate(&spec)
+        .expect("workload")
+        .requests
+        .iter()
+        .map(|r| ResolvedRequest {
+            id: r.id.clone(),
+            arrival_s: 0.0,
+            prompt: match r.prompt() {
+                Prompt::Ids(ids) => ids,
+                Prompt::Text(_) => unreachable!("synthetic prompts are ids"),
+            },
+            params: r.sampling_params(),
+        })
+        .collect();
+    let tokens: usize = requests.iter().map(|r| r.prompt.len() + r.params.max_tokens).sum();
+    let mut g = c.benchmark_group(format!("serve/{}", s.bundle.name()));
+    g.sample_size(10).throughput(Throughput::Elements(tokens as u64));
+    let options =
+        ReplayOptions { mode: Mode::Offline, warmup: 0, cancel: Arc::new(AtomicBool::new(false)), progress: None };
+    for name in &s.runtimes {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let rt = registry::build(name, &s.bundle, &s.settings).unwrap_or_else(|e| panic!("{e}"));
+                    let r = replay(rt, config(&s.bundle, 16), &requests, &options).expect("replay");
+                    assert!(r.error.is_none(), "{name}: {:?}", r.error);
+                    total += Duration::from_secs_f64(r.wall_s);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    for (key, value) in registry::thread_env_defaults() {
+        // SAFETY: first thing in main, before any thread is spawned.
+        unsafe { std::env::set_var(key, value) };
+    }
+    let s = setup();
+    eprintln!("runtimes: {} on {} ({} threads setting)", s.runtimes.join(", "), s.bundle.name(), s.settings.threads);
+    let mut c = Criterion::default().configure_from_args();
+    decode(&mut c, &s, 1);
+    decode(&mut c, &s, 32);
+    prefill(&mut c, &s);
+    serve(&mut c, &s);
+    c.final_summary();
+}

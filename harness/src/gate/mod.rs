@@ -1,0 +1,449 @@
+//! The regression gate: a run compared with a committed baseline run (both `results.json` of `nano-vllm bench`),
+//! on figures that stay put on a shared, noisy machine.
+//!
+//! - **Relative performance.** For each repeat, each runtime's figure divided by the geometric mean of the other
+//!   gated runtimes' figures *of the same repeat* (measured side by side, so the machine's speed and load cancel),
+//!   then the median over the repeats. A runtime regresses when its relative figure falls below the baseline's by
+//!   more than `relative.max_drop`. Slowing one runtime by a factor k lowers its own figure by k and raises each
+//!   other's by only k^(1/(n-1)), so the gate names the runtime that changed.
+//! - **Exact figures.** For a fixed workload (same sha256, engine settings and bundle), completed requests, token
+//!   counts, engine steps, preemptions, prefix-cache hits and the digest of every generated token must equal the
+//!   baseline's in every repeat.
+//!
+//! A baseline of another workload, bundle or engine setting is not comparable: an error that says to refresh the
+//! baseline deliberately, never a silent pass.
+
+mod config;
+
+pub use config::{EXACT_FIELDS, ExactConfig, GateConfig, RelativeConfig};
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::report::{Repeat, Results, RuntimeResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("gate config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error(
+        "the baseline is not comparable with this run: {0}. Refresh the baseline deliberately (bash ci/refresh-baseline.sh) if the change is intended"
+    )]
+    NotComparable(String),
+}
+
+/// One comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateCheck {
+    pub runtime: String,
+    /// e.g. `output_throughput (relative)`, `preemptions`.
+    pub figure: String,
+    pub baseline: String,
+    pub current: String,
+    /// What `current` must satisfy.
+    pub limit: String,
+    pub passed: bool,
+}
+
+/// Every comparison, and notes (differences that are not regressions).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GateReport {
+    pub checks: Vec<GateCheck>,
+    pub notes: Vec<String>,
+}
+
+impl GateReport {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &GateCheck> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// A Markdown table of every check, then the notes.
+    pub fn table(&self) -> String {
+        let mut s =
+            String::from("| runtime | figure | baseline | current | limit | result |\n|---|---|---:|---:|---|---|\n");
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.runtime,
+                c.figure,
+                c.baseline,
+                c.current,
+                c.limit,
+                if c.passed { "ok" } else { "REGRESSION" }
+            );
+        }
+        if !self.notes.is_empty() {
+            s.push('\n');
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        s
+    }
+}
+
+/// A run's repeats; a run made without `--repeat` is one repeat.
+fn repeats(run: &RuntimeResult) -> Vec<Repeat> {
+    if run.repeats.is_empty() { vec![run.as_repeat()] } else { run.repeats.clone() }
+}
+
+/// A repeat's value of a relative metric, as "higher is faster".
+fn speed(repeat: &Repeat, metric: &str) -> Option<f64> {
+    let v = *repeat.metrics.get(metric)?;
+    let v = if metric.ends_with("_ms") { 1.0 / v } else { v };
+    (v.is_finite() && v > 0.0).then_some(v)
+}
+
+/// Per runtime (in `runs` order), the median over repeats of its `metric` relative to the geometric mean of the
+/// others' in the same repeat. `None` where a repeat lacks the metric.
+fn relative(runs: &[&RuntimeResult], metric: &str) -> Vec<Option<f64>> {
+    let reps: Vec<Vec<Repeat>> = runs.iter().map(|r| repeats(r)).collect();
+    let n = reps.iter().map(Vec::len).min().unwrap_or(0);
+    (0..runs.len())
+        .map(|k| {
+            let mut values = Vec::with_capacity(n);
+            for (i, repeat) in reps[k].iter().take(n).enumerate() {
+                let own = speed(repeat, metric)?;
+                let others: Option<Vec<f64>> =
+                    (0..runs.len()).filter(|&j| j != k).map(|j| speed(&reps[j][i], metric)).collect();
+                let others = others?;
+                let geomean = (others.iter().map(|v| v.ln()).sum::<f64>() / others.len() as f64).exp();
+                values.push(own / geomean);
+            }
+            values.sort_by(f64::total_cmp);
+            (!values.is_empty()).then(|| crate::metrics::percentile(&values, 50.0))
+        })
+        .collect()
+}
+
+/// A repeat's value of an exact field, as text.
+fn exact(repeat: &Repeat, field: &str) -> String {
+    match field {
+        "steps" => repeat.steps.to_string(),
+        "preemptions" => repeat.preemptions.to_string(),
+        "prefix_hit_tokens" => repeat.prefix_hit_tokens.to_string(),
+        "output_digest" => repeat.output_digest.clone(),
+        metric => repeat.metrics.get(metric).map_or_else(|| "missing".into(), |v| format!("{v}")),
+    }
+}
+
+/// Refuses baselines of another workload, bundle or engine configuration.
+fn comparable(baseline: &Results, current: &Results) -> Result<Vec<String>, GateError> {
+    let (b, c) = (&baseline.metadata, &current.metadata);
+    let mut differences = Vec::new();
+    if b.bundle.manifest_sha256 != c.bundle.manifest_sha256 {
+        differences.push(format!("bundle {} (manifest sha256) differs from {}", c.bundle.name, b.bundle.name));
+    }
+    if b.workload.sha256 != c.workload.sha256 || b.workload.warmup != c.workload.warmup {
+        differences.push("the workload differs (sha256 of the resolved requests or warm-up)".into());
+    }
+    if b.workload.mode != c.workload.mode {
+        differences.push(format!("mode {} vs {}", c.workload.mode, b.workload.mode));
+    }
+    if b.engine != c.engine {
+        differences.push(format!("engine settings {:?} vs {:?}", c.engine, b.engine));
+    }
+    if !differences.is_empty() {
+        return Err(GateError::NotComparable(differences.join("; ")));
+    }
+    let mut notes = Vec::new();
+    if (&b.cpu_model, b.cores) != (&c.cpu_model, c.cores) {
+        notes.push(format!(
+            "the baseline was measured on {} ({} cores), this run on {} ({} cores): relative figures carry over only \
+             approximately between machines",
+            b.cpu_model, b.cores, c.cpu_model, c.cores
+        ));
+    }
+    Ok(notes)
+}
+
+fn find<'a>(results: &'a Results, name: &str, which: &str) -> Result<&'a RuntimeResult, GateError> {
+    results
+        .runs
+        .iter()
+        .find(|r| r.runtime == name)
+        .ok_or_else(|| GateError::NotComparable(format!("runtime '{name}' is not in the {which} run")))
+}
+
+/// Compares `current` with `baseline` under `config`.
+pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Result<GateReport, GateError> {
+    let mut report = GateReport { checks: Vec::new(), notes: comparable(baseline, current)? };
+    let names: Vec<String> = if config.runtimes.is_empty() {
+        baseline.runs.iter().map(|r| r.runtime.clone()).collect()
+    } else {
+        config.runtimes.clone()
+    };
+    let mut pairs = Vec::new();
+    for name in &names {
+        let (b, c) = (find(baseline, name, "baseline")?, find(current, name, "current")?);
+        if (&b.dtype, &b.device) != (&c.dtype, &c.device) {
+            return Err(GateError::NotComparable(format!(
+                "runtime '{name}' ran as {} on {} in the baseline, as {} on {} now",
+                b.dtype, b.device, c.dtype, c.device
+            )));
+        }
+        if b.version != c.version {
+            report.notes.push(format!("{name}: version {} (baseline: {})", c.version, b.version));
+        }
+        for (run, which) in [(b, "baseline"), (c, "current")] {
+            let n = repeats(run).len();
+            let ok = run.status == "ok" && n >= config.min_repeats;
+            if !ok || which == "current" {
+                report.checks.push(GateCheck {
+                    runtime: name.clone(),
+                    figure: format!("status, repeats ({which})"),
+                    baseline: String::new(),
+                    current: format!("{}, {n}", run.status),
+                    limit: format!("ok, >= {}", config.min_repeats),
+                    passed: ok,
+                });
+            }
+        }
+        pairs.push((b, c));
+    }
+    let usable = report.passed();
+
+    if names.len() >= 2 && usable {
+        let (b_runs, c_runs): (Vec<_>, Vec<_>) = pairs.iter().copied().unzip();
+        for metric in &config.relative.metrics {
+            let (b_rel, c_rel) = (relative(&b_runs, metric), relative(&c_runs, metric));
+            for (k, name) in names.iter().enumerate() {
+                let figure = format!("{metric} (relative)");
+                let (Some(b), Some(c)) = (b_rel[k], c_rel[k]) else {
+                    report.checks.push(GateCheck {
+                        runtime: name.clone(),
+                        figure,
+                        baseline: b_rel[k].map_or("missing".into(), |v| format!("{v:.3}")),
+                        current: c_rel[k].map_or("missing".into(), |v| format!("{v:.3}")),
+                        limit: "present in every repeat".into(),
+                        passed: false,
+                    });
+                    continue;
+                };
+                let floor = b * (1.0 - config.relative.max_drop);
+                let change = c / b - 1.0;
+                report.checks.push(GateCheck {
+                    runtime: name.clone(),
+                    figure,
+                    baseline: format!("{b:.3}"),
+                    current: format!("{c:.3} ({:+.0}%)", change * 100.0),
+                    limit: format!(">= {floor:.3} (-{:.0}%)", config.relative.max_drop * 100.0),
+                    passed: c >= floor,
+                });
+                if change > config.relative.max_drop {
+                    report.notes.push(format!(
+                        "{name}: {metric} relative figure is {:.0}% above the baseline's; if the speed-up is real, \
+                         refresh the baseline so that the gate protects it",
+                        change * 100.0
+                    ));
+                }
+            }
+        }
+    } else if names.len() < 2 && !config.relative.metrics.is_empty() {
+        report.notes.push("relative figures need at least two runtimes: not compared".into());
+    }
+
+    if usable {
+        for field in &config.exact.fields {
+            for (name, (b, c)) in names.iter().zip(&pairs) {
+                let expected = exact(&repeats(b)[0], field);
+                let mut seen: Vec<String> = repeats(c).iter().map(|r| exact(r, field)).collect();
+                seen.dedup();
+                let consistent = repeats(b).iter().all(|r| exact(r, field) == expected);
+                report.checks.push(GateCheck {
+                    runtime: name.clone(),
+                    figure: field.clone(),
+                    baseline: if consistent { expected.clone() } else { format!("{expected} (varies by repeat)") },
+                    current: seen.join(" / "),
+                    limit: "equal in every repeat".into(),
+                    passed: consistent && seen.iter().all(|v| *v == expected),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{BundleMeta, EngineFigures, EngineMeta, RunMetadata, WorkloadMeta};
+
+    fn config() -> GateConfig {
+        GateConfig::parse(
+            r#"
+min_repeats = 3
+[relative]
+metrics = ["output_throughput", "median_tpot_ms"]
+max_drop = 0.3
+[exact]
+fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens", "output_digest"]
+"#,
+        )
+        .unwrap()
+    }
+
+    /// A run of runtimes with these output throughputs per repeat (TPOT = 1000 / throughput).
+    fn results(runtimes: &[(&str, &[f64])]) -> Results {
+        let run = |name: &str, tput: &[f64]| {
+            let repeats: Vec<Repeat> = tput
+                .iter()
+                .map(|&t| Repeat {
+                    metrics: [
+                        ("output_throughput".to_string(), t),
+                        ("median_tpot_ms".to_string(), 1000.0 / t),
+                        ("completed".to_string(), 32.0),
+                        ("total_output_tokens".to_string(), 700.0),
+                    ]
+                    .into(),
+                    steps: 50,
+                    preemptions: 3,
+                    prefix_hit_tokens: 96,
+                    output_digest: "00ff".into(),
+                })
+                .collect();
+            RuntimeResult {
+                runtime: name.into(),
+                version: "1".into(),
+                device: "cpu".into(),
+                dtype: "f32".into(),
+                settings: Default::default(),
+                status: "ok".into(),
+                error: None,
+                metrics: repeats[0].metrics.clone(),
+                engine: EngineFigures {
+                    steps: 50,
+                    preemptions: 3,
+                    prefix_hit_tokens: 96,
+                    admitted_prompt_tokens: 1000,
+                    prefix_hit_rate: 0.096,
+                    peak_kv_blocks: 10,
+                    num_kv_blocks: 20,
+                    mean_batch_seqs: 4.0,
+                    schedule_ms: 1.0,
+                    runtime_ms: 10.0,
+                    postprocess_ms: 1.0,
+                    kv_blocks_timeline: Vec::new(),
+                },
+                requests_csv: String::new(),
+                output_digest: "00ff".into(),
+                repeats,
+            }
+        };
+        Results {
+            schema_version: 1,
+            created_unix_s: 0,
+            metadata: RunMetadata {
+                git_commit: None,
+                cpu_model: "cpu".into(),
+                cores: 2,
+                bundle: BundleMeta { name: "b".into(), dir: "b".into(), manifest_sha256: "m".into() },
+                workload: WorkloadMeta {
+                    source: "synthetic".into(),
+                    num_requests: 32,
+                    warmup: 2,
+                    sha256: "w".into(),
+                    seed: Some(0),
+                    mode: "offline".into(),
+                    request_rate: None,
+                    burstiness: None,
+                },
+                engine: EngineMeta {
+                    max_num_seqs: 16,
+                    max_num_batched_tokens: 512,
+                    max_model_len: 256,
+                    block_size: 16,
+                    num_kv_blocks: 20,
+                    prefix_caching: true,
+                    chunked_prefill: true,
+                },
+                percentiles: vec![50.0],
+                slo: Default::default(),
+            },
+            runs: runtimes.iter().map(|(n, t)| run(n, t)).collect(),
+        }
+    }
+
+    fn baseline() -> Results {
+        results(&[("a", &[1000.0, 1100.0, 900.0]), ("b", &[500.0, 550.0, 450.0]), ("c", &[250.0, 260.0, 240.0])])
+    }
+
+    #[test]
+    fn a_machine_twice_as_slow_or_loaded_is_not_a_regression() {
+        // Every runtime at half speed, with noise: the ratios are what is compared.
+        let current =
+            results(&[("a", &[500.0, 560.0, 440.0]), ("b", &[250.0, 270.0, 230.0]), ("c", &[125.0, 131.0, 119.0])]);
+        let r = gate(&baseline(), &current, &config()).unwrap();
+        assert!(r.passed(), "{}", r.table());
+        // status per runtime, 2 metrics x 3 runtimes, 5 exact fields x 3 runtimes.
+        assert_eq!(r.checks.len(), 3 + 6 + 15);
+    }
+
+    #[test]
+    fn a_slowed_runtime_fails_and_only_it() {
+        // b at half its speed, the others unchanged.
+        let current =
+            results(&[("a", &[1000.0, 1100.0, 900.0]), ("b", &[250.0, 275.0, 225.0]), ("c", &[250.0, 260.0, 240.0])]);
+        let r = gate(&baseline(), &current, &config()).unwrap();
+        assert!(!r.passed());
+        let failed: Vec<(&str, &str)> = r.failures().map(|c| (c.runtime.as_str(), c.figure.as_str())).collect();
+        assert_eq!(failed, [("b", "output_throughput (relative)"), ("b", "median_tpot_ms (relative)")]);
+        let c = r.failures().next().unwrap();
+        // b's relative throughput: 500 / sqrt(1000 * 250) = 1.0 before, 250 / 500 = 0.5 now.
+        assert_eq!((c.baseline.as_str(), c.current.as_str()), ("1.000", "0.500 (-50%)"));
+        assert_eq!(c.limit, ">= 0.700 (-30%)");
+    }
+
+    #[test]
+    fn a_faster_runtime_passes_with_a_note() {
+        let current =
+            results(&[("a", &[2000.0, 2200.0, 1800.0]), ("b", &[500.0, 550.0, 450.0]), ("c", &[250.0, 260.0, 240.0])]);
+        let r = gate(&baseline(), &current, &config()).unwrap();
+        assert!(r.passed(), "{}", r.table());
+        assert!(
+            r.notes.iter().any(|n| n.starts_with("a: output_throughput relative figure is 100% above")),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn exact_figures_must_not_move() {
+        let mut current = baseline();
+        current.runs[2].repeats[1].preemptions = 4;
+        current.runs[0].repeats[2].output_digest = "0100".into();
+        let r = gate(&baseline(), &current, &config()).unwrap();
+        let failed: Vec<String> = r.failures().map(|c| format!("{} {} {}", c.runtime, c.figure, c.current)).collect();
+        assert_eq!(failed, ["c preemptions 3 / 4 / 3", "a output_digest 00ff / 0100"]);
+    }
+
+    #[test]
+    fn too_few_repeats_or_a_failed_runtime_fail() {
+        let mut current = baseline();
+        current.runs[1].repeats.truncate(2);
+        current.runs[2].status = "failed".into();
+        let r = gate(&baseline(), &current, &config()).unwrap();
+        let failed: Vec<String> = r.failures().map(|c| format!("{} {}", c.runtime, c.current)).collect();
+        assert_eq!(failed, ["b ok, 2", "c failed, 3"]);
+    }
+
+    #[test]
+    fn another_workload_or_a_missing_runtime_is_not_comparable() {
+        let mut current = baseline();
+        current.metadata.workload.sha256 = "other".into();
+        let err = gate(&baseline(), &current, &config()).unwrap_err().to_string();
+        assert!(err.contains("the workload differs") && err.contains("ci/refresh-baseline.sh"), "{err}");
+        let current = results(&[("a", &[1.0, 1.0, 1.0]), ("b", &[1.0, 1.0, 1.0])]);
+        let err = gate(&baseline(), &current, &config()).unwrap_err().to_string();
+        assert!(err.contains("runtime 'c' is not in the current run"), "{err}");
+        let mut current = baseline();
+        current.runs[0].dtype = "q8_0".into();
+        let err = gate(&baseline(), &current, &config()).unwrap_err().to_string();
+        assert!(err.contains("runtime 'a' ran as f32 on cpu in the baseline, as q8_0 on cpu now"), "{err}");
+    }
+}

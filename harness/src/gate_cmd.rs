@@ -1,0 +1,39 @@
+//! `nano-vllm gate`: a run against the committed baseline; non-zero exit on a regression beyond the config's
+//! thresholds (see `nano_vllm_harness::gate`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use nano_vllm_harness::gate::{self, GateConfig};
+use nano_vllm_harness::report::read_results;
+
+#[derive(Debug, clap::Args)]
+pub struct GateArgs {
+    /// The baseline: a results.json (or a run directory holding one).
+    #[arg(long, default_value = "reports/baseline.json")]
+    baseline: PathBuf,
+    /// The run to check: a run directory of `nano-vllm bench` (or its results.json).
+    #[arg(long)]
+    current: PathBuf,
+    /// Thresholds and figures gated (TOML).
+    #[arg(long, default_value = "ci/gate.toml")]
+    config: PathBuf,
+}
+
+fn results_path(p: &Path) -> PathBuf {
+    if p.is_dir() { p.join("results.json") } else { p.to_path_buf() }
+}
+
+pub fn run(a: &GateArgs) -> anyhow::Result<()> {
+    let config = GateConfig::from_file(&a.config)?;
+    let baseline = read_results(&results_path(&a.baseline))?;
+    let current = read_results(&results_path(&a.current))?;
+    let report = gate::gate(&baseline, &current, &config)?;
+    print!("{}", report.table());
+    if !report.passed() {
+        let failed: Vec<String> = report.failures().map(|c| format!("{} {}", c.runtime, c.figure)).collect();
+        bail!("regression gate failed: {}", failed.join("; "));
+    }
+    println!("regression gate passed: {} checks against {}", report.checks.len(), a.baseline.display());
+    Ok(())
+}

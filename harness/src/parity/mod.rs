@@ -1,0 +1,252 @@
+//! `nano-vllm parity`: runtimes against a bundle's reference, through the engine, and the bundle's tokenizer against
+//! its reference ids.
+//!
+//! Per runtime ([`check_runtime`]): every engine situation of [`nano_vllm_conformance::Situation`] (alone, batched
+//! with prefill chunks next to decodes, prefix-cached, preempted and recomputed), greedy, logits at every computed
+//! position, compared with the reference; lossy settings ([`ParityCheck::TeacherForced`]) are judged teacher forced
+//! against the distribution tolerance instead. Tolerances come from the bundle's manifest unless overridden
+//! ([`ToleranceOverrides`]). Per tokenizer ([`tokenizer::check_tokenizer`]): the bundle's `tokenizer.json` through the
+//! tokenizers crate, and each selected runtime's own tokenizer (llama.cpp's GGUF vocabulary), case by case.
+//!
+//! The report ([`ParityReport`], `parity.json` schema 1) keeps every figure; [`table`] prints one line per runtime
+//! and tokenizer.
+
+mod report;
+pub mod tokenizer;
+
+pub use report::{
+    BundleParity, Figures, PARITY_SCHEMA_VERSION, ParityReport, RuntimeParity, SituationParity, Status, TeacherForced,
+    TokenizerParity, ToleranceUsed, read_report, table,
+};
+
+use nano_vllm_bundle::{Bundle, LogitTolerance, Q8Tolerance};
+use nano_vllm_conformance::{check_situations, compare, compare_teacher_forced, run_teacher_forced};
+
+use crate::registry::{self, ParityCheck, RuntimeSettings};
+
+/// Tolerances given on the command line, replacing the manifest's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToleranceOverrides {
+    pub max_abs_diff: Option<f32>,
+    pub argmax_agreement: Option<f64>,
+    pub max_mean_kl: Option<f64>,
+    pub min_top1_agreement: Option<f64>,
+}
+
+impl ToleranceOverrides {
+    fn elementwise(&self, manifest: &LogitTolerance) -> LogitTolerance {
+        LogitTolerance {
+            max_abs_diff: self.max_abs_diff.unwrap_or(manifest.max_abs_diff),
+            argmax_agreement: self.argmax_agreement.unwrap_or(manifest.argmax_agreement),
+            reason: manifest.reason.clone(),
+        }
+    }
+
+    fn distribution(&self, manifest: &Q8Tolerance) -> Q8Tolerance {
+        Q8Tolerance {
+            max_mean_kl: self.max_mean_kl.unwrap_or(manifest.max_mean_kl),
+            min_top1_agreement: self.min_top1_agreement.unwrap_or(manifest.min_top1_agreement),
+            basis: manifest.basis.clone(),
+        }
+    }
+}
+
+/// Checks runtime `name` against `bundle`'s reference. Never panics on a runtime's failure: a runtime that does not
+/// build or whose engine run fails is [`Status::Error`] with the reason.
+pub fn check_runtime(
+    name: &str,
+    bundle: &Bundle,
+    settings: &RuntimeSettings,
+    overrides: &ToleranceOverrides,
+) -> RuntimeParity {
+    let check = registry::parity_check(name);
+    let tolerances = bundle.tolerances();
+    let elementwise = match check {
+        ParityCheck::LlamaCppElementwise => overrides.elementwise(tolerances.llama_cpp_f32()),
+        _ => overrides.elementwise(&tolerances.f32),
+    };
+    let distribution = overrides.distribution(&tolerances.q8_0);
+    let mut out = RuntimeParity {
+        runtime: name.to_owned(),
+        check: check.as_str().to_owned(),
+        tolerance: match check {
+            ParityCheck::TeacherForced => ToleranceUsed::distribution(&distribution),
+            _ => ToleranceUsed::elementwise(&elementwise),
+        },
+        status: Status::Pass,
+        failures: Vec::new(),
+        figures: None,
+        situations: Vec::new(),
+        teacher_forced: None,
+    };
+    let reference = match bundle.reference() {
+        Ok(r) => r,
+        Err(e) => return out.error(format!("reading the reference: {e}")),
+    };
+    // The first build shows whether the runtime loads at all (one clear error rather than one per situation).
+    if let Err(e) = registry::build(name, bundle, settings) {
+        return out.error(e.to_string());
+    }
+    let context = bundle.config().context_length;
+    // Lossy runtimes run the situations for their mechanics and figures; only teacher forcing judges their logits.
+    let situation_tolerance = (check != ParityCheck::TeacherForced).then_some(&elementwise);
+    let make = || registry::build(name, bundle, settings);
+    let checks = check_situations(name, &reference, context, situation_tolerance, make);
+    out.failures.extend(checks.failures);
+    out.situations = checks
+        .reports
+        .iter()
+        .map(|(situation, run, figures)| SituationParity {
+            situation: situation.as_str().to_owned(),
+            steps: run.steps,
+            max_batch: run.max_batch,
+            prefix_hit_tokens: run.prefix_hit_tokens,
+            preemptions: run.preemptions,
+            figures: Figures::from(figures),
+        })
+        .collect();
+    // Pooled over every situation: the figures of the runtime on this bundle.
+    let pooled = compare(checks.reports.iter().flat_map(|(_, run, _)| &run.prompts), &reference.prompts);
+    out.figures = (!checks.reports.is_empty()).then(|| Figures::from(&pooled));
+
+    if check == ParityCheck::TeacherForced {
+        let runs = registry::build(name, bundle, settings)
+            .map_err(|e| e.to_string())
+            .and_then(|rt| run_teacher_forced(rt, &reference, context).map_err(|e| e.to_string()));
+        match runs {
+            Ok(runs) => {
+                let figures = compare_teacher_forced(&runs, &reference.prompts);
+                eprintln!("{name:<12} teacher forced | {}", figures.summary());
+                if let Err(e) = figures.check(&distribution) {
+                    out.failures.push(format!("{name} teacher forced: {e}"));
+                }
+                out.teacher_forced = Some(TeacherForced::from(&figures));
+            }
+            Err(e) => out.failures.push(format!("{name} teacher forced: {e}")),
+        }
+    }
+    if !out.failures.is_empty() {
+        out.status = if out.figures.is_none() { Status::Error } else { Status::Fail };
+    }
+    out
+}
+
+/// Everything parity checks on the bundle in `dir`: the bundle itself (manifest, checksums), each runtime in
+/// `runtimes`, the bundle's tokenizer through the tokenizers crate, and the runtimes' own tokenizers.
+pub fn check_bundle(
+    dir: &std::path::Path,
+    runtimes: &[String],
+    settings: &RuntimeSettings,
+    overrides: &ToleranceOverrides,
+) -> BundleParity {
+    let mut out = BundleParity {
+        bundle: dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        dir: dir.display().to_string(),
+        manifest_sha256: String::new(),
+        error: None,
+        runtimes: Vec::new(),
+        tokenizers: Vec::new(),
+    };
+    let bundle = match Bundle::open(dir).and_then(|b| b.verify().map(|()| b)) {
+        Ok(b) => b,
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    out.bundle = bundle.name().to_owned();
+    out.manifest_sha256 = std::fs::read(dir.join(nano_vllm_bundle::MANIFEST_FILE))
+        .map(|b| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(b))
+        })
+        .unwrap_or_default();
+    for name in runtimes {
+        out.runtimes.push(check_runtime(name, &bundle, settings, overrides));
+    }
+    match bundle.tokenizer_reference() {
+        Err(e) => out.tokenizers.push(TokenizerParity {
+            tokenizer: "reference".into(),
+            cases: 0,
+            identical: 0,
+            status: Status::Error,
+            failures: vec![format!("reading the tokenizer reference: {e}")],
+        }),
+        Ok(reference) => {
+            let label = "tokenizers (tokenizer.json)";
+            match tokenizers::Tokenizer::from_file(bundle.tokenizer_json()) {
+                Ok(t) => out.tokenizers.push(tokenizer::check_hf_tokenizer(&t, &reference)),
+                Err(e) => out.tokenizers.push(TokenizerParity {
+                    tokenizer: label.into(),
+                    cases: reference.cases.len(),
+                    identical: 0,
+                    status: Status::Error,
+                    failures: vec![format!("{}: {e}", bundle.tokenizer_json().display())],
+                }),
+            }
+            for name in runtimes {
+                let Some((label, loaded)) = registry::runtime_tokenizer(name, &bundle) else { continue };
+                if out.tokenizers.iter().any(|t| t.tokenizer == label) {
+                    continue;
+                }
+                out.tokenizers.push(match loaded {
+                    Ok(t) => tokenizer::check_runtime_tokenizer(&label, t.as_ref(), &reference),
+                    Err(e) => TokenizerParity {
+                        tokenizer: label,
+                        cases: reference.cases.len(),
+                        identical: 0,
+                        status: Status::Error,
+                        failures: vec![e.to_string()],
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+impl RuntimeParity {
+    fn error(mut self, message: String) -> Self {
+        self.status = Status::Error;
+        self.failures.push(format!("{}: {message}", self.runtime));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let manifest = LogitTolerance { max_abs_diff: 1e-4, argmax_agreement: 1.0, reason: Some("r".into()) };
+        let o = ToleranceOverrides { max_abs_diff: Some(5e-3), ..Default::default() };
+        let t = o.elementwise(&manifest);
+        assert_eq!((t.max_abs_diff, t.argmax_agreement, t.reason.as_deref()), (5e-3, 1.0, Some("r")));
+        let q = Q8Tolerance { max_mean_kl: 0.02, min_top1_agreement: 0.9, basis: "b".into() };
+        let o = ToleranceOverrides { min_top1_agreement: Some(0.5), ..Default::default() };
+        let t = o.distribution(&q);
+        assert_eq!((t.max_mean_kl, t.min_top1_agreement), (0.02, 0.5));
+    }
+
+    /// The mock is not the model: it runs every situation (mechanics pass) and fails the tolerance, naming it.
+    #[test]
+    fn a_runtime_that_is_not_the_model_fails_with_its_figures() {
+        let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
+        let r = check_runtime("mock", &bundle, &RuntimeSettings::default(), &ToleranceOverrides::default());
+        assert_eq!(r.status, Status::Fail, "{:?}", r.failures);
+        assert_eq!(r.situations.len(), 4);
+        assert!(r.failures.iter().all(|f| f.contains("max |diff|")), "{:?}", r.failures);
+        let f = r.figures.unwrap();
+        assert!(f.rows > 0 && f.max_abs_diff > 1.0 && !f.greedy_match, "{f:?}");
+    }
+
+    #[test]
+    fn a_runtime_that_does_not_build_is_an_error_not_a_panic() {
+        let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
+        let r = check_runtime("tensorrt", &bundle, &RuntimeSettings::default(), &ToleranceOverrides::default());
+        assert_eq!(r.status, Status::Error);
+        assert!(r.failures[0].contains("unknown runtime 'tensorrt'"), "{:?}", r.failures);
+        assert!(r.figures.is_none() && r.situations.is_empty());
+    }
+}

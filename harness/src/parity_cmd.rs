@@ -1,0 +1,120 @@
+//! `nano-vllm parity`: every selected runtime against each bundle's reference, and the tokenizers; a table on
+//! stdout, `parity.json`, and a non-zero exit on any failure.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use nano_vllm_harness::parity::{self, PARITY_SCHEMA_VERSION, ParityReport, ToleranceOverrides};
+use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_harness::report::write_atomic;
+
+#[derive(Debug, clap::Args)]
+pub struct ParityArgs {
+    /// Bundle directories, comma-separated or repeated (any bundle made by fixtures/generate.py).
+    #[arg(long, value_delimiter = ',', default_value = "fixtures/tiny-llama,fixtures/tiny-qwen2,fixtures/tiny-gpt2")]
+    bundle: Vec<PathBuf>,
+    /// Runtimes, comma-separated, or `all`: every compiled-in runtime but mock, and llama.cpp on the Q8_0 GGUF too
+    /// (`llama-cpp:q8_0`). Lossy settings (`:q8_0`, `:defaults`) are judged teacher forced by the q8_0 tolerance.
+    #[arg(long, default_value = "all")]
+    runtime: String,
+    /// Runtime threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Override the manifest's element-wise tolerance: largest |runtime - reference| logit difference.
+    #[arg(long)]
+    max_abs_diff: Option<f32>,
+    /// Override the manifest's element-wise tolerance: smallest fraction of rows with the reference's argmax.
+    #[arg(long)]
+    argmax_agreement: Option<f64>,
+    /// Override the manifest's q8_0 tolerance: largest mean KL(reference || runtime), teacher forced.
+    #[arg(long)]
+    max_mean_kl: Option<f64>,
+    /// Override the manifest's q8_0 tolerance: smallest top-1 agreement, teacher forced.
+    #[arg(long)]
+    min_top1_agreement: Option<f64>,
+    /// Where to write the JSON report (default: reports/runs/parity-<unix time>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The runtimes `all` means for parity.
+fn all_runtimes() -> Vec<String> {
+    let mut names: Vec<String> =
+        registry::available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
+    if names.iter().any(|n| n == "llama-cpp") {
+        names.push("llama-cpp:q8_0".into());
+    }
+    names
+}
+
+pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
+    let runtimes: Vec<String> = if a.runtime == "all" {
+        all_runtimes()
+    } else {
+        a.runtime.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    };
+    if runtimes.is_empty() {
+        bail!("no runtime to check (--runtime)");
+    }
+    if a.bundle.is_empty() {
+        bail!("no bundle to check (--bundle)");
+    }
+    for (name, value) in [("--argmax-agreement", a.argmax_agreement), ("--min-top1-agreement", a.min_top1_agreement)] {
+        if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            bail!("{name} must be a fraction in [0, 1]");
+        }
+    }
+    if a.max_abs_diff.is_some_and(|v| v.is_nan() || v < 0.0) || a.max_mean_kl.is_some_and(|v| v.is_nan() || v < 0.0) {
+        bail!("--max-abs-diff and --max-mean-kl must be non-negative numbers");
+    }
+    let overrides = ToleranceOverrides {
+        max_abs_diff: a.max_abs_diff,
+        argmax_agreement: a.argmax_agreement,
+        max_mean_kl: a.max_mean_kl,
+        min_top1_agreement: a.min_top1_agreement,
+    };
+    let settings = RuntimeSettings { threads: a.threads };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let bundles: Vec<_> = a
+        .bundle
+        .iter()
+        .map(|dir| {
+            eprintln!("== {}: {}", dir.display(), runtimes.join(", "));
+            parity::check_bundle(dir, &runtimes, &settings, &overrides)
+        })
+        .collect();
+    let report = ParityReport {
+        schema_version: PARITY_SCHEMA_VERSION,
+        created_unix_s: now,
+        git_commit: crate::bench::git_commit(),
+        passed: bundles.iter().all(|b| b.passed()),
+        bundles,
+    };
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("reports/runs/parity-{now}.json")));
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    write_atomic(&out, &serde_json::to_vec_pretty(&report)?)?;
+    print!("{}", parity::table(&report));
+    println!("JSON: {}", out.display());
+    let checks: Vec<_> = report.bundles.iter().flat_map(|b| b.runtimes.iter().map(|r| r.status)).collect();
+    let tokenizers: Vec<_> = report.bundles.iter().flat_map(|b| b.tokenizers.iter().map(|t| t.status)).collect();
+    let failed = |v: &[parity::Status]| v.iter().filter(|s| **s != parity::Status::Pass).count();
+    let bad_bundles = report.bundles.iter().filter(|b| b.error.is_some()).count();
+    if !report.passed {
+        bail!(
+            "parity failed: {} of {} runtime checks, {} of {} tokenizer checks, {bad_bundles} unreadable bundles",
+            failed(&checks),
+            checks.len(),
+            failed(&tokenizers),
+            tokenizers.len()
+        );
+    }
+    println!(
+        "parity passed: {} runtime checks and {} tokenizer checks on {} bundles",
+        checks.len(),
+        tokenizers.len(),
+        report.bundles.len()
+    );
+    Ok(())
+}

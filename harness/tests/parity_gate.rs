@@ -1,0 +1,211 @@
+//! `nano-vllm parity` and `nano-vllm gate` end to end.
+
+mod util;
+
+use std::path::Path;
+
+use util::nano_vllm;
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn parity_passes_a_runtime_fails_another_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("parity.json");
+    let args =
+        ["parity", "--bundle", "fixtures/tiny-llama", "--runtime", "native,mock", "--out", json.to_str().unwrap()];
+    let (ok, out, err) = nano_vllm(&args);
+    assert!(!ok, "the mock is not the model: {out}");
+    assert!(out.contains("| tiny-llama | native | elementwise | 1.63e-5 |"), "{out}");
+    assert!(out.contains("| tiny-llama | mock | elementwise |") && out.contains("| FAIL |"), "{out}");
+    assert!(out.contains("| tiny-llama | tokenizer: tokenizers (tokenizer.json) |"), "{out}");
+    assert!(out.contains("- tiny-llama: mock alone: max |diff|"), "{out}");
+    assert!(err.contains("error: parity failed: 1 of 2 runtime checks, 0 of 1 tokenizer checks"), "{err}");
+    let report = read_json(&json);
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["passed"], false);
+    let runtimes = &report["bundles"][0]["runtimes"];
+    assert_eq!(runtimes[0]["status"], "pass");
+    assert_eq!(runtimes[0]["figures"]["argmax_agreement"], 1.0);
+    assert_eq!(runtimes[0]["figures"]["greedy_match"], true);
+    assert_eq!(runtimes[0]["situations"].as_array().unwrap().len(), 4);
+    assert_eq!(runtimes[0]["situations"][2]["prefix_hit_tokens"], 128);
+    assert!(runtimes[0]["situations"][3]["preemptions"].as_u64().unwrap() > 0);
+    assert!(runtimes[0]["figures"]["max_abs_diff"].as_f64().unwrap() < 1e-4);
+    assert_eq!(runtimes[1]["status"], "fail");
+    assert_eq!(report["bundles"][0]["tokenizers"][0]["identical"], 15);
+}
+
+#[test]
+fn parity_tolerances_can_be_overridden() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("p.json");
+    let base = ["parity", "--bundle", "fixtures/tiny-gpt2", "--runtime", "native", "--out", json.to_str().unwrap()];
+    let (ok, out, err) = nano_vllm(&[&base[..], &["--max-abs-diff", "1e-7"]].concat());
+    assert!(!ok, "{out}");
+    assert!(out.contains("max |diff| 7.57"), "{out}");
+    assert!(err.contains("parity failed"), "{err}");
+    assert_eq!(
+        read_json(&json)["bundles"][0]["runtimes"][0]["tolerance"]["max_abs_diff"].as_f64().unwrap(),
+        1e-7_f32 as f64
+    );
+    let (ok, _, err) = nano_vllm(&[&base[..], &["--argmax-agreement", "1.5"]].concat());
+    assert!(!ok && err.contains("--argmax-agreement must be a fraction in [0, 1]"), "{err}");
+}
+
+#[test]
+fn parity_names_a_corrupt_or_missing_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("tiny-llama");
+    std::fs::create_dir(&copy).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tiny-llama");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    // Flip one byte of the ONNX model.
+    let onnx = copy.join("model.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&onnx, bytes).unwrap();
+    let json = dir.path().join("p.json");
+    let bundles = format!("{},fixtures/nope", copy.display());
+    let (ok, out, err) =
+        nano_vllm(&["parity", "--bundle", &bundles, "--runtime", "native", "--out", json.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("| tiny-llama | - | - |") && out.contains("model.onnx"), "{out}");
+    assert!(out.contains("| nope | - | - |") && out.contains("manifest.json: file is missing"), "{out}");
+    assert!(err.contains("2 unreadable bundles"), "{err}");
+}
+
+/// Runs the gate's kind of benchmark (small) into `dir`.
+fn bench(dir: &Path) {
+    let (ok, _, err) = nano_vllm(&[
+        "bench",
+        "--runtime",
+        "native,mock",
+        "--threads",
+        "1",
+        "--requests",
+        "12",
+        "--warmup",
+        "2",
+        "--repeat",
+        "3",
+        "--kv-blocks",
+        "24",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}
+
+fn gate(baseline: &Path, current: &Path, config: &Path) -> (bool, String, String) {
+    nano_vllm(&[
+        "gate",
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--current",
+        current.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+}
+
+/// Scales one runtime's throughputs by `factor` in every repeat (and its latencies by the inverse).
+fn slow_down(results: &mut serde_json::Value, runtime: &str, factor: f64) {
+    let run = results["runs"].as_array_mut().unwrap().iter_mut().find(|r| r["runtime"] == runtime).unwrap();
+    for repeat in run["repeats"].as_array_mut().unwrap() {
+        let metrics = repeat["metrics"].as_object_mut().unwrap();
+        for (key, value) in metrics.iter_mut() {
+            let v = value.as_f64().unwrap();
+            if key.ends_with("throughput") {
+                *value = (v * factor).into();
+            } else if key.ends_with("_ms") {
+                *value = (v / factor).into();
+            }
+        }
+    }
+}
+
+#[test]
+fn gate_passes_a_rerun_and_fails_a_slowed_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gate.toml");
+    std::fs::write(
+        &config,
+        "min_repeats = 3\n[relative]\nmetrics = [\"output_throughput\", \"median_tpot_ms\"]\nmax_drop = 0.3\n\
+         [exact]\nfields = [\"completed\", \"total_output_tokens\", \"steps\", \"preemptions\", \"output_digest\"]\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    bench(&run);
+    let results = run.join("results.json");
+    let report = read_json(&results);
+    assert_eq!(report["runs"][0]["repeats"].as_array().unwrap().len(), 3);
+    assert_eq!(report["runs"][0]["output_digest"].as_str().unwrap().len(), 16);
+
+    // Against itself: every check passes.
+    let (ok, out, err) = gate(&results, &run, &config);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("| native | output_throughput (relative) |") && out.contains("| mock | output_digest |"));
+    assert!(out.contains("regression gate passed: 16 checks"), "{out}");
+
+    // The mock at 40% of its speed: it regresses, and the gate says which runtime and figure.
+    let mut slowed = report.clone();
+    slow_down(&mut slowed, "mock", 0.4);
+    let slowed_path = dir.path().join("slowed.json");
+    std::fs::write(&slowed_path, serde_json::to_vec(&slowed).unwrap()).unwrap();
+    let (ok, out, err) = gate(&results, &slowed_path, &config);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("| mock | output_throughput (relative) |")
+            && out.contains("(-60%)")
+            && out.contains("| REGRESSION |"),
+        "{out}"
+    );
+    assert!(
+        err.contains(
+            "error: regression gate failed: mock output_throughput (relative); mock median_tpot_ms (relative)"
+        ),
+        "{err}"
+    );
+
+    // Different tokens: an exact figure moved.
+    let mut changed = report.clone();
+    changed["runs"][0]["repeats"][1]["output_digest"] = "0000000000000000".into();
+    std::fs::write(&slowed_path, serde_json::to_vec(&changed).unwrap()).unwrap();
+    let (ok, _, err) = gate(&results, &slowed_path, &config);
+    assert!(!ok && err.contains("regression gate failed: native output_digest"), "{err}");
+
+    // Another workload is not comparable, whatever its speed.
+    let mut other = report.clone();
+    other["metadata"]["workload"]["sha256"] = "x".into();
+    std::fs::write(&slowed_path, serde_json::to_vec(&other).unwrap()).unwrap();
+    let (ok, _, err) = gate(&results, &slowed_path, &config);
+    assert!(!ok && err.contains("the baseline is not comparable with this run: the workload differs"), "{err}");
+
+    // A broken config names its file and the problem.
+    std::fs::write(&config, "[relative]\nmetrics = []\nmax_drop = 2\n[exact]\nfields = []\n").unwrap();
+    let (ok, _, err) = gate(&results, &run, &config);
+    assert!(!ok && err.contains("gate.toml: relative.max_drop must be in (0, 1), got 2"), "{err}");
+}
+
+#[test]
+fn the_committed_baseline_is_the_gate_benchmark_and_passes_against_itself() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let baseline = root.join("reports/baseline.json");
+    let (ok, out, err) = gate(&baseline, &baseline, &root.join("ci/gate.toml"));
+    assert!(ok, "{out}{err}");
+    let report = read_json(&baseline);
+    let runtimes: Vec<&str> =
+        report["runs"].as_array().unwrap().iter().map(|r| r["runtime"].as_str().unwrap()).collect();
+    assert_eq!(runtimes, ["native", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0"]);
+    assert!(report["runs"][0]["engine"]["preemptions"].as_u64().unwrap() > 0, "the workload preempts");
+    let script = std::fs::read_to_string(root.join("ci/gate-bench.sh")).unwrap();
+    assert!(script.contains("--runtime native,onnx,candle,llama-cpp,llama-cpp:q8_0"), "baseline and script agree");
+}
