@@ -13,8 +13,12 @@ pub struct GateArgs {
     #[arg(long, default_value = "reports/baseline.json")]
     baseline: PathBuf,
     /// The run to check: a run directory of `nano-vllm bench` (or its results.json).
-    #[arg(long)]
-    current: PathBuf,
+    #[arg(long, required_unless_present = "pick_typical")]
+    current: Option<PathBuf>,
+    /// Instead of gating: of these runs of the same benchmark (comma-separated), copy the most typical (its relative
+    /// figures stray least from the others') to --baseline. Used by ci/refresh-baseline.sh.
+    #[arg(long, value_delimiter = ',', conflicts_with = "current")]
+    pick_typical: Vec<PathBuf>,
     /// Thresholds and figures gated (TOML).
     #[arg(long, default_value = "ci/gate.toml")]
     config: PathBuf,
@@ -26,8 +30,15 @@ fn results_path(p: &Path) -> PathBuf {
 
 pub fn run(a: &GateArgs) -> anyhow::Result<()> {
     let config = GateConfig::from_file(&a.config)?;
+    if !a.pick_typical.is_empty() {
+        let runs = a.pick_typical.iter().map(|p| read_results(&results_path(p))).collect::<Result<Vec<_>, _>>()?;
+        let pick = &a.pick_typical[gate::most_typical(&runs, &config)?];
+        std::fs::copy(results_path(pick), &a.baseline)?;
+        println!("{} (the most typical of {} runs) -> {}", pick.display(), runs.len(), a.baseline.display());
+        return Ok(());
+    }
     let baseline = read_results(&results_path(&a.baseline))?;
-    let current = read_results(&results_path(&a.current))?;
+    let current = read_results(&results_path(a.current.as_deref().expect("required unless --pick-typical")))?;
     let report = gate::gate(&baseline, &current, &config)?;
     print!("{}", report.table());
     if !report.passed() {

@@ -269,6 +269,33 @@ pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Resul
     Ok(report)
 }
 
+/// Of several runs of the same benchmark, the index of the most typical: the one whose relative figures stray least
+/// (smallest largest |log ratio|, over runtimes and `config`'s relative metrics) from the other runs'. A baseline
+/// picked so is not one run's outlier. Runs must hold the same runtimes, in the same order.
+pub fn most_typical(runs: &[Results], config: &GateConfig) -> Result<usize, GateError> {
+    let names: Vec<&str> =
+        runs.first().map(|r| r.runs.iter().map(|x| x.runtime.as_str()).collect()).unwrap_or_default();
+    let mut figures: Vec<Vec<f64>> = Vec::new();
+    for results in runs {
+        let ours: Vec<&str> = results.runs.iter().map(|x| x.runtime.as_str()).collect();
+        if ours != names {
+            return Err(GateError::NotComparable(format!("runtimes {ours:?} differ from {names:?}")));
+        }
+        let refs: Vec<&RuntimeResult> = results.runs.iter().collect();
+        let rel = config.relative.metrics.iter().flat_map(|m| relative(&refs, m)).map(|v| v.unwrap_or(f64::NAN));
+        figures.push(rel.collect());
+    }
+    let stray = |i: usize| {
+        (0..runs.len())
+            .filter(|&j| j != i)
+            .flat_map(|j| figures[i].iter().zip(&figures[j]).map(|(a, b)| (a / b).ln().abs()))
+            .fold(0.0f64, |m, v| if v.is_nan() { f64::INFINITY } else { m.max(v) })
+    };
+    (0..runs.len())
+        .min_by(|&a, &b| stray(a).total_cmp(&stray(b)))
+        .ok_or_else(|| GateError::NotComparable("no run to pick from".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +457,18 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
         let r = gate(&baseline(), &current, &config()).unwrap();
         let failed: Vec<String> = r.failures().map(|c| format!("{} {}", c.runtime, c.current)).collect();
         assert_eq!(failed, ["b ok, 2", "c failed, 3"]);
+    }
+
+    #[test]
+    fn the_most_typical_run_is_picked() {
+        let runs = [
+            results(&[("a", &[1000.0; 3]), ("b", &[500.0; 3]), ("c", &[250.0; 3])]),
+            results(&[("a", &[1300.0; 3]), ("b", &[500.0; 3]), ("c", &[250.0; 3])]),
+            results(&[("a", &[1100.0; 3]), ("b", &[500.0; 3]), ("c", &[250.0; 3])]),
+        ];
+        assert_eq!(most_typical(&runs, &config()).unwrap(), 2);
+        let other = [runs[0].clone(), results(&[("a", &[1.0; 3]), ("c", &[1.0; 3]), ("b", &[1.0; 3])])];
+        assert!(most_typical(&other, &config()).is_err());
     }
 
     #[test]
