@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, then every test of every crate in one (release) profile.
-# Fails on the first failure.
+# The project's test command: formatting, lints, every test of every crate in one (release) profile, then
+# ci/check.sh (parity of every runtime on every committed fixture, and the regression gate). Fails on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh

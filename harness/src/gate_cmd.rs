@@ -43,7 +43,14 @@ pub fn run(a: &GateArgs) -> anyhow::Result<()> {
     print!("{}", report.table());
     if !report.passed() {
         let failed: Vec<String> = report.failures().map(|c| format!("{} {}", c.runtime, c.figure)).collect();
-        bail!("regression gate failed: {}", failed.join("; "));
+        let (b, c) = (&baseline.metadata, &current.metadata);
+        let machine = if (&b.cpu_model, b.cores) != (&c.cpu_model, c.cores) {
+            " (the baseline comes from another machine: if this machine is where the gate runs now, refresh the \
+             baseline on it with ci/refresh-baseline.sh)"
+        } else {
+            ""
+        };
+        bail!("regression gate failed: {}{machine}", failed.join("; "));
     }
     println!("regression gate passed: {} checks against {}", report.checks.len(), a.baseline.display());
     Ok(())

@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use nano_vllm_harness::parity::{self, PARITY_SCHEMA_VERSION, ParityReport, ToleranceOverrides};
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::report::write_atomic;
 
 #[derive(Debug, clap::Args)]
 pub struct ParityArgs {
-    /// Bundle directories, comma-separated or repeated (any bundle made by fixtures/generate.py).
-    #[arg(long, value_delimiter = ',', default_value = "fixtures/tiny-llama,fixtures/tiny-qwen2,fixtures/tiny-gpt2")]
+    /// Bundle directories, comma-separated or repeated (any bundle made by fixtures/generate.py); default: every
+    /// committed fixture (fixtures/tiny-llama, fixtures/tiny-qwen2, fixtures/tiny-gpt2).
+    #[arg(long, value_delimiter = ',')]
     bundle: Vec<PathBuf>,
     /// Runtimes, comma-separated, or `all`: every compiled-in runtime but mock, and llama.cpp on the Q8_0 GGUF too
     /// (`llama-cpp:q8_0`). Lossy settings (`:q8_0`, `:defaults`) are judged teacher forced by the q8_0 tolerance.
@@ -56,9 +57,11 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
     if runtimes.is_empty() {
         bail!("no runtime to check (--runtime)");
     }
-    if a.bundle.is_empty() {
-        bail!("no bundle to check (--bundle)");
-    }
+    let bundles: Vec<PathBuf> = if a.bundle.is_empty() {
+        nano_vllm_bundle::COMMITTED_BUNDLES.iter().map(|name| PathBuf::from("fixtures").join(name)).collect()
+    } else {
+        a.bundle.clone()
+    };
     for (name, value) in [("--argmax-agreement", a.argmax_agreement), ("--min-top1-agreement", a.min_top1_agreement)] {
         if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
             bail!("{name} must be a fraction in [0, 1]");
@@ -75,8 +78,7 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
     };
     let settings = RuntimeSettings { threads: a.threads };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let bundles: Vec<_> = a
-        .bundle
+    let bundles: Vec<_> = bundles
         .iter()
         .map(|dir| {
             eprintln!("== {}: {}", dir.display(), runtimes.join(", "));
@@ -90,12 +92,13 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
         passed: bundles.iter().all(|b| b.passed()),
         bundles,
     };
+    // The table first: a JSON path that cannot be written loses nothing that was measured.
+    print!("{}", parity::table(&report));
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("reports/runs/parity-{now}.json")));
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     write_atomic(&out, &serde_json::to_vec_pretty(&report)?)?;
-    print!("{}", parity::table(&report));
     println!("JSON: {}", out.display());
     let checks: Vec<_> = report.bundles.iter().flat_map(|b| b.runtimes.iter().map(|r| r.status)).collect();
     let tokenizers: Vec<_> = report.bundles.iter().flat_map(|b| b.tokenizers.iter().map(|t| t.status)).collect();

@@ -143,7 +143,8 @@ pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<
         }
         _ => {
             let _ = (settings, load_err);
-            match KNOWN.iter().find(|(known, _)| *known == name) {
+            let base = name.split(':').next().unwrap_or(name);
+            match KNOWN.iter().find(|(known, _)| *known == base) {
                 Some((_, Some(feature))) => {
                     Err(RegistryError::NotCompiledIn { name: name.to_owned(), feature: (*feature).to_owned() })
                 }
@@ -222,13 +223,21 @@ impl RuntimeTokenizer for nano_vllm_llama_cpp::LlamaCppRuntime {
 /// A runtime tokenizer, or why it did not load.
 pub type LoadedTokenizer = Result<Box<dyn RuntimeTokenizer>, RegistryError>;
 
-/// The tokenizer of runtime `name` when it brings its own (llama.cpp: the GGUF's), labelled; `None` when the runtime
-/// uses the bundle's `tokenizer.json` (or is not compiled in).
+/// The tokenizer of runtime `name` when it brings its own (llama.cpp: the vocabulary of the GGUF file it runs, f32 or
+/// Q8_0), labelled with that file; `None` when the runtime uses the bundle's `tokenizer.json` (or is not compiled in).
 pub fn runtime_tokenizer(name: &str, bundle: &Bundle) -> Option<(String, LoadedTokenizer)> {
     #[cfg(feature = "llama-cpp")]
     if name == "llama-cpp" || name.starts_with("llama-cpp:") {
-        let options = nano_vllm_llama_cpp::LlamaCppOptions::parity();
-        let label = "llama-cpp (GGUF vocabulary)".to_owned();
+        let options = match llama_cpp_options(name, &RuntimeSettings::default()) {
+            Ok(o) => o,
+            Err(e) => return Some((format!("llama-cpp ({name})"), Err(e))),
+        };
+        let gguf = match options.weights {
+            nano_vllm_llama_cpp::Weights::F32 => bundle.gguf_f32(),
+            nano_vllm_llama_cpp::Weights::Q8_0 => bundle.gguf_q8_0(),
+        };
+        let file = gguf.file_name().map_or_else(|| gguf.display().to_string(), |f| f.to_string_lossy().into_owned());
+        let label = format!("llama-cpp ({file} vocabulary)");
         let loaded = nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(bundle, &options)
             .map(|r| Box::new(r) as Box<dyn RuntimeTokenizer>)
             .map_err(|e| RegistryError::Load {

@@ -18,7 +18,7 @@ fn parity_passes_a_runtime_fails_another_and_says_which() {
         ["parity", "--bundle", "fixtures/tiny-llama", "--runtime", "native,mock", "--out", json.to_str().unwrap()];
     let (ok, out, err) = nano_vllm(&args);
     assert!(!ok, "the mock is not the model: {out}");
-    assert!(out.contains("| tiny-llama | native | elementwise | 1.63e-5 |"), "{out}");
+    assert!(out.contains("| tiny-llama | native | elementwise | ") && out.contains("| pass |"), "{out}");
     assert!(out.contains("| tiny-llama | mock | elementwise |") && out.contains("| FAIL |"), "{out}");
     assert!(out.contains("| tiny-llama | tokenizer: tokenizers (tokenizer.json) |"), "{out}");
     assert!(out.contains("- tiny-llama: mock alone: max |diff|"), "{out}");
@@ -45,7 +45,7 @@ fn parity_tolerances_can_be_overridden() {
     let base = ["parity", "--bundle", "fixtures/tiny-gpt2", "--runtime", "native", "--out", json.to_str().unwrap()];
     let (ok, out, err) = nano_vllm(&[&base[..], &["--max-abs-diff", "1e-7"]].concat());
     assert!(!ok, "{out}");
-    assert!(out.contains("max |diff| 7.57"), "{out}");
+    assert!(out.contains("native alone: max |diff| ") && out.contains("> 1.0e-7"), "{out}");
     assert!(err.contains("parity failed"), "{err}");
     assert_eq!(
         read_json(&json)["bundles"][0]["runtimes"][0]["tolerance"]["max_abs_diff"].as_f64().unwrap(),

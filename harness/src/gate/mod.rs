@@ -121,14 +121,15 @@ fn relative(runs: &[&RuntimeResult], metric: &str) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// A repeat's value of an exact field, as text.
-fn exact(repeat: &Repeat, field: &str) -> String {
+/// A repeat's value of an exact field, as text; `None` when the run does not have it (e.g. a digest in a file
+/// written before digests existed), which never counts as equal.
+fn exact(repeat: &Repeat, field: &str) -> Option<String> {
     match field {
-        "steps" => repeat.steps.to_string(),
-        "preemptions" => repeat.preemptions.to_string(),
-        "prefix_hit_tokens" => repeat.prefix_hit_tokens.to_string(),
-        "output_digest" => repeat.output_digest.clone(),
-        metric => repeat.metrics.get(metric).map_or_else(|| "missing".into(), |v| format!("{v}")),
+        "steps" => Some(repeat.steps.to_string()),
+        "preemptions" => Some(repeat.preemptions.to_string()),
+        "prefix_hit_tokens" => Some(repeat.prefix_hit_tokens.to_string()),
+        "output_digest" => (!repeat.output_digest.is_empty()).then(|| repeat.output_digest.clone()),
+        metric => repeat.metrics.get(metric).map(|v| format!("{v}")),
     }
 }
 
@@ -178,6 +179,18 @@ pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Resul
     } else {
         config.runtimes.clone()
     };
+    if names.is_empty() {
+        return Err(GateError::NotComparable("the baseline has no runtime to gate".into()));
+    }
+    if names.len() < 2 && !config.relative.metrics.is_empty() {
+        return Err(GateError::NotComparable(format!(
+            "relative figures need at least two runtimes measured side by side; only {} is gated",
+            names[0]
+        )));
+    }
+    for extra in current.runs.iter().filter(|r| !names.contains(&r.runtime)) {
+        report.notes.push(format!("{}: in this run but not gated (not in the baseline or the config)", extra.runtime));
+    }
     let mut pairs = Vec::new();
     for name in &names {
         let (b, c) = (find(baseline, name, "baseline")?, find(current, name, "current")?);
@@ -208,7 +221,7 @@ pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Resul
     }
     let usable = report.passed();
 
-    if names.len() >= 2 && usable {
+    if usable {
         let (b_runs, c_runs): (Vec<_>, Vec<_>) = pairs.iter().copied().unzip();
         for metric in &config.relative.metrics {
             let (b_rel, c_rel) = (relative(&b_runs, metric), relative(&c_runs, metric));
@@ -244,24 +257,27 @@ pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Resul
                 }
             }
         }
-    } else if names.len() < 2 && !config.relative.metrics.is_empty() {
-        report.notes.push("relative figures need at least two runtimes: not compared".into());
     }
 
     if usable {
         for field in &config.exact.fields {
             for (name, (b, c)) in names.iter().zip(&pairs) {
+                let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "missing".into());
                 let expected = exact(&repeats(b)[0], field);
-                let mut seen: Vec<String> = repeats(c).iter().map(|r| exact(r, field)).collect();
+                let mut seen: Vec<Option<String>> = repeats(c).iter().map(|r| exact(r, field)).collect();
                 seen.dedup();
                 let consistent = repeats(b).iter().all(|r| exact(r, field) == expected);
                 report.checks.push(GateCheck {
                     runtime: name.clone(),
                     figure: field.clone(),
-                    baseline: if consistent { expected.clone() } else { format!("{expected} (varies by repeat)") },
-                    current: seen.join(" / "),
+                    baseline: if consistent {
+                        text(&expected)
+                    } else {
+                        format!("{} (varies by repeat)", text(&expected))
+                    },
+                    current: seen.iter().map(text).collect::<Vec<_>>().join(" / "),
                     limit: "equal in every repeat".into(),
-                    passed: consistent && seen.iter().all(|v| *v == expected),
+                    passed: expected.is_some() && consistent && seen.iter().all(|v| *v == expected),
                 });
             }
         }
@@ -273,13 +289,25 @@ pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Resul
 /// (smallest largest |log ratio|, over runtimes and `config`'s relative metrics) from the other runs'. A baseline
 /// picked so is not one run's outlier. Runs must hold the same runtimes, in the same order.
 pub fn most_typical(runs: &[Results], config: &GateConfig) -> Result<usize, GateError> {
-    let names: Vec<&str> =
-        runs.first().map(|r| r.runs.iter().map(|x| x.runtime.as_str()).collect()).unwrap_or_default();
+    let first = runs.first().ok_or_else(|| GateError::NotComparable("no run to pick from".into()))?;
+    let names: Vec<&str> = first.runs.iter().map(|x| x.runtime.as_str()).collect();
     let mut figures: Vec<Vec<f64>> = Vec::new();
-    for results in runs {
+    for (i, results) in runs.iter().enumerate() {
         let ours: Vec<&str> = results.runs.iter().map(|x| x.runtime.as_str()).collect();
         if ours != names {
-            return Err(GateError::NotComparable(format!("runtimes {ours:?} differ from {names:?}")));
+            return Err(GateError::NotComparable(format!("run {}: runtimes {ours:?} differ from {names:?}", i + 1)));
+        }
+        comparable(first, results)?;
+        // A candidate must pass as a current run itself: every runtime ok, enough repeats.
+        if let Some(bad) = results.runs.iter().find(|r| r.status != "ok" || repeats(r).len() < config.min_repeats) {
+            return Err(GateError::NotComparable(format!(
+                "run {}: runtime {} is {} with {} repeats (a baseline needs ok and >= {})",
+                i + 1,
+                bad.runtime,
+                bad.status,
+                repeats(bad).len(),
+                config.min_repeats
+            )));
         }
         let refs: Vec<&RuntimeResult> = results.runs.iter().collect();
         let rel = config.relative.metrics.iter().flat_map(|m| relative(&refs, m)).map(|v| v.unwrap_or(f64::NAN));
@@ -291,9 +319,7 @@ pub fn most_typical(runs: &[Results], config: &GateConfig) -> Result<usize, Gate
             .flat_map(|j| figures[i].iter().zip(&figures[j]).map(|(a, b)| (a / b).ln().abs()))
             .fold(0.0f64, |m, v| if v.is_nan() { f64::INFINITY } else { m.max(v) })
     };
-    (0..runs.len())
-        .min_by(|&a, &b| stray(a).total_cmp(&stray(b)))
-        .ok_or_else(|| GateError::NotComparable("no run to pick from".into()))
+    Ok((0..runs.len()).min_by(|&a, &b| stray(a).total_cmp(&stray(b))).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -469,6 +495,38 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
         assert_eq!(most_typical(&runs, &config()).unwrap(), 2);
         let other = [runs[0].clone(), results(&[("a", &[1.0; 3]), ("c", &[1.0; 3]), ("b", &[1.0; 3])])];
         assert!(most_typical(&other, &config()).is_err());
+        // A run with a failed runtime, or too few repeats, is never a baseline.
+        let mut failed = runs.clone();
+        failed[1].runs[0].status = "failed".into();
+        let err = most_typical(&failed, &config()).unwrap_err().to_string();
+        assert!(err.contains("run 2: runtime a is failed with 3 repeats"), "{err}");
+        let mut short = runs.clone();
+        short[2].runs[1].repeats.truncate(2);
+        assert!(most_typical(&short, &config()).unwrap_err().to_string().contains("run 3: runtime b is ok with 2"));
+        assert!(most_typical(&[], &config()).is_err());
+    }
+
+    #[test]
+    fn nothing_to_compare_is_an_error_and_missing_figures_never_match() {
+        let err = gate(&results(&[]), &baseline(), &config()).unwrap_err().to_string();
+        assert!(err.contains("the baseline has no runtime to gate"), "{err}");
+        let one = results(&[("a", &[1.0; 3])]);
+        let err = gate(&one, &one, &config()).unwrap_err().to_string();
+        assert!(err.contains("relative figures need at least two runtimes"), "{err}");
+        // A baseline written before digests existed: the digest check fails rather than passing on "" == "".
+        let mut old = baseline();
+        for run in &mut old.runs {
+            for r in &mut run.repeats {
+                r.output_digest.clear();
+            }
+        }
+        let r = gate(&old, &old, &config()).unwrap();
+        let failed: Vec<String> = r.failures().map(|c| format!("{} {} {}", c.runtime, c.figure, c.baseline)).collect();
+        assert_eq!(failed, ["a output_digest missing", "b output_digest missing", "c output_digest missing"]);
+        // A runtime only in the current run is noted.
+        let extra = results(&[("a", &[1.0; 3]), ("b", &[1.0; 3]), ("c", &[1.0; 3]), ("d", &[1.0; 3])]);
+        let r = gate(&baseline(), &extra, &config()).unwrap();
+        assert!(r.notes.iter().any(|n| n.starts_with("d: in this run but not gated")), "{:?}", r.notes);
     }
 
     #[test]

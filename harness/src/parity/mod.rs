@@ -16,7 +16,7 @@ pub mod tokenizer;
 
 pub use report::{
     BundleParity, Figures, PARITY_SCHEMA_VERSION, ParityReport, RuntimeParity, SituationParity, Status, TeacherForced,
-    TokenizerParity, ToleranceUsed, read_report, table,
+    TokenizerParity, ToleranceUsed, table,
 };
 
 use nano_vllm_bundle::{Bundle, LogitTolerance, Q8Tolerance};
@@ -59,26 +59,8 @@ pub fn check_runtime(
     settings: &RuntimeSettings,
     overrides: &ToleranceOverrides,
 ) -> RuntimeParity {
-    let check = registry::parity_check(name);
-    let tolerances = bundle.tolerances();
-    let elementwise = match check {
-        ParityCheck::LlamaCppElementwise => overrides.elementwise(tolerances.llama_cpp_f32()),
-        _ => overrides.elementwise(&tolerances.f32),
-    };
-    let distribution = overrides.distribution(&tolerances.q8_0);
-    let mut out = RuntimeParity {
-        runtime: name.to_owned(),
-        check: check.as_str().to_owned(),
-        tolerance: match check {
-            ParityCheck::TeacherForced => ToleranceUsed::distribution(&distribution),
-            _ => ToleranceUsed::elementwise(&elementwise),
-        },
-        status: Status::Pass,
-        failures: Vec::new(),
-        figures: None,
-        situations: Vec::new(),
-        teacher_forced: None,
-    };
+    let (check, elementwise, distribution) = tolerances_for(name, bundle, overrides);
+    let mut out = RuntimeParity::new(name, check, &elementwise, &distribution);
     let reference = match bundle.reference() {
         Ok(r) => r,
         Err(e) => return out.error(format!("reading the reference: {e}")),
@@ -162,7 +144,19 @@ pub fn check_bundle(
         })
         .unwrap_or_default();
     for name in runtimes {
-        out.runtimes.push(check_runtime(name, &bundle, settings, overrides));
+        // A runtime that panics is that runtime's error; the other runtimes and the report go on.
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_runtime(name, &bundle, settings, overrides)
+        }));
+        out.runtimes.push(checked.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            let (check, elementwise, distribution) = tolerances_for(name, &bundle, overrides);
+            RuntimeParity::new(name, check, &elementwise, &distribution).error(format!("panicked: {message}"))
+        }));
     }
     match bundle.tokenizer_reference() {
         Err(e) => out.tokenizers.push(TokenizerParity {
@@ -205,7 +199,39 @@ pub fn check_bundle(
     out
 }
 
+/// How runtime `name` is judged on `bundle`, and the tolerances (the manifest's, overridden).
+fn tolerances_for(
+    name: &str,
+    bundle: &Bundle,
+    overrides: &ToleranceOverrides,
+) -> (ParityCheck, LogitTolerance, Q8Tolerance) {
+    let check = registry::parity_check(name);
+    let tolerances = bundle.tolerances();
+    let elementwise = match check {
+        ParityCheck::LlamaCppElementwise => overrides.elementwise(tolerances.llama_cpp_f32()),
+        _ => overrides.elementwise(&tolerances.f32),
+    };
+    (check, elementwise, overrides.distribution(&tolerances.q8_0))
+}
+
 impl RuntimeParity {
+    /// A passing result with no figures yet.
+    fn new(name: &str, check: ParityCheck, elementwise: &LogitTolerance, distribution: &Q8Tolerance) -> Self {
+        Self {
+            runtime: name.to_owned(),
+            check: check.as_str().to_owned(),
+            tolerance: match check {
+                ParityCheck::TeacherForced => ToleranceUsed::distribution(distribution),
+                _ => ToleranceUsed::elementwise(elementwise),
+            },
+            status: Status::Pass,
+            failures: Vec::new(),
+            figures: None,
+            situations: Vec::new(),
+            teacher_forced: None,
+        }
+    }
+
     fn error(mut self, message: String) -> Self {
         self.status = Status::Error;
         self.failures.push(format!("{}: {message}", self.runtime));

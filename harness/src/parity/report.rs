@@ -19,11 +19,11 @@ use std::fmt::Write as _;
 
 use nano_vllm_bundle::{LogitTolerance, Q8Tolerance};
 use nano_vllm_conformance::{ParityFigures, TeacherForcedFigures};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub const PARITY_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParityReport {
     pub schema_version: u32,
     pub created_unix_s: u64,
@@ -33,7 +33,7 @@ pub struct ParityReport {
     pub bundles: Vec<BundleParity>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BundleParity {
     pub bundle: String,
     pub dir: String,
@@ -52,7 +52,7 @@ impl BundleParity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -72,7 +72,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToleranceUsed {
     pub max_abs_diff: Option<f64>,
     pub argmax_agreement: Option<f64>,
@@ -103,7 +103,7 @@ impl ToleranceUsed {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuntimeParity {
     pub runtime: String,
     pub check: String,
@@ -116,7 +116,7 @@ pub struct RuntimeParity {
     pub teacher_forced: Option<TeacherForced>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SituationParity {
     pub situation: String,
     pub steps: usize,
@@ -126,14 +126,14 @@ pub struct SituationParity {
     pub figures: Figures,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PromptAt {
     pub prompt: String,
     pub at: usize,
 }
 
 /// [`ParityFigures`], serializable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Figures {
     pub rows: usize,
     pub max_abs_diff: f64,
@@ -169,7 +169,7 @@ impl From<&ParityFigures> for Figures {
 }
 
 /// [`TeacherForcedFigures`], serializable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TeacherForced {
     pub rows: usize,
     pub missing_rows: usize,
@@ -196,7 +196,7 @@ impl From<&TeacherForcedFigures> for TeacherForced {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenizerParity {
     /// `tokenizers (tokenizer.json)`, `llama-cpp (GGUF vocabulary)`.
     pub tokenizer: String,
@@ -205,16 +205,6 @@ pub struct TokenizerParity {
     pub identical: usize,
     pub status: Status,
     pub failures: Vec<String>,
-}
-
-/// Reads a `parity.json`, refusing another schema version.
-pub fn read_report(bytes: &[u8]) -> Result<ParityReport, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    match v.get("schema_version").and_then(|x| x.as_u64()) {
-        Some(n) if n == PARITY_SCHEMA_VERSION as u64 => {}
-        other => return Err(format!("schema_version {other:?} is not supported (this build reads 1)")),
-    }
-    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 fn sci(x: f64) -> String {
