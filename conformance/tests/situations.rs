@@ -85,3 +85,22 @@ fn check_situations_reports_tolerance_failures_and_not_mechanics() {
         checks.failures
     );
 }
+
+/// A bundle with only the two short prompts and a long context (as `fixtures/generate.py --preset bench` makes:
+/// 2 prompts of 1 and 7 tokens, context 1024): batches hold both, and the preempted situation still preempts.
+#[test]
+fn situations_adapt_to_a_short_reference_in_a_long_context() {
+    use nano_vllm_conformance::check_situations;
+    let bundle = open_fixture("tiny-llama").unwrap();
+    let mut reference = bundle.reference().unwrap();
+    reference.prompts.retain(|p| p.name == "single" || p.name == "short");
+    assert_eq!(reference.prompts.len(), 2);
+    let make =
+        || Ok::<_, std::convert::Infallible>(Box::new(MockRuntime::new(512)) as Box<dyn nano_vllm_engine::Runtime>);
+    let checks = check_situations("mock", &reference, 1024, None, make);
+    assert!(checks.failures.is_empty(), "{:#?}", checks.failures);
+    let preempted = checks.reports.iter().find(|(s, _, _)| *s == Situation::Preempted).unwrap();
+    assert!(preempted.1.preemptions > 0 && preempted.1.max_batch == 2, "{:?}", preempted.1);
+    let batched = checks.reports.iter().find(|(s, _, _)| *s == Situation::Batched).unwrap();
+    assert_eq!(batched.1.max_batch, 2);
+}
