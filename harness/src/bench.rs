@@ -12,7 +12,8 @@ use nano_vllm_harness::metrics::{Slo, format_percentile};
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, Progress, ReplayOptions, ResolvedRequest, replay};
 use nano_vllm_harness::report::{
-    self, BundleMeta, EngineMeta, Records, Repeat, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
+    self, BundleMeta, EngineMeta, Records, RepeatedRun, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION,
+    WorkloadMeta,
 };
 use nano_vllm_harness::workload::{Prompt, Workload, read_trace};
 use sha2::{Digest, Sha256};
@@ -265,12 +266,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 .collect(),
         };
         // Rounds: each runs every runtime once, so repeat i of every runtime is measured side by side.
-        let mut firsts: Vec<Option<RuntimeResult>> = vec![None; runtimes.len()];
-        let mut repeats: Vec<Vec<Repeat>> = vec![Vec::new(); runtimes.len()];
+        let mut repeated: Vec<RepeatedRun> = vec![RepeatedRun::default(); runtimes.len()];
         let mut records: Records = Vec::new();
-        for round in 0..a.repeat {
+        let rounds = a.repeat as usize;
+        for round in 0..rounds {
             for (k, name) in runtimes.iter().enumerate() {
-                if cancel.load(Ordering::Relaxed) || firsts[k].as_ref().is_some_and(|r| r.status != "ok") {
+                if cancel.load(Ordering::Relaxed) || repeated[k].stopped() {
                     continue;
                 }
                 let label = if a.repeat > 1 { format!("{name} {}/{}", round + 1, a.repeat) } else { name.clone() };
@@ -292,7 +293,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                let mut result = match outcome {
+                let result = match outcome {
                     Ok(r) => {
                         let mut result = RuntimeResult::from_replay(&r, &a.percentiles, &a.slo);
                         // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
@@ -307,28 +308,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 };
                 if let Some(err) = &result.error {
                     eprintln!("{label}: failed: {err}");
-                    result.error =
-                        Some(if a.repeat > 1 { format!("repeat {}: {err}", round + 1) } else { err.clone() });
                 }
-                match &mut firsts[k] {
-                    None => firsts[k] = Some(result.clone()),
-                    // A later repeat that fails or is interrupted marks the runtime's result.
-                    Some(first) if result.status != "ok" => {
-                        first.status = result.status.clone();
-                        first.error = result.error.clone();
-                    }
-                    Some(_) => {}
-                }
-                if result.status == "ok" {
-                    repeats[k].push(result.as_repeat());
-                }
+                repeated[k].push(result, round, rounds);
             }
         }
-        let runs: Vec<RuntimeResult> = firsts
-            .into_iter()
-            .zip(repeats)
-            .filter_map(|(first, repeats)| first.map(|f| f.with_repeats(repeats)))
-            .collect();
+        let runs: Vec<RuntimeResult> = repeated.into_iter().filter_map(RepeatedRun::finish).collect();
         let results = Results {
             schema_version: SCHEMA_VERSION,
             created_unix_s: std::time::SystemTime::now()

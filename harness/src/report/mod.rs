@@ -5,12 +5,14 @@
 mod atomic;
 pub mod html;
 pub mod markdown;
+mod repeats;
 mod schema;
 pub mod tables;
 
 pub use atomic::write_atomic;
+pub use repeats::{Repeat, RepeatedRun};
 pub use schema::{
-    BundleMeta, EngineFigures, EngineMeta, Repeat, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
+    BundleMeta, EngineFigures, EngineMeta, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION, WorkloadMeta,
     output_digest, read_results,
 };
 

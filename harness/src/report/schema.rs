@@ -26,6 +26,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ReportError;
+use super::repeats::Repeat;
 use crate::metrics::ServingMetrics;
 use crate::replay::ReplayResult;
 
@@ -120,16 +121,6 @@ pub struct RuntimeResult {
     pub repeats: Vec<Repeat>,
 }
 
-/// One repeat of a runtime in a repeated run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Repeat {
-    pub metrics: BTreeMap<String, f64>,
-    pub steps: usize,
-    pub preemptions: usize,
-    pub prefix_hit_tokens: usize,
-    pub output_digest: String,
-}
-
 /// The digest of [`RuntimeResult::output_digest`]: per request its index, its number of tokens, and its ids.
 pub fn output_digest(records: &[crate::metrics::RequestRecord]) -> String {
     let mut h = xxhash_rust::xxh64::Xxh64::new(0);
@@ -194,35 +185,6 @@ impl RuntimeResult {
         }
     }
 
-    /// This run as one repeat.
-    pub fn as_repeat(&self) -> Repeat {
-        Repeat {
-            metrics: self.metrics.clone(),
-            steps: self.engine.steps,
-            preemptions: self.engine.preemptions,
-            prefix_hit_tokens: self.engine.prefix_hit_tokens,
-            output_digest: self.output_digest.clone(),
-        }
-    }
-
-    /// Folds repeats (this run is the first) into one result: every metric's median over the repeats (a metric
-    /// missing from a repeat is left out of its median), `repeats` kept.
-    pub fn with_repeats(mut self, repeats: Vec<Repeat>) -> Self {
-        if repeats.len() > 1 {
-            let keys: std::collections::BTreeSet<&String> = repeats.iter().flat_map(|r| r.metrics.keys()).collect();
-            self.metrics = keys
-                .into_iter()
-                .map(|k| {
-                    let mut v: Vec<f64> = repeats.iter().filter_map(|r| r.metrics.get(k).copied()).collect();
-                    v.sort_by(f64::total_cmp);
-                    (k.clone(), crate::metrics::percentile(&v, 50.0))
-                })
-                .collect();
-        }
-        self.repeats = if repeats.len() > 1 { repeats } else { Vec::new() };
-        self
-    }
-
     pub fn metric(&self, key: &str) -> Option<f64> {
         self.metrics.get(key).copied()
     }
@@ -243,64 +205,4 @@ pub fn read_results(path: &Path) -> Result<Results, ReportError> {
         }
     }
     serde_json::from_value(v).map_err(|e| ReportError::Format { path: path.into(), message: e.to_string() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn repeat(metrics: &[(&str, f64)]) -> Repeat {
-        Repeat {
-            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            steps: 1,
-            preemptions: 0,
-            prefix_hit_tokens: 0,
-            output_digest: "d".into(),
-        }
-    }
-
-    #[test]
-    fn repeats_fold_into_per_metric_medians() {
-        let first = RuntimeResult {
-            runtime: "r".into(),
-            version: String::new(),
-            device: String::new(),
-            dtype: String::new(),
-            settings: Default::default(),
-            status: "ok".into(),
-            error: None,
-            metrics: [("output_throughput".to_string(), 10.0)].into(),
-            engine: EngineFigures {
-                steps: 1,
-                preemptions: 0,
-                prefix_hit_tokens: 0,
-                admitted_prompt_tokens: 0,
-                prefix_hit_rate: 0.0,
-                peak_kv_blocks: 0,
-                num_kv_blocks: 0,
-                mean_batch_seqs: 0.0,
-                schedule_ms: 0.0,
-                runtime_ms: 0.0,
-                postprocess_ms: 0.0,
-                kv_blocks_timeline: Vec::new(),
-            },
-            requests_csv: String::new(),
-            output_digest: "d".into(),
-            repeats: Vec::new(),
-        };
-        let repeats = vec![
-            repeat(&[("output_throughput", 10.0), ("median_tpot_ms", 2.0)]),
-            repeat(&[("output_throughput", 40.0)]),
-            repeat(&[("output_throughput", 20.0), ("median_tpot_ms", 4.0)]),
-            repeat(&[("output_throughput", 30.0), ("median_tpot_ms", 9.0)]),
-        ];
-        let folded = first.clone().with_repeats(repeats.clone());
-        // An even count interpolates the middle two; a metric missing from a repeat is the median of the others.
-        assert_eq!(folded.metric("output_throughput"), Some(25.0));
-        assert_eq!(folded.metric("median_tpot_ms"), Some(4.0));
-        assert_eq!(folded.repeats, repeats);
-        // One repeat is a plain run.
-        let single = first.clone().with_repeats(vec![first.as_repeat()]);
-        assert!(single.repeats.is_empty() && single.metrics == first.metrics);
-    }
 }
