@@ -14,13 +14,16 @@
 //! baseline deliberately, never a silent pass.
 
 mod config;
+mod figures;
+mod report;
 
 pub use config::{EXACT_FIELDS, ExactConfig, GateConfig, RelativeConfig};
+pub use report::{GateCheck, GateReport};
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::report::{Repeat, Results, RuntimeResult};
+use crate::report::{Results, RuntimeResult};
+use figures::{exact, relative, repeats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -30,107 +33,6 @@ pub enum GateError {
         "the baseline is not comparable with this run: {0}. Refresh the baseline deliberately (bash ci/refresh-baseline.sh) if the change is intended"
     )]
     NotComparable(String),
-}
-
-/// One comparison.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GateCheck {
-    pub runtime: String,
-    /// e.g. `output_throughput (relative)`, `preemptions`.
-    pub figure: String,
-    pub baseline: String,
-    pub current: String,
-    /// What `current` must satisfy.
-    pub limit: String,
-    pub passed: bool,
-}
-
-/// Every comparison, and notes (differences that are not regressions).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GateReport {
-    pub checks: Vec<GateCheck>,
-    pub notes: Vec<String>,
-}
-
-impl GateReport {
-    pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.passed)
-    }
-
-    pub fn failures(&self) -> impl Iterator<Item = &GateCheck> {
-        self.checks.iter().filter(|c| !c.passed)
-    }
-
-    /// A Markdown table of every check, then the notes.
-    pub fn table(&self) -> String {
-        let mut s =
-            String::from("| runtime | figure | baseline | current | limit | result |\n|---|---|---:|---:|---|---|\n");
-        for c in &self.checks {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} |",
-                c.runtime,
-                c.figure,
-                c.baseline,
-                c.current,
-                c.limit,
-                if c.passed { "ok" } else { "REGRESSION" }
-            );
-        }
-        if !self.notes.is_empty() {
-            s.push('\n');
-        }
-        for n in &self.notes {
-            let _ = writeln!(s, "note: {n}");
-        }
-        s
-    }
-}
-
-/// A run's repeats; a run made without `--repeat` is one repeat.
-fn repeats(run: &RuntimeResult) -> Vec<Repeat> {
-    if run.repeats.is_empty() { vec![run.as_repeat()] } else { run.repeats.clone() }
-}
-
-/// A repeat's value of a relative metric, as "higher is faster".
-fn speed(repeat: &Repeat, metric: &str) -> Option<f64> {
-    let v = *repeat.metrics.get(metric)?;
-    let v = if metric.ends_with("_ms") { 1.0 / v } else { v };
-    (v.is_finite() && v > 0.0).then_some(v)
-}
-
-/// Per runtime (in `runs` order), the median over repeats of its `metric` relative to the geometric mean of the
-/// others' in the same repeat. `None` where a repeat lacks the metric.
-fn relative(runs: &[&RuntimeResult], metric: &str) -> Vec<Option<f64>> {
-    let reps: Vec<Vec<Repeat>> = runs.iter().map(|r| repeats(r)).collect();
-    let n = reps.iter().map(Vec::len).min().unwrap_or(0);
-    (0..runs.len())
-        .map(|k| {
-            let mut values = Vec::with_capacity(n);
-            for (i, repeat) in reps[k].iter().take(n).enumerate() {
-                let own = speed(repeat, metric)?;
-                let others: Option<Vec<f64>> =
-                    (0..runs.len()).filter(|&j| j != k).map(|j| speed(&reps[j][i], metric)).collect();
-                let others = others?;
-                let geomean = (others.iter().map(|v| v.ln()).sum::<f64>() / others.len() as f64).exp();
-                values.push(own / geomean);
-            }
-            values.sort_by(f64::total_cmp);
-            (!values.is_empty()).then(|| crate::metrics::percentile(&values, 50.0))
-        })
-        .collect()
-}
-
-/// A repeat's value of an exact field, as text; `None` when the run does not have it (e.g. a digest in a file
-/// written before digests existed), which never counts as equal.
-fn exact(repeat: &Repeat, field: &str) -> Option<String> {
-    match field {
-        "steps" => Some(repeat.steps.to_string()),
-        "preemptions" => Some(repeat.preemptions.to_string()),
-        "prefix_hit_tokens" => Some(repeat.prefix_hit_tokens.to_string()),
-        "output_digest" => (!repeat.output_digest.is_empty()).then(|| repeat.output_digest.clone()),
-        metric => repeat.metrics.get(metric).map(|v| format!("{v}")),
-    }
 }
 
 /// Refuses baselines of another workload, bundle or engine configuration.
@@ -325,7 +227,7 @@ pub fn most_typical(runs: &[Results], config: &GateConfig) -> Result<usize, Gate
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{BundleMeta, EngineFigures, EngineMeta, RunMetadata, WorkloadMeta};
+    use crate::report::{BundleMeta, EngineFigures, EngineMeta, Repeat, RunMetadata, WorkloadMeta};
 
     fn config() -> GateConfig {
         GateConfig::parse(

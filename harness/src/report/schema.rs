@@ -83,7 +83,7 @@ pub struct EngineMeta {
     pub chunked_prefill: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineFigures {
     pub steps: usize,
     pub preemptions: usize,
