@@ -20,6 +20,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub struct Bundle {
     dir: PathBuf,
     manifest: Manifest,
+    /// Lower-case hex sha256 of manifest.json as read (the manifest lists every other file's checksum, so this
+    /// identifies the whole bundle).
+    manifest_sha256: String,
 }
 
 impl Bundle {
@@ -27,8 +30,10 @@ impl Bundle {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, BundleError> {
         let dir = dir.as_ref().to_path_buf();
         let path = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::parse(&path, &read_file(&path)?)?;
-        Ok(Self { dir, manifest })
+        let bytes = read_file(&path)?;
+        let manifest = Manifest::parse(&path, &bytes)?;
+        let manifest_sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(Self { dir, manifest, manifest_sha256 })
     }
 
     /// Check that every file the manifest lists exists with the listed size and sha256.
@@ -64,6 +69,11 @@ impl Bundle {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// sha256 (lower-case hex) of manifest.json: it lists every file's checksum, so equal hashes, the same bundle.
+    pub fn manifest_sha256(&self) -> &str {
+        &self.manifest_sha256
     }
 
     /// The bundle's name (`tiny-llama`, ...).

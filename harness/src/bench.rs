@@ -1,7 +1,7 @@
 //! `nano-vllm bench`: a workload replayed against one or more runtimes, one after another under identical engine
 //! settings, with reports written to a run directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -107,10 +107,6 @@ fn cpu_model() -> String {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
-}
-
-fn sha256_file(path: &Path) -> String {
-    std::fs::read(path).map(|b| hex::encode(Sha256::digest(b))).unwrap_or_default()
 }
 
 /// Tokenizes text prompts and checks every request against the model's limits, naming the request.
@@ -238,7 +234,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             bundle: BundleMeta {
                 name: bundle.name().to_owned(),
                 dir: bundle.dir().display().to_string(),
-                manifest_sha256: sha256_file(&bundle.dir().join(nano_vllm_bundle::MANIFEST_FILE)),
+                manifest_sha256: bundle.manifest_sha256().to_owned(),
             },
             workload: WorkloadMeta {
                 source: source.clone(),

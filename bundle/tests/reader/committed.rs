@@ -263,3 +263,14 @@ fn bench_bundle_opens_and_verifies() {
         }
     }
 }
+
+/// The manifest's sha256 identifies a bundle (the regression baseline records it); the three differ.
+#[test]
+fn manifest_sha256_identifies_the_bundle() {
+    let hashes: BTreeSet<String> = COMMITTED_BUNDLES.iter().map(|n| open(n).manifest_sha256().to_owned()).collect();
+    assert_eq!(hashes.len(), 3);
+    assert_eq!(
+        open("tiny-llama").manifest_sha256(),
+        "3704dfb92386a189ec289575c9fba4f48c7418f23d4b4bc6371ac0a07cce4157"
+    );
+}

@@ -137,12 +137,7 @@ pub fn check_bundle(
         }
     };
     out.bundle = bundle.name().to_owned();
-    out.manifest_sha256 = std::fs::read(dir.join(nano_vllm_bundle::MANIFEST_FILE))
-        .map(|b| {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(b))
-        })
-        .unwrap_or_default();
+    out.manifest_sha256 = bundle.manifest_sha256().to_owned();
     for name in runtimes {
         // A runtime that panics is that runtime's error; the other runtimes and the report go on.
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
