@@ -54,12 +54,12 @@ pub struct StepBatch {
 }
 
 impl StepBatch {
+    /// Empties the per-step arrays; `block_tables` persists (see the engine's input batch).
     pub(crate) fn clear(&mut self) {
         self.seqs.clear();
         self.token_ids.clear();
         self.positions.clear();
         self.slot_mapping.clear();
-        self.block_tables.clear();
         self.logits_indices.clear();
     }
     pub fn num_tokens(&self) -> usize {

@@ -11,7 +11,7 @@
 //! touched); nothing scans the whole cache.
 
 use rustc_hash::FxHashMap;
-use xxhash_rust::xxh64::Xxh64;
+use xxhash_rust::xxh64::xxh64;
 
 use crate::free_list::FreeList;
 use crate::sequence::Sequence;
@@ -19,15 +19,12 @@ use crate::sequence::Sequence;
 /// A block's index in the KV pool; slot `block * block_size + offset` holds one token's keys and values.
 pub type BlockId = u32;
 
-/// The chained prefix-cache key of a full block.
+/// The chained prefix-cache key of a full block: xxhash64 of its tokens, seeded with the previous block's key (a
+/// fixed seed for the first block), so the key names the whole prefix up to the block's end.
 pub fn block_hash(prev: Option<u64>, tokens: &[u32]) -> u64 {
-    let mut h = Xxh64::new(0);
-    if let Some(prev) = prev {
-        h.update(&prev.to_ne_bytes());
-    }
+    const ROOT_SEED: u64 = 0x6E61_6E6F_2D76_6C6C;
     // Native byte order: keys only have to agree within one process.
-    h.update(bytemuck::cast_slice(tokens));
-    h.digest()
+    xxh64(bytemuck::cast_slice(tokens), prev.unwrap_or(ROOT_SEED))
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +107,9 @@ impl BlockManager {
     /// Extends the sequence's chained block keys over its full blocks.
     fn update_hashes(&self, seq: &mut Sequence) {
         let bs = self.block_size;
+        if seq.block_hashes.capacity() == 0 {
+            seq.block_hashes.reserve(seq.max_len() / bs);
+        }
         while (seq.block_hashes.len() + 1) * bs <= seq.token_ids.len() {
             let i = seq.block_hashes.len();
             let prev = i.checked_sub(1).map(|p| seq.block_hashes[p]);
@@ -154,6 +154,8 @@ impl BlockManager {
     /// tokens computed. Call after [`Self::can_allocate`] said yes for the same `hit`.
     pub fn allocate(&mut self, seq: &mut Sequence, hit: PrefixHit, num_tokens: usize) {
         debug_assert!(seq.block_table.is_empty() && self.can_allocate(hit, num_tokens));
+        // Room for the table at the sequence's longest, so decoding never reallocates it.
+        seq.block_table.reserve(Sequence::blocks_for(seq.max_len(), self.block_size));
         for i in 0..hit.blocks {
             let id = self.cached[&seq.block_hashes[i]];
             let block = &mut self.blocks[id as usize];
@@ -214,13 +216,16 @@ impl BlockManager {
         seq.num_registered_blocks = 0;
     }
 
+    /// Whether a computed full block of the sequence is not yet in the prefix cache (most steps fill none: checked
+    /// without a division, so callers can skip [`Self::register_computed`]).
+    #[inline]
+    pub fn has_unregistered_full_block(&self, seq: &Sequence) -> bool {
+        self.prefix_caching.is_some() && (seq.num_registered_blocks + 1) * self.block_size <= seq.num_computed_tokens
+    }
+
     /// Registers the sequence's newly computed full blocks in the prefix cache.
     pub fn register_computed(&mut self, seq: &mut Sequence) {
-        if self.prefix_caching.is_none() {
-            return;
-        }
-        // Most steps fill no block: check that without a division.
-        if (seq.num_registered_blocks + 1) * self.block_size > seq.num_computed_tokens {
+        if !self.has_unregistered_full_block(seq) {
             return;
         }
         let full = seq.num_computed_tokens / self.block_size;

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::batch::{SeqBatchEntry, StepBatch};
+use crate::batch::StepOutput;
 use crate::block_manager::HitPolicy;
 use crate::config::Config;
 use crate::error::{AddRequestError, EngineError};
+use crate::input_batch::{BatchCounts, InputBatch};
 use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeInfo};
-use crate::sampling::{LogitsCapture, Sampler, SamplingParams};
+use crate::sampling::{LogitsCapture, Sampler, SamplingParams, argmax};
 use crate::scheduler::Scheduler;
 use crate::sequence::{SeqId, Sequence};
 
@@ -56,10 +57,10 @@ pub struct LlmEngine {
     caps: Capabilities,
     scheduler: Scheduler,
     sampler: Sampler,
-    batch: StepBatch,
+    /// The persistent step batch the runtime reads.
+    input: InputBatch,
+    /// The token sampled for each batch entry (`None`: the entry did not end its pending tokens).
     sampled: Vec<Option<u32>>,
-    /// `running()` index of each batch entry.
-    entry_index: Vec<usize>,
     num_kv_blocks: usize,
     next_id: SeqId,
 }
@@ -87,6 +88,7 @@ impl LlmEngine {
         runtime
             .prepare(&KvCacheSpec { num_blocks: num_kv_blocks, block_size: config.block_size })
             .map_err(|source| EngineError::Runtime { runtime: info.name.clone(), source })?;
+        let input = InputBatch::new(config.block_size, config.max_model_len);
         Ok(Self {
             config,
             runtime,
@@ -94,9 +96,8 @@ impl LlmEngine {
             caps,
             scheduler,
             sampler: Sampler::default(),
-            batch: StepBatch::default(),
+            input,
             sampled: Vec::new(),
-            entry_index: Vec::new(),
             num_kv_blocks,
             next_id: 0,
         })
@@ -181,7 +182,8 @@ impl LlmEngine {
 
     /// Aborts a request, waiting or running; returns it with finish reason `Aborted`.
     pub fn abort(&mut self, id: SeqId) -> Result<Sequence, EngineError> {
-        let seq = self.scheduler.abort(id, Instant::now()).ok_or(EngineError::UnknownRequest(id))?;
+        let mut seq = self.scheduler.abort(id, Instant::now()).ok_or(EngineError::UnknownRequest(id))?;
+        self.input.release(&mut seq);
         self.runtime.release(id);
         Ok(seq)
     }
@@ -190,25 +192,44 @@ impl LlmEngine {
     /// as they were before the step, but a runtime-owned cache may not be: drop the engine.
     pub fn step(&mut self) -> Result<StepResult, EngineError> {
         let t0 = Instant::now();
-        let n = self.scheduler.schedule(t0);
+        let num_seqs = self.schedule()?;
+        if num_seqs == 0 {
+            return Ok(StepResult { new_tokens: Vec::new(), finished: Vec::new(), stats: None });
+        }
+        let (running, scheduled) = self.scheduler.running_mut_and_scheduled();
+        let counts = self.input.build(running, scheduled);
+        let t1 = Instant::now();
+        let out = self.execute()?;
+        let t2 = Instant::now();
+        self.capture_logits(&out);
+        let new_tokens = self.sample(&out)?;
+        let t3 = Instant::now();
+        let finished = self.postprocess(t3);
+        let stats = self.stats(num_seqs, counts, [t0, t1, t2, t3]);
+        Ok(StepResult { new_tokens, finished, stats: Some(stats) })
+    }
+
+    /// Chooses the step's sequences; the runtime forgets those the scheduler preempted. Returns how many run.
+    fn schedule(&mut self) -> Result<usize, EngineError> {
+        let n = self.scheduler.schedule(Instant::now());
         for &id in self.scheduler.preempted() {
             self.runtime.release(id);
         }
-        if n == 0 {
-            let waiting = self.scheduler.waiting().len();
-            if waiting > 0 {
-                return Err(EngineError::Stalled { waiting });
-            }
-            return Ok(StepResult { new_tokens: Vec::new(), finished: Vec::new(), stats: None });
+        let waiting = self.scheduler.waiting().len();
+        if n == 0 && waiting > 0 {
+            return Err(EngineError::Stalled { waiting });
         }
-        let (num_prefill_seqs, num_prefill_tokens) = self.build_batch();
-        let t1 = Instant::now();
+        Ok(n)
+    }
+
+    /// Runs the step on the runtime and checks that it returned one logit row per requested index.
+    fn execute(&mut self) -> Result<StepOutput, EngineError> {
+        let batch = self.input.batch();
         let out = self
             .runtime
-            .execute(&self.batch)
+            .execute(batch)
             .map_err(|source| EngineError::Runtime { runtime: self.info.name.clone(), source })?;
-        let t2 = Instant::now();
-        let rows = self.batch.num_logit_rows();
+        let rows = batch.num_logit_rows();
         if out.vocab_size == 0 || out.logits.len() != rows * out.vocab_size {
             return Err(EngineError::BadOutput {
                 runtime: self.info.name.clone(),
@@ -217,48 +238,69 @@ impl LlmEngine {
                 vocab: out.vocab_size,
             });
         }
+        Ok(out)
+    }
 
-        self.sampled.clear();
-        let mut new_tokens = Vec::with_capacity(self.batch.seqs.len());
+    /// Keeps the logit rows that requests asked for (parity checks).
+    fn capture_logits(&mut self, out: &StepOutput) {
+        let batch = self.input.batch();
         let running = self.scheduler.running_mut();
-        for (entry, &index) in self.batch.seqs.iter().zip(&self.entry_index) {
+        for (entry, &index) in batch.seqs.iter().zip(self.input.entry_index()) {
             let seq = &mut running[index];
-            if let Some(captured) = seq.logits.as_mut() {
-                let capture_all = seq.params.logits == LogitsCapture::All;
-                for (k, pos) in self.batch.logit_positions(entry).enumerate() {
-                    let is_last = k + 1 == entry.num_logits;
-                    let wanted = capture_all || (entry.samples && is_last);
-                    if wanted {
-                        captured.insert(pos, out.row(entry.logits_start + k));
-                    }
+            let Some(captured) = seq.logits.as_mut() else { continue };
+            let capture_all = seq.params.logits == LogitsCapture::All;
+            for (k, pos) in batch.logit_positions(entry).enumerate() {
+                if capture_all || (entry.samples && k + 1 == entry.num_logits) {
+                    captured.insert(pos, out.row(entry.logits_start + k));
                 }
             }
+        }
+    }
+
+    /// Samples a token for every entry that ended its pending tokens, from its last logit row.
+    fn sample(&mut self, out: &StepOutput) -> Result<Vec<(SeqId, u32)>, EngineError> {
+        let batch = self.input.batch();
+        let running = self.scheduler.running_mut();
+        self.sampled.clear();
+        let mut new_tokens = Vec::with_capacity(batch.seqs.len());
+        for (entry, &index) in batch.seqs.iter().zip(self.input.entry_index()) {
             if !entry.samples {
                 self.sampled.push(None);
                 continue;
             }
+            let seq = &mut running[index];
             let row = out.row(entry.logits_start + entry.num_logits - 1);
-            let token = self
-                .sampler
-                .sample(row, &seq.params, &mut seq.rng)
+            let token =
+                if seq.params.is_greedy() { argmax(row) } else { self.sampler.sample(row, &seq.params, &mut seq.rng) };
+            let token = token
                 .ok_or_else(|| EngineError::NonFiniteLogits { runtime: self.info.name.clone(), seq_id: seq.id })?;
             self.sampled.push(Some(token));
             new_tokens.push((seq.id, token));
         }
-        let t3 = Instant::now();
+        Ok(new_tokens)
+    }
+
+    /// Appends the sampled tokens; sequences that finished leave, their blocks, batch rows and runtime state freed.
+    fn postprocess(&mut self, now: Instant) -> Vec<Sequence> {
         let mut finished = Vec::new();
-        self.scheduler.postprocess(&self.sampled, t3, &mut finished);
-        for seq in &finished {
+        self.scheduler.postprocess(&self.sampled, now, &mut finished);
+        for seq in &mut finished {
+            self.input.release(seq);
             self.runtime.release(seq.id);
         }
-        let bm = self.scheduler.block_manager();
-        let stats = StepStats {
-            time: t3,
-            num_seqs: n,
-            num_prefill_seqs,
-            num_tokens: self.batch.num_tokens(),
-            num_prefill_tokens,
-            num_decode_tokens: self.batch.num_tokens() - num_prefill_tokens,
+        finished
+    }
+
+    /// The step's statistics; `t` are the phase boundaries (start, runtime start, runtime end, sampled).
+    fn stats(&self, num_seqs: usize, counts: BatchCounts, t: [Instant; 4]) -> StepStats {
+        let (batch, bm) = (self.input.batch(), self.scheduler.block_manager());
+        StepStats {
+            time: t[3],
+            num_seqs,
+            num_prefill_seqs: counts.prefill_seqs,
+            num_tokens: batch.num_tokens(),
+            num_prefill_tokens: counts.prefill_tokens,
+            num_decode_tokens: batch.num_tokens() - counts.prefill_tokens,
             num_running: self.scheduler.running().len(),
             num_waiting: self.scheduler.waiting().len(),
             kv_blocks_used: bm.num_used_blocks(),
@@ -266,68 +308,10 @@ impl LlmEngine {
             prefix_hit_tokens: self.scheduler.prefix_hit_tokens(),
             admitted_prompt_tokens: self.scheduler.admitted_prompt_tokens(),
             num_preemptions: self.scheduler.preempted().len(),
-            schedule_time: t1 - t0,
-            runtime_time: t2 - t1,
-            postprocess_time: Instant::now() - t2,
-        };
-        Ok(StepResult { new_tokens, finished, stats: Some(stats) })
-    }
-
-    /// Packs the scheduled sequences into `self.batch`. Returns (prefill sequences, prefill tokens).
-    fn build_batch(&mut self) -> (usize, usize) {
-        let bs = self.config.block_size;
-        let batch = &mut self.batch;
-        batch.clear();
-        batch.block_size = bs;
-        self.entry_index.clear();
-        let (mut prefill_seqs, mut prefill_tokens) = (0, 0);
-        let running = self.scheduler.running();
-        for s in self.scheduler.scheduled() {
-            let seq = &running[s.index];
-            let (start, n) = (seq.num_computed_tokens, s.num_new_tokens);
-            let end = start + n;
-            let samples = end == seq.len();
-            let is_prefill = n > 1 || seq.num_output_tokens() == 0;
-            let query_start = batch.token_ids.len();
-            batch.token_ids.extend_from_slice(&seq.token_ids[start..end]);
-            batch.positions.extend(start as u32..end as u32);
-            // One division per sequence; offsets advance from there.
-            let (mut block, mut offset) = (start / bs, start % bs);
-            for _ in start..end {
-                batch.slot_mapping.push(seq.block_table[block] * bs as u32 + offset as u32);
-                offset += 1;
-                if offset == bs {
-                    (block, offset) = (block + 1, 0);
-                }
-            }
-            let block_table_start = batch.block_tables.len();
-            batch.block_tables.extend_from_slice(&seq.block_table);
-            let logits_start = batch.logits_indices.len();
-            if seq.params.logits == LogitsCapture::All {
-                batch.logits_indices.extend((query_start..query_start + n).map(|i| i as u32));
-            } else if samples {
-                batch.logits_indices.push((query_start + n - 1) as u32);
-            }
-            batch.seqs.push(SeqBatchEntry {
-                seq_id: seq.id,
-                query_start,
-                query_len: n,
-                num_computed_tokens: start,
-                num_cached_tokens: seq.num_cached_tokens,
-                block_table_start,
-                block_table_len: seq.block_table.len(),
-                logits_start,
-                num_logits: batch.logits_indices.len() - logits_start,
-                samples,
-                is_prefill,
-            });
-            self.entry_index.push(s.index);
-            if is_prefill {
-                prefill_seqs += 1;
-                prefill_tokens += n;
-            }
+            schedule_time: t[1] - t[0],
+            runtime_time: t[2] - t[1],
+            postprocess_time: Instant::now() - t[2],
         }
-        (prefill_seqs, prefill_tokens)
     }
 
     /// Runs the requests to completion; returns them in the order given.

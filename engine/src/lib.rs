@@ -16,11 +16,13 @@
 //! ```
 
 mod batch;
+mod batch_check;
 mod block_manager;
 mod config;
 mod engine;
 mod error;
 mod free_list;
+mod input_batch;
 mod mock;
 mod runtime;
 mod sampling;
@@ -28,6 +30,7 @@ mod scheduler;
 mod sequence;
 
 pub use batch::{SeqBatchEntry, StepBatch, StepOutput};
+pub use batch_check::{BatchError, BatchLimits};
 pub use block_manager::{BlockId, BlockManager, HitPolicy, PrefixHit, block_hash};
 pub use config::{Config, ConfigBuilder, KvCacheSize};
 pub use engine::{LlmEngine, StepResult, StepStats};

@@ -3,10 +3,11 @@
 //! Its "keys and values" are one u64 per slot: a running hash of the sequence up to that position, mixed from the
 //! token and the hash at the previous position, read through the block table. So a wrong slot mapping, a block
 //! shared by mistake, a prefix hit on the wrong tokens or a recompute that misses a token all change the logits,
-//! and the engine's bookkeeping is tested for real. It also checks that each slot in the mapping is where the block
-//! table says, and can be told to fail at a given step (for tests of fault handling).
+//! and the engine's bookkeeping is tested for real. It checks every step with [`StepBatch::validate`] (each slot where
+//! the block table puts it), and can be told to fail at a given step (for tests of fault handling).
 
 use crate::batch::{StepBatch, StepOutput};
+use crate::batch_check::{BatchError, BatchLimits};
 use crate::error::RuntimeError;
 use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeInfo};
 
@@ -15,12 +16,8 @@ use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtim
 pub enum MockError {
     #[error("execute called before prepare")]
     NotPrepared,
-    #[error("seq {seq_id} position {position}: slot {got} in the mapping, but its block table puts it at {expected}")]
-    SlotMismatch { seq_id: u64, position: usize, expected: u32, got: u32 },
-    #[error("seq {seq_id}: position {position} is beyond its block table of {blocks} blocks")]
-    BeyondTable { seq_id: u64, position: usize, blocks: usize },
-    #[error("token {token} is outside the mock vocabulary ({vocab_size})")]
-    TokenOutOfRange { token: u32, vocab_size: usize },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     #[error("injected failure at step {0}")]
     Injected(usize),
 }
@@ -129,31 +126,31 @@ impl Runtime for MockRuntime {
         if !self.step_delay.is_zero() {
             std::thread::sleep(self.step_delay);
         }
-        let bs = self.block_size;
+        let limits = BatchLimits {
+            vocab_size: self.vocab_size,
+            max_positions: None,
+            max_tokens: None,
+            kv_slots: Some(self.slots.len()),
+        };
+        batch.validate(&limits).map_err(MockError::from)?;
         for e in &batch.seqs {
-            let table = batch.block_table(e);
-            let slot_of = |p: usize| -> Result<u32, MockError> {
-                let block = table.get(p / bs).ok_or(MockError::BeyondTable {
-                    seq_id: e.seq_id,
-                    position: p,
-                    blocks: table.len(),
-                })?;
-                Ok(block * bs as u32 + (p % bs) as u32)
-            };
+            // The state before the first new token is in the slot of the previous position (through the table).
             let mut state = match e.num_computed_tokens {
                 0 => SEED,
-                n => self.slots[slot_of(n - 1)? as usize],
+                n => {
+                    let p = n - 1;
+                    let table = batch.block_table(e);
+                    let block = *table.get(p / self.block_size).ok_or_else(|| {
+                        MockError::from(BatchError::Malformed {
+                            seq_id: e.seq_id,
+                            what: format!("position {p} is beyond its block table of {} blocks", table.len()),
+                        })
+                    })?;
+                    self.slots[block as usize * self.block_size + p % self.block_size]
+                }
             };
             for (j, (&token, &slot)) in batch.tokens(e).iter().zip(batch.slots(e)).enumerate() {
-                let p = e.num_computed_tokens + j;
-                if token as usize >= self.vocab_size {
-                    return Err(MockError::TokenOutOfRange { token, vocab_size: self.vocab_size }.into());
-                }
-                let expected = slot_of(p)?;
-                if slot != expected {
-                    return Err(MockError::SlotMismatch { seq_id: e.seq_id, position: p, expected, got: slot }.into());
-                }
-                state = mix(state, token, p);
+                state = mix(state, token, e.num_computed_tokens + j);
                 self.slots[slot as usize] = state;
             }
         }

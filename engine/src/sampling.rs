@@ -79,6 +79,7 @@ impl SamplingParams {
         Ok(())
     }
 
+    #[inline]
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0 || self.top_k == Some(1)
     }
@@ -90,6 +91,7 @@ pub(crate) fn rng_for(seed: u64) -> ChaCha8Rng {
 }
 
 /// Argmax over the logits that are not NaN, ties to the lowest id; `None` when every logit is NaN (or none is given).
+#[inline]
 pub fn argmax(logits: &[f32]) -> Option<u32> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &x) in logits.iter().enumerate() {

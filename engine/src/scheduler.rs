@@ -24,6 +24,8 @@ use crate::sequence::{FinishReason, SeqId, Sequence, SequenceStatus};
 pub struct Scheduled {
     pub index: usize,
     pub num_new_tokens: usize,
+    /// Admitted in this step (new, or again after a preemption): its block table was (re)built.
+    pub admitted: bool,
 }
 
 #[derive(Debug)]
@@ -90,6 +92,10 @@ impl Scheduler {
     pub(crate) fn running_mut(&mut self) -> &mut [Sequence] {
         &mut self.running
     }
+    /// The running sequences, mutable, beside the last `schedule`'s choice.
+    pub(crate) fn running_mut_and_scheduled(&mut self) -> (&mut [Sequence], &[Scheduled]) {
+        (&mut self.running, &self.scheduled)
+    }
     /// The last `schedule`'s choice.
     pub fn scheduled(&self) -> &[Scheduled] {
         &self.scheduled
@@ -123,23 +129,28 @@ impl Scheduler {
         self.admitted_prompt_tokens = 0;
         let mut budget = self.max_num_batched_tokens;
 
+        let bs = self.block_manager.block_size();
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let seq = &self.running[i];
             let n = (seq.len() - seq.num_computed_tokens).min(budget);
             let target = seq.num_computed_tokens + n;
-            while !self.block_manager.can_append(&self.running[i], target) {
-                let victim = self.running.pop().expect("running holds at least seq i");
-                self.preempt(victim);
-                if self.running.len() == i {
+            // Most steps stay inside the table's last block (a decode); otherwise free blocks are taken, preempting
+            // the newest sequences while there are none.
+            if target > seq.block_table.len() * bs {
+                while !self.block_manager.can_append(&self.running[i], target) {
+                    let victim = self.running.pop().expect("running holds at least seq i");
+                    self.preempt(victim);
+                    if self.running.len() == i {
+                        break;
+                    }
+                }
+                if i == self.running.len() {
                     break;
                 }
+                self.block_manager.may_append(&mut self.running[i], target);
             }
-            if i == self.running.len() {
-                break;
-            }
-            self.block_manager.may_append(&mut self.running[i], target);
-            self.scheduled.push(Scheduled { index: i, num_new_tokens: n });
+            self.scheduled.push(Scheduled { index: i, num_new_tokens: n, admitted: false });
             budget -= n;
             i += 1;
         }
@@ -176,7 +187,7 @@ impl Scheduler {
             self.prefix_hit_tokens += cached;
             self.admitted_prompt_tokens += seq.len();
             self.running.push(seq);
-            self.scheduled.push(Scheduled { index: self.running.len() - 1, num_new_tokens: n });
+            self.scheduled.push(Scheduled { index: self.running.len() - 1, num_new_tokens: n, admitted: true });
             *budget -= n;
         }
     }
@@ -197,7 +208,9 @@ impl Scheduler {
         for (s, token) in self.scheduled.iter().zip(sampled) {
             let seq = &mut self.running[s.index];
             seq.num_computed_tokens += s.num_new_tokens;
-            self.block_manager.register_computed(seq);
+            if self.block_manager.has_unregistered_full_block(seq) {
+                self.block_manager.register_computed(seq);
+            }
             let Some(&token) = token.as_ref() else {
                 continue;
             };

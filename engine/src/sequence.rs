@@ -120,6 +120,8 @@ pub struct Sequence {
     pub(crate) timing: SequenceTiming,
     pub(crate) num_preemptions: u32,
     pub(crate) logits: Option<CapturedLogits>,
+    /// Its row of the engine's persistent step batch, from its first admission until it finishes.
+    pub(crate) batch_row: Option<u32>,
 }
 
 impl Sequence {
@@ -153,6 +155,7 @@ impl Sequence {
             },
             num_preemptions: 0,
             logits,
+            batch_row: None,
         }
     }
 
@@ -226,6 +229,11 @@ impl Sequence {
     }
     pub fn last_token(&self) -> u32 {
         *self.token_ids.last().expect("a sequence is never empty")
+    }
+    /// Its length once every requested output token is generated, for reserving room up front (capped, since a
+    /// sequence made outside the engine may ask for any number).
+    pub(crate) fn max_len(&self) -> usize {
+        self.num_prompt_tokens + self.params.max_tokens.min(1 << 16)
     }
     /// The blocks a table of `num_tokens` tokens needs.
     pub(crate) fn blocks_for(num_tokens: usize, block_size: usize) -> usize {

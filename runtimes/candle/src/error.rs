@@ -59,23 +59,11 @@ pub enum CandleError {
     #[error("step block size {got} differs from the prepared block size {prepared}")]
     BlockSizeMismatch { prepared: usize, got: usize },
 
-    /// A token id at or beyond the vocabulary.
-    #[error("token id {token} is outside the vocabulary ({vocab_size})")]
-    TokenOutOfRange { token: u32, vocab_size: usize },
+    /// The step batch does not fit this model or KV pool.
+    #[error(transparent)]
+    Batch(#[from] nano_vllm_engine::BatchError),
 
-    /// A position at or beyond the model's context (`max_position_embeddings`).
-    #[error("seq {seq_id}: position {position} is beyond the model's context of {max_positions}")]
-    PositionOutOfRange { seq_id: u64, position: usize, max_positions: usize },
-
-    /// A KV slot at or beyond the pool.
-    #[error("seq {seq_id}: KV slot {slot} is outside the pool of {num_slots} slots")]
-    SlotOutOfRange { seq_id: u64, slot: usize, num_slots: usize },
-
-    /// A sequence's block table does not cover its context.
-    #[error("seq {seq_id}: position {position} is beyond its block table of {blocks} blocks")]
-    BeyondBlockTable { seq_id: u64, position: usize, blocks: usize },
-
-    /// The packed arrays of a step are inconsistent (ranges out of bounds, lengths that differ).
+    /// The packed arrays of a step are inconsistent (a token no sequence claims).
     #[error("malformed step: {0}")]
     MalformedStep(String),
 

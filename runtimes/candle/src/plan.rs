@@ -10,11 +10,10 @@
 //! the sequence's first real one (so they hold finite values); padding keys are masked, padding query rows see
 //! every key and are dropped.
 //!
-//! Validation: every range inside the packed arrays, positions continuing the sequence's computed tokens, token ids
-//! inside the vocabulary, positions inside the model's context, each slot inside the pool and equal to what the
-//! block table says, the block table covering the context, and every packed token in exactly one sequence.
+//! Validation: the engine's [`StepBatch::validate`] (ranges, positions, token ids, the model's context, each slot
+//! inside the pool and where the block table puts it), then that every packed token belongs to exactly one sequence.
 
-use nano_vllm_engine::{SeqBatchEntry, StepBatch};
+use nano_vllm_engine::{BatchLimits, SeqBatchEntry, StepBatch};
 
 use crate::error::CandleError;
 
@@ -55,88 +54,31 @@ fn malformed(msg: String) -> CandleError {
     CandleError::MalformedStep(msg)
 }
 
-/// The KV slot of `position` through a block table.
-fn slot_of(e: &SeqBatchEntry, table: &[u32], position: usize, limits: &Limits) -> Result<u32, CandleError> {
-    let block = table.get(position / limits.block_size).ok_or(CandleError::BeyondBlockTable {
-        seq_id: e.seq_id,
-        position,
-        blocks: table.len(),
-    })?;
-    let slot = *block as usize * limits.block_size + position % limits.block_size;
-    if slot >= limits.num_slots {
-        return Err(CandleError::SlotOutOfRange { seq_id: e.seq_id, slot, num_slots: limits.num_slots });
-    }
-    Ok(slot as u32)
-}
-
-/// Checks one entry against the packed arrays and the limits.
-fn check_entry(batch: &StepBatch, e: &SeqBatchEntry, limits: &Limits) -> Result<(), CandleError> {
-    let t = batch.token_ids.len();
-    if e.query_len == 0 || e.query_start.checked_add(e.query_len).is_none_or(|end| end > t) {
-        return Err(malformed(format!(
-            "seq {}: query {}..+{} outside the {t} packed tokens",
-            e.seq_id, e.query_start, e.query_len
-        )));
-    }
-    if e.block_table_start.checked_add(e.block_table_len).is_none_or(|end| end > batch.block_tables.len()) {
-        return Err(malformed(format!("seq {}: block table range outside the packed block tables", e.seq_id)));
-    }
-    let table = batch.block_table(e);
-    for (j, ((&token, &position), &slot)) in
-        batch.tokens(e).iter().zip(batch.positions_of(e)).zip(batch.slots(e)).enumerate()
-    {
-        let expected = e.num_computed_tokens + j;
-        if position as usize != expected {
-            return Err(malformed(format!("seq {}: token {j} has position {position}, expected {expected}", e.seq_id)));
-        }
-        if token as usize >= limits.vocab_size {
-            return Err(CandleError::TokenOutOfRange { token, vocab_size: limits.vocab_size });
-        }
-        if expected >= limits.max_positions {
-            return Err(CandleError::PositionOutOfRange {
-                seq_id: e.seq_id,
-                position: expected,
-                max_positions: limits.max_positions,
-            });
-        }
-        let through_table = slot_of(e, table, expected, limits)?;
-        if slot != through_table {
-            return Err(malformed(format!(
-                "seq {}: position {expected} has slot {slot} in the mapping, but its block table puts it at {through_table}",
-                e.seq_id
-            )));
-        }
-    }
-    Ok(())
+/// The KV slot of `position` through a block table (validated: the table covers the context, inside the pool).
+fn slot_of(table: &[u32], position: usize, block_size: usize) -> u32 {
+    table[position / block_size] * block_size as u32 + (position % block_size) as u32
 }
 
 impl StepPlan {
     pub(crate) fn new(batch: &StepBatch, limits: &Limits) -> Result<Self, CandleError> {
-        let t = batch.token_ids.len();
-        if batch.positions.len() != t || batch.slot_mapping.len() != t {
-            return Err(malformed(format!(
-                "{t} token ids, {} positions, {} slots",
-                batch.positions.len(),
-                batch.slot_mapping.len()
-            )));
-        }
         if batch.block_size != limits.block_size {
             return Err(CandleError::BlockSizeMismatch { prepared: limits.block_size, got: batch.block_size });
         }
-        if let Some(&i) = batch.logits_indices.iter().find(|&&i| i as usize >= t) {
-            return Err(malformed(format!("logits index {i} outside the {t} packed tokens")));
-        }
-        for e in &batch.seqs {
-            check_entry(batch, e, limits)?;
-        }
+        batch.validate(&BatchLimits {
+            vocab_size: limits.vocab_size,
+            max_positions: Some(limits.max_positions),
+            max_tokens: None,
+            kv_slots: Some(limits.num_slots),
+        })?;
+        let t = batch.token_ids.len();
         let (decodes, chunks): (Vec<&SeqBatchEntry>, Vec<&SeqBatchEntry>) =
             batch.seqs.iter().partition(|e| e.query_len == 1);
         let mut groups = Vec::with_capacity(chunks.len() + 1);
         if !decodes.is_empty() {
-            groups.push(group(batch, &decodes, limits)?);
+            groups.push(group(batch, &decodes, limits));
         }
         for e in chunks {
-            groups.push(group(batch, &[e], limits)?);
+            groups.push(group(batch, &[e], limits));
         }
         // Which output row each packed token lands in.
         let mut out_rows = vec![u32::MAX; t];
@@ -164,7 +106,7 @@ impl StepPlan {
     }
 }
 
-fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Result<AttnGroup, CandleError> {
+fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> AttnGroup {
     let n = entries.len();
     let q_len = entries.iter().map(|e| e.query_len).max().unwrap_or(1);
     let ctx = entries.iter().map(|e| e.context_len()).max().unwrap_or(1);
@@ -182,9 +124,9 @@ fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Resu
         for i in 0..q_len {
             g.q_rows.push((e.query_start + i.min(e.query_len - 1)) as u32);
         }
-        let first = slot_of(e, table, 0, limits)?;
+        let first = slot_of(table, 0, limits.block_size);
         for c in 0..ctx {
-            g.kv_slots.push(if c < context { slot_of(e, table, c, limits)? } else { first });
+            g.kv_slots.push(if c < context { slot_of(table, c, limits.block_size) } else { first });
         }
         for i in 0..q_len {
             if i >= e.query_len {
@@ -198,7 +140,7 @@ fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Resu
             }));
         }
     }
-    Ok(g)
+    g
 }
 
 #[cfg(test)]
@@ -214,6 +156,7 @@ mod tests {
         query_len: usize,
         computed: usize,
         table: (usize, usize),
+        logits_start: usize,
     ) -> SeqBatchEntry {
         SeqBatchEntry {
             seq_id,
@@ -223,8 +166,8 @@ mod tests {
             num_cached_tokens: 0,
             block_table_start: table.0,
             block_table_len: table.1,
-            logits_start: 0,
-            num_logits: 0,
+            logits_start,
+            num_logits: 1,
             samples: true,
             is_prefill: query_len > 1,
         }
@@ -235,7 +178,7 @@ mod tests {
     fn mixed() -> StepBatch {
         StepBatch {
             block_size: 4,
-            seqs: vec![entry(7, 0, 3, 2, (0, 2)), entry(9, 3, 1, 4, (2, 2)), entry(11, 4, 1, 0, (4, 1))],
+            seqs: vec![entry(7, 0, 3, 2, (0, 2), 0), entry(9, 3, 1, 4, (2, 2), 1), entry(11, 4, 1, 0, (4, 1), 2)],
             token_ids: vec![10, 11, 12, 13, 14],
             positions: vec![2, 3, 4, 4, 0],
             slot_mapping: vec![22, 23, 8, 12, 24],
@@ -284,16 +227,25 @@ mod tests {
             f(&mut b);
             StepPlan::new(&b, &LIMITS).unwrap_err().to_string()
         };
-        assert_eq!(err(&|b| b.token_ids[1] = 100), "token id 100 is outside the vocabulary (100)");
-        assert!(err(&|b| b.slot_mapping[0] = 21).contains("slot 21 in the mapping"));
-        assert_eq!(err(&|b| b.block_tables[4] = 16), "seq 11: KV slot 64 is outside the pool of 64 slots");
-        assert_eq!(err(&|b| b.seqs[1].block_table_len = 1), "seq 9: position 4 is beyond its block table of 1 blocks");
-        assert!(err(&|b| b.seqs[0].query_len = 6).contains("outside the 5 packed tokens"));
-        assert!(err(&|b| b.logits_indices.push(5)).contains("logits index 5"));
-        assert!(err(&|b| b.positions[3] = 5).contains("has position 5, expected 4"));
+        assert_eq!(err(&|b| b.token_ids[1] = 100), "sequence 7: token id 100 is outside the vocabulary (100)");
+        assert_eq!(
+            err(&|b| b.slot_mapping[0] = 21),
+            "sequence 7: position 2 has KV slot 21, but its block table puts it at 22"
+        );
+        assert_eq!(err(&|b| b.block_tables[4] = 16), "sequence 11: KV slot 64 is outside the pool of 64 slots");
+        assert_eq!(
+            err(&|b| b.seqs[1].block_table_len = 1),
+            "sequence 9: position 4 is beyond its block table of 1 blocks"
+        );
+        assert_eq!(err(&|b| b.seqs[0].query_len = 6), "sequence 7: query 0..+6 is outside the step's 5 tokens");
+        assert_eq!(err(&|b| b.logits_indices.push(4)), "the sequences own 3 logit rows, but the step asks for 4");
+        assert_eq!(
+            err(&|b| b.positions[3] = 5),
+            "sequence 9: token 0 is at position 5, expected 4 (computed tokens + index)"
+        );
         assert_eq!(err(&|b| b.block_size = 8), "step block size 8 differs from the prepared block size 4");
         let short = Limits { max_positions: 4, ..LIMITS };
         let e = StepPlan::new(&mixed(), &short).unwrap_err().to_string();
-        assert_eq!(e, "seq 7: position 4 is beyond the model's context of 4");
+        assert_eq!(e, "sequence 7: position 4 is beyond the model's 4 positions");
     }
 }

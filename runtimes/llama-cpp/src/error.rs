@@ -35,9 +35,11 @@ pub enum LoadError {
 /// What went wrong running an engine step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
-    #[error("token id {token} (sequence {seq_id}) is outside the model's vocabulary of {vocab_size}")]
-    TokenOutOfRange { seq_id: SeqId, token: u32, vocab_size: usize },
+    /// The step batch does not fit this model (see `StepBatch::validate`).
     #[error("step batch: {0}")]
+    Invalid(#[from] nano_vllm_engine::BatchError),
+    /// llama.cpp refused to take a token into its batch.
+    #[error("llama.cpp batch: {0}")]
     Batch(String),
     #[error("the step has {tokens} tokens, more than llama.cpp's n_batch {n_batch}")]
     TooManyTokens { tokens: usize, n_batch: usize },

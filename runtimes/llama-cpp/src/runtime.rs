@@ -16,8 +16,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use nano_vllm_bundle::Bundle;
 use nano_vllm_engine::{
-    Capabilities, KvCacheKind, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, SeqBatchEntry, SeqId, StepBatch,
-    StepOutput,
+    BatchError, BatchLimits, Capabilities, KvCacheKind, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, SeqBatchEntry,
+    SeqId, StepBatch, StepOutput,
 };
 
 use crate::error::{LlamaCppError, LoadError, StepError};
@@ -206,60 +206,21 @@ impl LlamaCppRuntime {
         Ok(StepOutput { vocab_size: vocab, logits })
     }
 
-    /// Rejects a batch this runtime would misread: ranges outside the packed arrays, a sequence twice, positions
-    /// that are not the sequence's next ones, token ids outside the vocabulary, logit rows not owned by their
-    /// sequence, more tokens than `n_batch`, a sequence outgrowing its cells.
+    /// Rejects a batch this runtime would misread (see `StepBatch::validate`; llama.cpp's cache is kept per
+    /// sequence id), more tokens than `n_batch`, or a sequence outgrowing its cells.
     fn check(&self, batch: &StepBatch) -> Result<(), StepError> {
-        let bad = |msg: String| Err(StepError::Batch(msg));
         let n = batch.num_tokens();
-        if batch.positions.len() != n {
-            return bad(format!("{} positions for {n} tokens", batch.positions.len()));
-        }
         if n > self.n_batch {
             return Err(StepError::TooManyTokens { tokens: n, n_batch: self.n_batch });
         }
-        let mut rows = 0;
-        let mut seen = std::collections::HashSet::with_capacity(batch.seqs.len());
-        for e in &batch.seqs {
-            let id = e.seq_id;
-            if !seen.insert(id) {
-                return bad(format!("sequence {id} appears twice"));
-            }
-            if e.query_len == 0 || e.query_start + e.query_len > n {
-                return bad(format!(
-                    "sequence {id}: query {}+{} outside the step's tokens",
-                    e.query_start, e.query_len
-                ));
-            }
-            if e.block_table_start + e.block_table_len > batch.block_tables.len() {
-                return bad(format!("sequence {id}: block table outside the step's tables"));
-            }
-            if e.logits_start + e.num_logits > batch.logits_indices.len() {
-                return bad(format!("sequence {id}: logit rows outside the step's logits_indices"));
-            }
-            if let Some(&token) = batch.tokens(e).iter().find(|&&t| t as usize >= self.vocab_size) {
-                return Err(StepError::TokenOutOfRange { seq_id: id, token, vocab_size: self.vocab_size });
-            }
-            for (j, &p) in batch.positions_of(e).iter().enumerate() {
-                if p as usize != e.num_computed_tokens + j {
-                    return bad(format!(
-                        "sequence {id}: token {j} at position {p}, expected {} (computed tokens + index)",
-                        e.num_computed_tokens + j
-                    ));
-                }
-            }
-            if e.context_len() > self.per_seq {
-                return Err(StepError::ContextFull { seq_id: id, needed: e.context_len(), per_seq: self.per_seq });
-            }
-            let query = e.query_start..e.query_start + e.query_len;
-            let indices = &batch.logits_indices[e.logits_start..e.logits_start + e.num_logits];
-            if let Some(i) = indices.iter().find(|&&i| !query.contains(&(i as usize))) {
-                return bad(format!("sequence {id}: logits index {i} is not one of its tokens {query:?}"));
-            }
-            rows += e.num_logits;
-        }
-        if rows != batch.logits_indices.len() {
-            return bad(format!("sequences own {rows} logit rows of {}", batch.logits_indices.len()));
+        batch.validate(&BatchLimits {
+            vocab_size: self.vocab_size,
+            max_positions: None,
+            max_tokens: None,
+            kv_slots: None,
+        })?;
+        if let Some(e) = batch.seqs.iter().find(|e| e.context_len() > self.per_seq) {
+            return Err(StepError::ContextFull { seq_id: e.seq_id, needed: e.context_len(), per_seq: self.per_seq });
         }
         Ok(())
     }
@@ -272,7 +233,10 @@ impl LlamaCppRuntime {
             None
         } else if cached == computed {
             if batch.block_size == 0 {
-                return Err(StepError::Batch("block_size is 0 in a step with a prefix-cache hit".into()));
+                return Err(StepError::Invalid(BatchError::Malformed {
+                    seq_id: e.seq_id,
+                    what: "the step's block size is 0, with a prefix-cache hit".into(),
+                }));
             }
             // The block holding the last cached token identifies the whole prefix (see `crate::prefix`).
             let last = (cached - 1) / batch.block_size;
@@ -328,7 +292,7 @@ impl LlamaCppRuntime {
                 let wants_logits = *index == -2;
                 llama_batch
                     .add(LlamaToken(token as i32), pos as i32, &[id], wants_logits)
-                    .map_err(|err| StepError::Batch(format!("llama.cpp batch: {err}")))?;
+                    .map_err(|err| StepError::Batch(err.to_string()))?;
                 *index = next;
                 next += 1;
             }

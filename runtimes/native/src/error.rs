@@ -30,12 +30,9 @@ pub enum NativeError {
     Dtype { path: PathBuf, name: String, dtype: String },
     #[error("execute() before prepare(): the KV cache has not been sized")]
     NotPrepared,
-    #[error("sequence {seq_id}: position {position} is beyond the model's context ({max_positions})")]
-    PositionOutOfRange { seq_id: u64, position: usize, max_positions: usize },
-    #[error("token id {token} is outside the vocabulary ({vocab_size})")]
-    TokenOutOfRange { token: u32, vocab_size: usize },
-    #[error("sequence {seq_id}: slot {slot} is outside the KV cache ({num_slots} slots)")]
-    SlotOutOfRange { seq_id: u64, slot: u32, num_slots: usize },
+    /// The step batch does not fit this model or KV pool.
+    #[error(transparent)]
+    Batch(#[from] nano_vllm_engine::BatchError),
     #[error("cannot build a thread pool of {threads} threads: {reason}")]
     ThreadPool { threads: usize, reason: String },
 }

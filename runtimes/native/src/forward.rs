@@ -2,7 +2,7 @@
 //! paged pool at the step's slots, attention read through each sequence's block table), and compute logits only at
 //! the rows the step asks for. Buffers live in a [`Workspace`] that grows to the largest step and is then reused.
 
-use nano_vllm_engine::StepBatch;
+use nano_vllm_engine::{BatchLimits, StepBatch};
 use rayon::prelude::*;
 
 use crate::error::NativeError;
@@ -60,31 +60,13 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// Checks the step's inputs against the model and the pool.
 fn validate(model: &Model, kv: &KvPool, batch: &StepBatch) -> Result<(), NativeError> {
     let c = &model.config;
-    for e in &batch.seqs {
-        for (&token, (&pos, &slot)) in batch.tokens(e).iter().zip(batch.positions_of(e).iter().zip(batch.slots(e))) {
-            if token as usize >= c.vocab_size {
-                return Err(NativeError::TokenOutOfRange { token, vocab_size: c.vocab_size });
-            }
-            if pos as usize >= c.max_position_embeddings {
-                return Err(NativeError::PositionOutOfRange {
-                    seq_id: e.seq_id,
-                    position: pos as usize,
-                    max_positions: c.max_position_embeddings,
-                });
-            }
-            if slot as usize >= kv.num_slots {
-                return Err(NativeError::SlotOutOfRange { seq_id: e.seq_id, slot, num_slots: kv.num_slots });
-            }
-        }
-        if let Some(&bad) = batch.block_table(e).iter().find(|&&b| (b as usize + 1) * batch.block_size > kv.num_slots) {
-            return Err(NativeError::SlotOutOfRange {
-                seq_id: e.seq_id,
-                slot: bad * batch.block_size as u32,
-                num_slots: kv.num_slots,
-            });
-        }
-    }
-    Ok(())
+    let limits = BatchLimits {
+        vocab_size: c.vocab_size,
+        max_positions: Some(c.max_position_embeddings),
+        max_tokens: None,
+        kv_slots: Some(kv.num_slots),
+    };
+    Ok(batch.validate(&limits)?)
 }
 
 /// Runs one step; returns `[logits_indices.len(), vocab]` logits.

@@ -51,10 +51,9 @@ pub enum OnnxError {
     Graph { path: PathBuf, problem: String },
     #[error("invalid options: {0}")]
     Options(String),
-    #[error("token id {token} (sequence {seq_id}) is outside the model's vocabulary of {vocab_size}")]
-    TokenOutOfRange { seq_id: SeqId, token: u32, vocab_size: usize },
+    /// The step batch does not fit this model (see `StepBatch::validate`).
     #[error("step batch: {0}")]
-    Batch(String),
+    Batch(#[from] nano_vllm_engine::BatchError),
     /// The engine's idea of a sequence's computed tokens differs from the keys and values the runtime holds.
     #[error(
         "sequence {seq_id}: the step says {expected} tokens are computed, but the runtime holds keys and values for {held}"

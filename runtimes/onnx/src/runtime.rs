@@ -17,8 +17,8 @@ use std::path::Path;
 
 use nano_vllm_bundle::Bundle;
 use nano_vllm_engine::{
-    Capabilities, KvCacheKind, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, SeqBatchEntry, SeqId, StepBatch,
-    StepOutput,
+    BatchError, BatchLimits, Capabilities, KvCacheKind, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, SeqBatchEntry,
+    SeqId, StepBatch, StepOutput,
 };
 
 use crate::error::OnnxError;
@@ -158,51 +158,16 @@ impl OnnxRuntime {
         Ok(StepOutput { vocab_size: vocab, logits })
     }
 
-    /// Rejects a batch this runtime would misread: ranges outside the packed arrays, positions that are not the
-    /// sequence's next ones, token ids outside the vocabulary, logit rows not owned by their sequence.
+    /// Rejects a batch this runtime would misread (see `StepBatch::validate`; the KV cache is this runtime's own,
+    /// kept per sequence id).
     fn check(&self, batch: &StepBatch) -> Result<(), OnnxError> {
-        let vocab_size = self.session.io().vocab_size;
-        let bad = |msg: String| Err(OnnxError::Batch(msg));
-        if batch.positions.len() != batch.token_ids.len() {
-            return bad(format!("{} positions for {} tokens", batch.positions.len(), batch.token_ids.len()));
-        }
-        let mut rows = 0;
-        for e in &batch.seqs {
-            let id = e.seq_id;
-            if e.query_len == 0 || e.query_start + e.query_len > batch.token_ids.len() {
-                return bad(format!(
-                    "sequence {id}: query {}+{} outside the step's tokens",
-                    e.query_start, e.query_len
-                ));
-            }
-            if e.block_table_start + e.block_table_len > batch.block_tables.len() {
-                return bad(format!("sequence {id}: block table outside the step's tables"));
-            }
-            if e.logits_start + e.num_logits > batch.logits_indices.len() {
-                return bad(format!("sequence {id}: logit rows outside the step's logits_indices"));
-            }
-            if let Some(&token) = batch.tokens(e).iter().find(|&&t| t as usize >= vocab_size) {
-                return Err(OnnxError::TokenOutOfRange { seq_id: id, token, vocab_size });
-            }
-            for (j, &p) in batch.positions_of(e).iter().enumerate() {
-                if p as usize != e.num_computed_tokens + j {
-                    return bad(format!(
-                        "sequence {id}: token {j} at position {p}, expected {} (computed tokens + index)",
-                        e.num_computed_tokens + j
-                    ));
-                }
-            }
-            let query = e.query_start..e.query_start + e.query_len;
-            let indices = &batch.logits_indices[e.logits_start..e.logits_start + e.num_logits];
-            if let Some(i) = indices.iter().find(|&&i| !query.contains(&(i as usize))) {
-                return bad(format!("sequence {id}: logits index {i} is not one of its tokens {query:?}"));
-            }
-            rows += e.num_logits;
-        }
-        if rows != batch.logits_indices.len() {
-            return bad(format!("sequences own {rows} logit rows of {}", batch.logits_indices.len()));
-        }
-        Ok(())
+        let limits = BatchLimits {
+            vocab_size: self.session.io().vocab_size,
+            max_positions: None,
+            max_tokens: None,
+            kv_slots: None,
+        };
+        Ok(batch.validate(&limits)?)
     }
 
     /// Makes the held past of `e`'s sequence exactly its `num_computed_tokens`.
@@ -221,7 +186,10 @@ impl OnnxRuntime {
         if held.unwrap_or(0) == 0 && cached > 0 && cached == computed {
             let no_holder = |blocks| OnnxError::NoPrefixHolder { seq_id: id, cached_tokens: cached, blocks };
             if batch.block_size == 0 {
-                return Err(OnnxError::Batch("block_size is 0 in a step with a prefix-cache hit".into()));
+                return Err(OnnxError::Batch(BatchError::Malformed {
+                    seq_id: id,
+                    what: "the step's block size is 0, with a prefix-cache hit".into(),
+                }));
             }
             let blocks = cached.div_ceil(batch.block_size);
             let table = batch.block_table(e);

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Part, max_abs_diff, step, tokens};
 use nano_vllm_bundle::open_fixture;
-use nano_vllm_engine::{KvCacheKind, PrefixReuse, Runtime, StepOutput};
+use nano_vllm_engine::{BatchError, KvCacheKind, PrefixReuse, Runtime, StepOutput};
 use nano_vllm_onnx::{OnnxError, OnnxOptions, OnnxRuntime, StepGrouping};
 
 fn runtime(bundle: &str, options: &OnnxOptions) -> Option<OnnxRuntime> {
@@ -149,12 +149,15 @@ fn release_drops_keys_and_values_and_a_stale_step_is_refused() {
 fn bad_steps_are_refused_with_the_sequence_named() {
     let Some(mut rt) = runtime("tiny-llama", &common::options()) else { return };
     let err = rt.step(&step(&[Part::new(3, &[5, 512, 7], 0)])).unwrap_err();
-    assert!(matches!(err, OnnxError::TokenOutOfRange { seq_id: 3, token: 512, vocab_size: 512 }), "{err:?}");
+    assert!(
+        matches!(err, OnnxError::Batch(BatchError::TokenOutOfRange { seq_id: 3, token: 512, vocab_size: 512 })),
+        "{err:?}"
+    );
 
     let mut batch = step(&[Part::new(3, &[5, 6, 7], 0)]);
     batch.positions[1] = 9;
     let err = rt.step(&batch).unwrap_err().to_string();
-    assert_eq!(err, "step batch: sequence 3: token 1 at position 9, expected 1 (computed tokens + index)");
+    assert_eq!(err, "step batch: sequence 3: token 1 is at position 9, expected 1 (computed tokens + index)");
 
     let mut batch = step(&[Part::new(3, &[5, 6, 7], 0), Part::new(4, &[8], 0)]);
     batch.logits_indices[0] = 3;
