@@ -43,18 +43,88 @@ fn reference_row(reference: &ReferencePrompt, position: usize) -> Option<&[f32]>
     if position < n { reference.prompt_logits.get(position) } else { reference.greedy_logits.get(position + 1 - n) }
 }
 
+/// Row-by-row comparison figures, accumulated once for both ways of running a reference (free-running and teacher
+/// forced): differences, NMSE, argmax agreement and the KL divergence of every row, with where the worst ones are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RowFigures {
+    pub rows: usize,
+    pub max_abs_diff: f32,
+    /// (prompt name, position) of the largest absolute difference.
+    pub worst: Option<(String, u32)>,
+    /// (prompt name, position) of the largest KL divergence.
+    pub worst_kl: Option<(String, u32)>,
+    sum_abs: f64,
+    count: usize,
+    sq_diff: f64,
+    sq_ref: f64,
+    agree: usize,
+    kls: Vec<f64>,
+    /// The largest KL divergence so far (`worst_kl`'s).
+    top_kl: Option<f64>,
+}
+
+impl RowFigures {
+    /// Adds one row: `expected` from the reference, `got` from the runtime (both one vocabulary long).
+    pub fn add(&mut self, name: &str, position: u32, expected: &[f32], got: &[f32]) {
+        for (&a, &b) in expected.iter().zip(got) {
+            let d = (a - b).abs();
+            if d.is_nan() || d > self.max_abs_diff {
+                self.max_abs_diff = d;
+                self.worst = Some((name.to_owned(), position));
+            }
+            self.sum_abs += d as f64;
+            self.sq_diff += (d as f64).powi(2);
+            self.sq_ref += (a as f64).powi(2);
+        }
+        self.count += got.len();
+        self.agree += usize::from(argmax(expected) == argmax(got));
+        let kl = kl_divergence(expected, got);
+        if self.top_kl.is_none_or(|top| kl > top) {
+            self.top_kl = Some(kl);
+            self.worst_kl = Some((name.to_owned(), position));
+        }
+        self.kls.push(kl);
+        self.rows += 1;
+    }
+
+    /// A row whose length differs from the reference's: nothing comparable, the largest difference is infinite.
+    pub fn add_mismatched(&mut self, name: &str, position: u32) {
+        self.max_abs_diff = f32::INFINITY;
+        self.worst = Some((name.to_owned(), position));
+    }
+
+    pub fn mean_abs_diff(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum_abs / self.count as f64 }
+    }
+    pub fn nmse(&self) -> f64 {
+        if self.rows == 0 { 0.0 } else { self.sq_diff / self.sq_ref.max(f64::MIN_POSITIVE) }
+    }
+    pub fn argmax_agreement(&self) -> f64 {
+        if self.rows == 0 { 0.0 } else { self.agree as f64 / self.rows as f64 }
+    }
+    /// Mean, p99 and max KL divergence over the rows (zeros without rows).
+    pub fn kl(&self) -> (f64, f64, f64) {
+        if self.kls.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        let mut kls = self.kls.clone();
+        kls.sort_by(f64::total_cmp);
+        let mean = kls.iter().sum::<f64>() / kls.len() as f64;
+        (mean, kls[((kls.len() - 1) as f64 * 0.99).round() as usize], kls[kls.len() - 1])
+    }
+}
+
 /// Compares runs with their reference prompts (matched by name). Positions after a continuation diverged are not
 /// compared (their inputs differ); the divergence is reported.
 pub fn compare<'a>(runs: impl IntoIterator<Item = &'a PromptRun>, reference: &[ReferencePrompt]) -> ParityFigures {
-    let mut f = ParityFigures { greedy_match: true, ..ParityFigures::default() };
-    let (mut sum_abs, mut count, mut sq_diff, mut sq_ref, mut agree) = (0.0f64, 0usize, 0.0f64, 0.0f64, 0usize);
-    let mut kls = Vec::new();
+    let mut rows = RowFigures::default();
+    let (mut greedy_match, mut first_divergence) = (true, None);
     for run in runs {
         let Some(r) = reference.iter().find(|r| r.name == run.name) else { continue };
         let diverged_at = run.output_tokens.iter().zip(&r.greedy_tokens).position(|(a, b)| a != b);
         if let Some(step) = diverged_at.or((run.output_tokens.len() != r.greedy_tokens.len()).then_some(0)) {
-            f.greedy_match = false;
-            f.first_divergence.get_or_insert((run.name.clone(), step));
+            greedy_match = false;
+            first_divergence.get_or_insert((run.name.clone(), step));
         }
         // Rows whose inputs match the reference: the prompt, and greedy steps up to the first divergence.
         let last_valid = r.prompt_ids.len() - 1 + diverged_at.unwrap_or(r.greedy_tokens.len());
@@ -64,36 +134,27 @@ pub fn compare<'a>(runs: impl IntoIterator<Item = &'a PromptRun>, reference: &[R
             }
             let Some(expected) = reference_row(r, pos as usize) else { continue };
             let got = &run.logits[k * run.vocab..(k + 1) * run.vocab];
-            if got.len() != expected.len() {
-                f.max_abs_diff = f32::INFINITY;
-                continue;
+            if got.len() == expected.len() {
+                rows.add(&run.name, pos, expected, got);
+            } else {
+                rows.add_mismatched(&run.name, pos);
             }
-            for (&a, &b) in expected.iter().zip(got) {
-                let d = (a - b).abs();
-                if d.is_nan() || d > f.max_abs_diff {
-                    f.max_abs_diff = d;
-                    f.worst = Some((run.name.clone(), pos));
-                }
-                sum_abs += d as f64;
-                sq_diff += (d as f64).powi(2);
-                sq_ref += (a as f64).powi(2);
-            }
-            count += got.len();
-            agree += usize::from(argmax(expected) == argmax(got));
-            kls.push(kl_divergence(expected, got));
-            f.rows += 1;
         }
     }
-    if f.rows > 0 {
-        f.mean_abs_diff = sum_abs / count as f64;
-        f.nmse = sq_diff / sq_ref.max(f64::MIN_POSITIVE);
-        f.argmax_agreement = agree as f64 / f.rows as f64;
-        f.mean_kl = kls.iter().sum::<f64>() / kls.len() as f64;
-        kls.sort_by(f64::total_cmp);
-        f.max_kl = *kls.last().unwrap_or(&0.0);
-        f.p99_kl = kls[((kls.len() - 1) as f64 * 0.99).round() as usize];
+    let (mean_kl, p99_kl, max_kl) = rows.kl();
+    ParityFigures {
+        rows: rows.rows,
+        max_abs_diff: rows.max_abs_diff,
+        mean_abs_diff: rows.mean_abs_diff(),
+        nmse: rows.nmse(),
+        argmax_agreement: rows.argmax_agreement(),
+        mean_kl,
+        p99_kl,
+        max_kl,
+        greedy_match,
+        first_divergence,
+        worst: rows.worst,
     }
-    f
 }
 
 /// Why figures fail a tolerance.

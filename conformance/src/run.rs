@@ -1,7 +1,7 @@
 //! Running a bundle's reference prompts through the engine in each situation a serving engine creates.
 
 use nano_vllm_bundle::{PromptKind, Reference, ReferencePrompt};
-use nano_vllm_engine::{Config, EngineError, LlmEngine, LogitsCapture, Runtime, SamplingParams, SeqId};
+use nano_vllm_engine::{Config, EngineError, LlmEngine, LogitsCapture, Runtime, SamplingParams, SeqId, Sequence};
 
 /// The engine situations parity is checked in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,6 +47,23 @@ pub struct PromptRun {
     /// Prompt tokens served by the prefix cache at the last admission.
     pub cached_tokens: usize,
     pub preemptions: u32,
+}
+
+impl PromptRun {
+    /// What a finished sequence of the prompt `name` produced.
+    pub fn from_sequence(name: &str, seq: &Sequence) -> Self {
+        let captured = seq.logits().cloned().unwrap_or_default();
+        Self {
+            name: name.to_owned(),
+            prompt_len: seq.num_prompt_tokens(),
+            positions: captured.positions,
+            logits: captured.values,
+            vocab: captured.vocab_size,
+            output_tokens: seq.output_token_ids().to_vec(),
+            cached_tokens: seq.num_cached_tokens(),
+            preemptions: seq.num_preemptions(),
+        }
+    }
 }
 
 /// Every prompt's run, with what the engine did.
@@ -129,17 +146,7 @@ pub fn run_reference(
         }
         for seq in r.finished {
             let index = ids.iter().find(|(id, _)| *id == seq.id()).map(|(_, i)| *i).expect("a prompt of ours");
-            let captured = seq.logits().cloned().unwrap_or_default();
-            results[index] = Some(PromptRun {
-                name: reference.prompts[index].name.clone(),
-                prompt_len: seq.num_prompt_tokens(),
-                positions: captured.positions,
-                logits: captured.values,
-                vocab: captured.vocab_size,
-                output_tokens: seq.output_token_ids().to_vec(),
-                cached_tokens: seq.num_cached_tokens(),
-                preemptions: seq.num_preemptions(),
-            });
+            results[index] = Some(PromptRun::from_sequence(&reference.prompts[index].name, &seq));
         }
         Ok::<_, EngineError>(r.new_tokens)
     };

@@ -7,10 +7,10 @@
 //! [`ReferencePrompt::all_logits`]: KL divergence of softmax(reference) to softmax(runtime) (mean, p99, max), top-1
 //! agreement, and absolute differences, checked against a bundle's [`Q8Tolerance`].
 
-use nano_vllm_bundle::{Q8Tolerance, Reference, ReferencePrompt, argmax};
+use nano_vllm_bundle::{Q8Tolerance, Reference, ReferencePrompt};
 use nano_vllm_engine::{Config, EngineError, LlmEngine, LogitsCapture, Runtime, SamplingParams};
 
-use crate::figures::{ToleranceFailure, kl_divergence};
+use crate::figures::{RowFigures, ToleranceFailure};
 use crate::run::PromptRun;
 
 const BLOCK_SIZE: usize = 16;
@@ -94,24 +94,7 @@ pub fn run_teacher_forced(
     let mut engine = LlmEngine::new(config, runtime)?;
     let params = SamplingParams { ignore_eos: true, logits: LogitsCapture::All, ..SamplingParams::greedy(1) };
     let sequences = engine.generate(inputs, &params)?;
-    Ok(reference
-        .prompts
-        .iter()
-        .zip(sequences)
-        .map(|(p, seq)| {
-            let captured = seq.logits().cloned().unwrap_or_default();
-            PromptRun {
-                name: p.name.clone(),
-                prompt_len: seq.num_prompt_tokens(),
-                positions: captured.positions,
-                logits: captured.values,
-                vocab: captured.vocab_size,
-                output_tokens: seq.output_token_ids().to_vec(),
-                cached_tokens: seq.num_cached_tokens(),
-                preemptions: seq.num_preemptions(),
-            }
-        })
-        .collect())
+    Ok(reference.prompts.iter().zip(sequences).map(|(p, seq)| PromptRun::from_sequence(&p.name, &seq)).collect())
 }
 
 /// Compares teacher-forced runs with their reference prompts (matched by name): the run's row at position `p` against
@@ -120,10 +103,8 @@ pub fn compare_teacher_forced<'a>(
     runs: impl IntoIterator<Item = &'a PromptRun>,
     reference: &[ReferencePrompt],
 ) -> TeacherForcedFigures {
-    let mut f = TeacherForcedFigures::default();
-    let (mut sum_abs, mut count, mut agree) = (0.0f64, 0usize, 0usize);
-    let mut kls = Vec::new();
-    let (mut expected_rows, mut worst) = (0, f64::NEG_INFINITY);
+    let mut rows = RowFigures::default();
+    let mut expected_rows = 0;
     for run in runs {
         let Some(r) = reference.iter().find(|r| r.name == run.name) else { continue };
         let all = r.all_logits();
@@ -139,34 +120,21 @@ pub fn compare_teacher_forced<'a>(
                 continue;
             }
             seen[pos as usize] = true;
-            for (&a, &b) in expected.iter().zip(got) {
-                let d = (a - b).abs();
-                if d.is_nan() || d > f.max_abs_diff {
-                    f.max_abs_diff = d;
-                }
-                sum_abs += d as f64;
-            }
-            count += got.len();
-            agree += usize::from(argmax(expected) == argmax(got));
-            let kl = kl_divergence(expected, got);
-            if kl > worst {
-                worst = kl;
-                f.worst_kl = Some((run.name.clone(), pos));
-            }
-            kls.push(kl);
-            f.rows += 1;
+            rows.add(&run.name, pos, expected, got);
         }
     }
-    f.missing_rows = expected_rows - f.rows;
-    if f.rows > 0 {
-        f.mean_abs_diff = sum_abs / count as f64;
-        f.top1_agreement = agree as f64 / f.rows as f64;
-        f.mean_kl = kls.iter().sum::<f64>() / kls.len() as f64;
-        kls.sort_by(f64::total_cmp);
-        f.max_kl = *kls.last().unwrap_or(&0.0);
-        f.p99_kl = kls[((kls.len() - 1) as f64 * 0.99).round() as usize];
+    let (mean_kl, p99_kl, max_kl) = rows.kl();
+    TeacherForcedFigures {
+        rows: rows.rows,
+        missing_rows: expected_rows - rows.rows,
+        mean_kl,
+        p99_kl,
+        max_kl,
+        top1_agreement: rows.argmax_agreement(),
+        max_abs_diff: rows.max_abs_diff,
+        mean_abs_diff: rows.mean_abs_diff(),
+        worst_kl: rows.worst_kl,
     }
-    f
 }
 
 #[cfg(test)]
@@ -174,6 +142,7 @@ mod tests {
     use nano_vllm_bundle::{Logits, PromptKind};
 
     use super::*;
+    use crate::figures::kl_divergence;
 
     fn prompt(name: &str, rows: &[[f32; 2]]) -> ReferencePrompt {
         // Two prompt tokens, two greedy tokens: all_logits = both prompt rows + greedy row 1.
