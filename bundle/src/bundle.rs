@@ -132,6 +132,16 @@ impl Bundle {
         self.path(Format::GgufQ8_0)
     }
 
+    /// An optional file ([`Format::OPTIONAL`]), when the bundle has it.
+    pub fn optional(&self, format: Format) -> Option<PathBuf> {
+        self.manifest.format_file(format).map(|name| self.dir.join(name))
+    }
+
+    /// The GGUF the bundle was made from, as shipped (e.g. Q4_1), when it was made with `--from-gguf`.
+    pub fn gguf_shipped(&self) -> Option<PathBuf> {
+        self.optional(Format::GgufShipped)
+    }
+
     /// Load and check `reference.safetensors` against the manifest.
     pub fn reference(&self) -> Result<Reference, BundleError> {
         Reference::load(&self.path(Format::Reference), &self.manifest)

@@ -23,6 +23,12 @@ pub enum Format {
     Reference,
     /// Tokenizer reference cases (`tokenizer_reference.json`).
     TokenizerReference,
+    /// Optional: Hugging Face `tokenizer_config.json` (special tokens, chat template) of a shipped checkpoint.
+    TokenizerConfig,
+    /// Optional: the chat template, Jinja (`chat_template.jinja`).
+    ChatTemplate,
+    /// Optional: the GGUF the bundle was made from, as shipped (its own name; judged by the `shipped` tolerance).
+    GgufShipped,
 }
 
 impl Format {
@@ -39,6 +45,9 @@ impl Format {
         Format::TokenizerReference,
     ];
 
+    /// Formats a bundle may have (made from a shipped checkpoint); checked like the others when listed.
+    pub const OPTIONAL: [Format; 3] = [Format::TokenizerConfig, Format::ChatTemplate, Format::GgufShipped];
+
     /// The key of this format in the manifest's `formats` object.
     pub fn key(self) -> &'static str {
         match self {
@@ -51,6 +60,9 @@ impl Format {
             Format::GgufQ8_0 => "gguf_q8_0",
             Format::Reference => "reference",
             Format::TokenizerReference => "tokenizer_reference",
+            Format::TokenizerConfig => "tokenizer_config",
+            Format::ChatTemplate => "chat_template",
+            Format::GgufShipped => "gguf_shipped",
         }
     }
 }

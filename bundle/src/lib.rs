@@ -18,6 +18,7 @@
 mod bundle;
 mod error;
 mod format;
+pub mod gguf;
 mod hf_config;
 mod logits;
 mod manifest;

@@ -19,7 +19,8 @@ pub struct Manifest {
     pub format_version: u32,
     /// Bundle name, e.g. `tiny-llama`.
     pub name: String,
-    /// `preset` (built from a seed by the generator) or `hf_dir` (converted from a local checkpoint).
+    /// `preset` (built from a seed by the generator), `hf_dir` (converted from a local checkpoint) or `gguf` (from a
+    /// GGUF as shipped).
     pub origin: String,
     /// The preset name or the checkpoint directory it was made from.
     pub source: String,
@@ -141,6 +142,9 @@ pub struct Tolerances {
     /// llama.cpp running `model.f32.gguf`, where it differs from `f32` (GPT-2: ggml's f16 GELU table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llama_cpp_f32: Option<LogitTolerance>,
+    /// The shipped GGUF run as stored (quantized kernels), teacher forced: a bundle made with `--from-gguf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<Q8Tolerance>,
 }
 
 impl Tolerances {
@@ -241,6 +245,14 @@ impl Manifest {
                 }
                 Some(_) => {}
             }
+        }
+        for format in Format::OPTIONAL {
+            if let Some(name) = self.format_file(format).filter(|n| !seen.contains(n)) {
+                return bad(format!("formats.{}", format.key()), format!("`{name}` is not listed in `files`"));
+            }
+        }
+        if self.format_file(Format::GgufShipped).is_some() != self.tolerances.shipped.is_some() {
+            return bad("tolerances.shipped".into(), "a shipped GGUF and its tolerance come together".into());
         }
         if self.reference.file != self.formats[Format::Reference.key()] {
             return bad("reference.file".into(), "differs from formats.reference".into());

@@ -13,29 +13,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nano_vllm_engine::{
-    BlockManager, Capabilities, Config, HitPolicy, KvCacheKind, KvCacheSpec, LlmEngine, MockRuntime, PrefixReuse,
-    Runtime, RuntimeError, RuntimeInfo, SamplingParams, Scheduler, Sequence, StepBatch, StepOutput,
+    BlockManager, Config, HitPolicy, KvCacheSpec, LlmEngine, MockRuntime, NullRuntime, Runtime, SamplingParams,
+    Scheduler, Sequence, StepBatch,
 };
-
-/// Does nothing: one logit per row.
-#[derive(Debug, Default)]
-struct Null;
-
-impl Runtime for Null {
-    fn info(&self) -> RuntimeInfo {
-        RuntimeInfo { name: "null".into(), ..RuntimeInfo::default() }
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            kv_cache: KvCacheKind::EnginePaged,
-            prefix_reuse: PrefixReuse::SharedBlocks,
-            ..Capabilities::default()
-        }
-    }
-    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RuntimeError> {
-        Ok(StepOutput { vocab_size: 1, logits: vec![0.0; batch.num_logit_rows()] })
-    }
-}
 
 const STEPS_PER_ENGINE: usize = 256;
 const PROMPT: usize = 32;
@@ -89,7 +69,7 @@ fn decode(c: &mut Criterion) {
             g.bench_function(BenchmarkId::from_parameter(n), |b| {
                 b.iter_custom(|iters| {
                     time_decode(iters, n, || match vocab {
-                        None => Box::new(Null),
+                        None => Box::new(NullRuntime),
                         Some(v) => Box::new(MockRuntime::new(v)),
                     })
                 })
@@ -196,7 +176,7 @@ fn prefill(c: &mut Criterion) {
                         .num_kv_blocks(n * 16 + 16)
                         .build()
                         .unwrap();
-                    let mut engine = LlmEngine::new(config, Box::new(Null)).unwrap();
+                    let mut engine = LlmEngine::new(config, Box::new(NullRuntime)).unwrap();
                     for i in 0..n {
                         // Distinct prompts: no prefix hits.
                         let prompt = (0..128u32).map(|t| t ^ ((i as u32) << 16) ^ ((it as u32) << 8)).collect();
@@ -283,7 +263,7 @@ fn finished_backlog(c: &mut Criterion) {
 /// An engine that has finished `finished` requests and now decodes 32.
 fn backlog_engine(finished: usize) -> LlmEngine {
     let config = Config::builder().max_num_seqs(64).max_model_len(4096).num_kv_blocks(32 * 256 + 64).build().unwrap();
-    let mut engine = LlmEngine::new(config, Box::new(Null)).unwrap();
+    let mut engine = LlmEngine::new(config, Box::new(NullRuntime)).unwrap();
     for i in 0..finished {
         engine.add_request(vec![(i % 50) as u32 + 1; 4], SamplingParams::greedy(1)).unwrap();
     }

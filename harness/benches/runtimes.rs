@@ -9,10 +9,12 @@
 //!   groups, 8-32 output tokens, seed 0) replayed offline on a fresh engine and runtime; elements: prompt + output
 //!   tokens. Runtime loading is not timed.
 //!
-//! Environment: `NANO_VLLM_BENCH_BUNDLE` (default `fixtures/tiny-llama`; e.g. `fixtures/bench`, the 42 M-parameter
-//! model of `fixtures/generate.py --preset bench`), `NANO_VLLM_BENCH_RUNTIMES` (comma-separated registry names,
-//! e.g. `native,native:f16,llama-cpp:q8_0`; default: every compiled-in runtime but mock, and `llama-cpp:q8_0`),
-//! `NANO_VLLM_BENCH_THREADS` (runtime threads, default 0 = one per core).
+//! Environment: `NANO_VLLM_BENCH_MODEL` (or `NANO_VLLM_BENCH_BUNDLE`; default `fixtures/tiny-llama`): any model
+//! `nano-vllm bench --model` takes, e.g. `fixtures/bench` (the 42 M-parameter model of `fixtures/generate.py
+//! --preset bench`), `fixtures/smollm2` (the real model's bundle) or a GGUF file; `NANO_VLLM_BENCH_RUNTIMES`
+//! (comma-separated registry names, e.g. `native,native:f16,llama-cpp:q8_0,llama-cpp:shipped`; default: every
+//! compiled-in runtime but mock, and `llama-cpp:q8_0`), `NANO_VLLM_BENCH_THREADS` (runtime threads, default 0 = one
+//! per core). The engine's context is the model's, at most 512 tokens (every workload here fits).
 //!
 //! `cargo bench -p nano-vllm-harness --bench runtimes -- --warm-up-time 1 --measurement-time 3`
 
@@ -23,8 +25,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use nano_vllm_bundle::Bundle;
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams};
+use nano_vllm_harness::model::ModelSource;
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
 use nano_vllm_harness::workload::Prompt;
@@ -34,33 +36,31 @@ const PROMPT: usize = 64;
 const DECODE_STEPS: usize = 64;
 
 struct Setup {
-    bundle: Bundle,
+    bundle: ModelSource,
     runtimes: Vec<String>,
     settings: RuntimeSettings,
 }
 
+/// The engine's context: the model's, at most this (every workload here fits).
+const MAX_MODEL_LEN: usize = 512;
+
 fn setup() -> Setup {
-    let dir = std::env::var_os("NANO_VLLM_BENCH_BUNDLE")
+    let dir = std::env::var_os("NANO_VLLM_BENCH_MODEL")
+        .or_else(|| std::env::var_os("NANO_VLLM_BENCH_BUNDLE"))
         .map(PathBuf::from)
         .unwrap_or_else(|| nano_vllm_bundle::fixtures_dir().join("tiny-llama"));
-    let bundle = Bundle::open(&dir).unwrap_or_else(|e| panic!("NANO_VLLM_BENCH_BUNDLE={}: {e}", dir.display()));
+    let bundle = ModelSource::open(&dir).unwrap_or_else(|e| panic!("NANO_VLLM_BENCH_MODEL={}: {e}", dir.display()));
     let runtimes = match std::env::var("NANO_VLLM_BENCH_RUNTIMES") {
-        Ok(list) => list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-        Err(_) => {
-            let mut names: Vec<String> =
-                registry::available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
-            if names.iter().any(|n| n == "llama-cpp") {
-                names.push("llama-cpp:q8_0".into());
-            }
-            names
-        }
+        Ok(list) => registry::runtime_list(&list, &registry::default_runtimes()).unwrap_or_else(|e| panic!("{e}")),
+        Err(_) => registry::default_runtimes(),
     };
     let threads = std::env::var("NANO_VLLM_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    Setup { bundle, runtimes, settings: RuntimeSettings { threads } }
+    let max_model_len = Some(bundle.info().context_length.min(MAX_MODEL_LEN));
+    Setup { bundle, runtimes, settings: RuntimeSettings { threads, max_model_len } }
 }
 
-fn config(bundle: &Bundle, seqs: usize) -> Config {
-    let context = bundle.config().context_length;
+fn config(bundle: &ModelSource, seqs: usize) -> Config {
+    let context = bundle.info().context_length.min(MAX_MODEL_LEN);
     Config::builder()
         .max_num_seqs(seqs.max(16))
         .max_num_batched_tokens(4096)
@@ -83,7 +83,7 @@ fn prompt(i: usize, len: usize, vocab: usize) -> Vec<u32> {
 }
 
 fn decode(c: &mut Criterion, s: &Setup, batch: usize) {
-    let vocab = s.bundle.config().vocab_size;
+    let vocab = s.bundle.info().vocab_size;
     let mut g = c.benchmark_group(format!("decode_b{batch}/{}", s.bundle.name()));
     g.sample_size(10).throughput(Throughput::Elements(batch as u64));
     for name in &s.runtimes {
@@ -114,8 +114,8 @@ fn decode(c: &mut Criterion, s: &Setup, batch: usize) {
 }
 
 fn prefill(c: &mut Criterion, s: &Setup) {
-    let vocab = s.bundle.config().vocab_size;
-    let len = 128.min(s.bundle.config().context_length - 1);
+    let vocab = s.bundle.info().vocab_size;
+    let len = 128.min(s.bundle.info().context_length.min(MAX_MODEL_LEN) - 1);
     let mut g = c.benchmark_group(format!("prefill_{len}/{}", s.bundle.name()));
     g.sample_size(10).throughput(Throughput::Elements(len as u64));
     for name in &s.runtimes {
@@ -140,7 +140,7 @@ fn prefill(c: &mut Criterion, s: &Setup) {
 }
 
 fn serve(c: &mut Criterion, s: &Setup) {
-    let cfg = s.bundle.config();
+    let cfg = s.bundle.info();
     let spec = SyntheticSpec {
         num_requests: 32,
         input_len: LengthDist::Uniform { min: 16, max: 96.min(cfg.context_length / 2) },

@@ -1,154 +1,82 @@
-//! `nano-vllm bench`: a workload replayed against one or more runtimes, one after another under identical engine
-//! settings, with reports written to a run directory.
+//! A benchmark run as `nano-vllm bench` makes it, without the command line: one workload replayed against several
+//! runtimes, one after another under identical engine settings, in rounds (round `i` runs every runtime once, so
+//! repeat `i` of every runtime is measured side by side), into one [`Results`].
+//!
+//! A runtime that fails to build or fails mid-run is marked failed with its error and the others go on; a cancel
+//! flag (Ctrl-C) stops the run, keeping what completed.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
-use nano_vllm_bundle::{Bundle, HfConfig};
 use nano_vllm_engine::Config;
-use nano_vllm_harness::metrics::{Slo, format_percentile};
-use nano_vllm_harness::registry::{self, RuntimeSettings};
-use nano_vllm_harness::replay::{Mode, Progress, ReplayOptions, ResolvedRequest, replay};
-use nano_vllm_harness::report::{
-    self, BundleMeta, EngineMeta, Records, RepeatedRun, Results, RunMetadata, RuntimeResult, SCHEMA_VERSION,
-    WorkloadMeta,
-};
-use nano_vllm_harness::workload::{Prompt, Workload, read_trace};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use crate::workload_cmd::WorkloadSpecArgs;
+use crate::machine::{CpuIdentity, git_commit};
+use crate::metrics::Slo;
+use crate::model::ModelSource;
+use crate::registry::{self, RuntimeSettings};
+use crate::replay::{Mode, Progress, ReplayOptions, ResolvedRequest, replay};
+use crate::report::{
+    self, BundleMeta, EngineFigures, EngineMeta, Records, RepeatedRun, Results, RunMetadata, RuntimeResult,
+    SCHEMA_VERSION, WorkloadMeta,
+};
+use crate::workload::{Prompt, Workload};
 
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// A model bundle directory.
-    #[arg(long, default_value = "fixtures/tiny-llama")]
-    bundle: PathBuf,
-    /// Runtimes, comma-separated, or `all` (every compiled-in runtime but mock).
-    #[arg(long, default_value = "all")]
-    runtime: String,
-    /// A JSONL trace; without it a synthetic workload is generated (see the workload options).
-    #[arg(long)]
-    workload: Option<PathBuf>,
-    #[command(flatten)]
-    spec: WorkloadSpecArgs,
-    /// offline: every request at t=0 (maximum throughput); online: released at their arrival times.
-    #[arg(long, value_enum, default_value_t = ModeArg::Offline)]
-    mode: ModeArg,
-    /// Run the synthetic workload at each of these request rates (online), e.g. 2,4,8.
-    #[arg(long, value_delimiter = ',')]
-    rate_sweep: Vec<f64>,
-    /// Unmeasured requests first (the workload's first N).
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    /// Goodput SLOs, e.g. ttft=200ms,tpot=50ms.
-    #[arg(long, default_value = "")]
-    slo: Slo,
-    #[arg(long, value_delimiter = ',', default_value = "50,90,99")]
-    percentiles: Vec<f64>,
-    /// Run directory (default: reports/runs/<unix time>-<bundle>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Measure every runtime N times in rounds (round i runs each runtime once, so repeats are measured side by
-    /// side); metrics are each metric's median over the repeats, every repeat is kept in results.json.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    repeat: u32,
-    /// Ratios in the comparison table are against this runtime (default: the first).
-    #[arg(long)]
-    baseline: Option<String>,
-    /// No progress bars.
-    #[arg(long)]
-    quiet: bool,
-    #[command(flatten)]
-    engine: EngineArgs,
+/// A workload that cannot run on the model; names the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BenchError {
+    #[error("request {request}: cannot tokenize the prompt: {message}")]
+    Tokenize { request: String, message: String },
+    #[error("request {request}: the prompt is empty")]
+    EmptyPrompt { request: String },
+    #[error("request {request}: token id {token} is outside the vocabulary ({vocab_size})")]
+    TokenOutOfRange { request: String, token: u32, vocab_size: usize },
+    #[error(
+        "request {request}: prompt ({prompt} tokens) + max_tokens ({max_tokens}) exceeds the model's context ({context})"
+    )]
+    TooLong { request: String, prompt: usize, max_tokens: usize, context: usize },
+    #[error("--warmup {warmup} leaves no measured request of {requests}")]
+    NoMeasuredRequest { warmup: usize, requests: usize },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ModeArg {
-    Offline,
-    Online,
-}
-
-/// Engine settings, identical for every runtime of a run.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EngineArgs {
-    #[arg(long, default_value_t = 16)]
-    max_num_seqs: usize,
-    #[arg(long, default_value_t = 512)]
-    max_num_batched_tokens: usize,
-    #[arg(long, default_value_t = 16)]
-    block_size: usize,
-    /// KV blocks (default: enough for max_num_seqs sequences of the full context).
-    #[arg(long)]
-    kv_blocks: Option<usize>,
-    #[arg(long)]
-    no_prefix_caching: bool,
-    #[arg(long)]
-    no_chunked_prefill: bool,
-    /// Runtime threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-}
-
-pub(crate) fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
-}
-
-/// Tokenizes text prompts and checks every request against the model's limits, naming the request.
-fn resolve(
+/// Tokenizes text prompts and checks every request against the model's limits.
+pub fn resolve(
     workload: &Workload,
     tokenizer: &Tokenizer,
-    vocab: usize,
+    vocab_size: usize,
     context: usize,
-) -> anyhow::Result<Vec<ResolvedRequest>> {
+) -> Result<Vec<ResolvedRequest>, BenchError> {
     workload
         .requests
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let name = r.id.clone().unwrap_or_else(|| format!("#{i}"));
+            let request = r.id.clone().unwrap_or_else(|| format!("#{i}"));
             let prompt = match r.prompt() {
                 Prompt::Ids(ids) => ids,
                 Prompt::Text(t) => tokenizer
                     .encode(t.as_str(), false)
-                    .map_err(|e| anyhow::anyhow!("request {name}: {e}"))?
+                    .map_err(|e| BenchError::Tokenize { request: request.clone(), message: e.to_string() })?
                     .get_ids()
                     .to_vec(),
             };
             if prompt.is_empty() {
-                bail!("request {name}: the prompt is empty");
+                return Err(BenchError::EmptyPrompt { request });
             }
-            if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
-                bail!("request {name}: token id {t} is outside the vocabulary ({vocab})");
+            if let Some(&token) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
+                return Err(BenchError::TokenOutOfRange { request, token, vocab_size });
             }
             if prompt.len() + r.max_tokens > context {
-                bail!(
-                    "request {name}: prompt ({} tokens) + max_tokens ({}) exceeds the model's context ({context})",
-                    prompt.len(),
-                    r.max_tokens
-                );
+                return Err(BenchError::TooLong { request, prompt: prompt.len(), max_tokens: r.max_tokens, context });
             }
             Ok(ResolvedRequest { id: r.id.clone(), arrival_s: r.arrival_s, prompt, params: r.sampling_params() })
         })
         .collect()
 }
 
-fn workload_hash(requests: &[ResolvedRequest]) -> String {
+/// sha256 of the resolved requests (arrivals, token ids, parameters): equal hashes, the same workload.
+pub fn workload_hash(requests: &[ResolvedRequest]) -> String {
     let mut h = Sha256::new();
     for r in requests {
         h.update(format!("{}|{:?}|{:?}\n", r.arrival_s, r.prompt, r.params).as_bytes());
@@ -156,197 +84,147 @@ fn workload_hash(requests: &[ResolvedRequest]) -> String {
     hex::encode(h.finalize())
 }
 
-pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
-    let bundle = Bundle::open(&a.bundle).with_context(|| format!("opening bundle {}", a.bundle.display()))?;
-    let hf = HfConfig::from_dir(bundle.hf_dir())?;
-    let tokenizer = Tokenizer::from_file(bundle.tokenizer_json())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.tokenizer_json().display()))?;
-    let runtimes: Vec<String> = if a.runtime == "all" {
-        registry::available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect()
-    } else {
-        a.runtime.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
-    };
-    if runtimes.is_empty() {
-        bail!("no runtime to run (--runtime)");
-    }
-    for r in &runtimes {
-        if !registry::available().contains(&r.as_str()) && !r.contains(':') {
-            // Same message as building it would give.
-            registry::build(r, &bundle, &RuntimeSettings::default())?;
-        }
-    }
-    let context = bundle.config().context_length;
-    let vocab = bundle.config().vocab_size;
-    let e = &a.engine;
-    let num_kv_blocks = e.kv_blocks.unwrap_or(e.max_num_seqs * context.div_ceil(e.block_size));
-    let config = Config::builder()
-        .max_num_seqs(e.max_num_seqs)
-        .max_num_batched_tokens(e.max_num_batched_tokens)
-        .max_model_len(context)
-        .block_size(e.block_size)
-        .num_kv_blocks(num_kv_blocks)
-        .eos_token_ids(hf.eos_token_ids.clone())
-        .enable_prefix_caching(!e.no_prefix_caching)
-        .enable_chunked_prefill(!e.no_chunked_prefill)
-        .build()
-        .context("engine settings")?;
-
-    // One workload per rate (the sweep), or the one given.
-    let count = |t: &str| tokenizer.encode(t, false).map(|e| e.len()).map_err(|e| e.to_string());
-    let mut plans: Vec<(Option<f64>, Workload, String)> = Vec::new();
-    if let Some(path) = &a.workload {
-        if !a.rate_sweep.is_empty() {
-            bail!("--rate-sweep needs a synthetic workload (drop --workload)");
-        }
-        plans.push((None, read_trace(path)?, path.display().to_string()));
-    } else if a.rate_sweep.is_empty() {
-        let rate = if a.mode == ModeArg::Online { a.spec.rate } else { f64::INFINITY };
-        let rate_meta = rate.is_finite().then_some(rate);
-        plans.push((rate_meta, a.spec.build(rate, vocab, context, count)?, "synthetic".into()));
-    } else {
-        for &rate in &a.rate_sweep {
-            plans.push((Some(rate), a.spec.build(rate, vocab, context, count)?, format!("synthetic@{rate}")));
-        }
-    }
-    let mode = if a.mode == ModeArg::Online || !a.rate_sweep.is_empty() { Mode::Online } else { Mode::Offline };
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        // A second Ctrl-C while results are written still exits via the default handler only after this returns.
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
-    }
-    let out_dir = a.out.clone().unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        PathBuf::from("reports/runs").join(format!("{now}-{}", bundle.name()))
-    });
-    let mut all_results = Vec::new();
-    let mut all_records: Vec<Records> = Vec::new();
-    for (rate, workload, source) in &plans {
-        let requests = resolve(workload, &tokenizer, vocab, context)?;
-        if a.warmup >= requests.len() {
-            bail!("--warmup {} leaves no measured request of {}", a.warmup, requests.len());
-        }
-        let metadata = RunMetadata {
-            git_commit: git_commit(),
-            cpu_model: cpu_model(),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            bundle: BundleMeta {
-                name: bundle.name().to_owned(),
-                dir: bundle.dir().display().to_string(),
-                manifest_sha256: bundle.manifest_sha256().to_owned(),
-            },
-            workload: WorkloadMeta {
-                source: source.clone(),
-                num_requests: requests.len() - a.warmup,
-                warmup: a.warmup,
-                sha256: workload_hash(&requests),
-                seed: a.workload.is_none().then_some(a.spec.seed),
-                mode: if mode == Mode::Online { "online" } else { "offline" }.into(),
-                request_rate: *rate,
-                burstiness: rate.map(|_| a.spec.burstiness),
-            },
-            engine: EngineMeta {
-                max_num_seqs: e.max_num_seqs,
-                max_num_batched_tokens: e.max_num_batched_tokens,
-                max_model_len: context,
-                block_size: e.block_size,
-                num_kv_blocks,
-                prefix_caching: !e.no_prefix_caching,
-                chunked_prefill: !e.no_chunked_prefill,
-            },
-            percentiles: a.percentiles.clone(),
-            slo: [("ttft_ms", a.slo.ttft_ms), ("tpot_ms", a.slo.tpot_ms), ("e2el_ms", a.slo.e2el_ms)]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-                .collect(),
-        };
-        // Rounds: each runs every runtime once, so repeat i of every runtime is measured side by side.
-        let mut repeated: Vec<RepeatedRun> = vec![RepeatedRun::default(); runtimes.len()];
-        let mut records: Records = Vec::new();
-        let rounds = a.repeat as usize;
-        for round in 0..rounds {
-            for (k, name) in runtimes.iter().enumerate() {
-                if cancel.load(Ordering::Relaxed) || repeated[k].stopped() {
-                    continue;
-                }
-                let label = if a.repeat > 1 { format!("{name} {}/{}", round + 1, a.repeat) } else { name.clone() };
-                let bar = (!a.quiet).then(|| {
-                    let bar = indicatif::ProgressBar::new((requests.len() - a.warmup) as u64);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template("{prefix:>14} {bar:30} {pos}/{len} requests {elapsed}")
-                            .expect("template"),
-                    );
-                    bar.set_prefix(label.clone());
-                    bar
-                });
-                let progress = bar.clone().map(|b| Progress(Arc::new(move |done, _| b.set_position(done as u64))));
-                let options = ReplayOptions { mode, warmup: a.warmup, cancel: cancel.clone(), progress };
-                let settings = RuntimeSettings { threads: e.threads };
-                let outcome = registry::build(name, &bundle, &settings)
-                    .map_err(|e| e.to_string())
-                    .and_then(|rt| replay(rt, config.clone(), &requests, &options).map_err(|e| e.to_string()));
-                if let Some(b) = bar {
-                    b.finish_and_clear();
-                }
-                let result = match outcome {
-                    Ok(r) => {
-                        let mut result = RuntimeResult::from_replay(&r, &a.percentiles, &a.slo);
-                        // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
-                        result.runtime = name.clone();
-                        result.requests_csv = report::tables::requests_csv_name(name);
-                        if round == 0 {
-                            records.push((name.clone(), r.records));
-                        }
-                        result
-                    }
-                    Err(err) => failed_run(name, err),
-                };
-                if let Some(err) = &result.error {
-                    eprintln!("{label}: failed: {err}");
-                }
-                repeated[k].push(result, round, rounds);
-            }
-        }
-        let runs: Vec<RuntimeResult> = repeated.into_iter().filter_map(RepeatedRun::finish).collect();
-        let results = Results {
-            schema_version: SCHEMA_VERSION,
-            created_unix_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            metadata,
-            runs,
-        };
-        let dir = if plans.len() == 1 {
-            out_dir.clone()
-        } else {
-            out_dir.join(format!("rate-{}", rate.map_or("inf".into(), |r| r.to_string())))
-        };
-        report::write_run_dir(&dir, &results, &records)?;
-        all_results.push(results);
-        all_records.push(records);
-        if cancel.load(Ordering::Relaxed) {
-            break;
-        }
-    }
-    let html = report::write_comparison(&out_dir, &all_results, &all_records, a.baseline.as_deref())?;
-    print!("{}", report::markdown::comparison(&all_results, a.baseline.as_deref()));
-    println!(
-        "percentiles: {}; reports in {}; HTML: {}",
-        a.percentiles.iter().map(|p| format_percentile(*p)).collect::<Vec<_>>().join(", "),
-        out_dir.display(),
-        html.display()
-    );
-    if cancel.load(Ordering::Relaxed) {
-        bail!("interrupted: partial results written to {}", out_dir.display());
-    }
-    if all_results.iter().flat_map(|r| &r.runs).any(|r| r.status == "failed") {
-        bail!("a runtime failed (see the report)");
-    }
-    Ok(())
+/// One workload to measure: its requests (warm-up first) and where they came from.
+#[derive(Debug, Clone)]
+pub struct BenchWorkload {
+    /// `synthetic`, `synthetic@RATE` or the trace's path.
+    pub source: String,
+    pub requests: Vec<ResolvedRequest>,
+    /// The synthetic workload's seed.
+    pub seed: Option<u64>,
+    /// Online request rate and burstiness (`None`: offline, or a trace's own timestamps).
+    pub rate: Option<f64>,
+    pub burstiness: Option<f64>,
 }
 
-fn failed_run(name: &str, error: String) -> RuntimeResult {
+/// How to measure: the same for every runtime of the run.
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    pub runtimes: Vec<String>,
+    pub runtime: RuntimeSettings,
+    pub engine: Config,
+    pub mode: Mode,
+    /// The workload's first `warmup` requests run unmeasured.
+    pub warmup: usize,
+    /// Rounds: each runtime is measured this many times.
+    pub repeat: usize,
+    pub percentiles: Vec<f64>,
+    pub slo: Slo,
+}
+
+/// What a caller sees while a run goes on (progress bars, failure lines).
+pub trait BenchEvents {
+    /// A runtime's measured replay starts (`label`: the runtime, with `i/n` when repeated); the returned callback
+    /// gets (completed, total) after every step.
+    fn started(&mut self, _label: &str, _total: usize) -> Option<Progress> {
+        None
+    }
+    /// It ended; `result.error` says why when it failed.
+    fn finished(&mut self, _label: &str, _result: &RuntimeResult) {}
+}
+
+/// No events.
+impl BenchEvents for () {}
+
+/// The run's metadata: machine, model, workload and engine settings.
+pub fn metadata(model: &ModelSource, workload: &BenchWorkload, s: &BenchSettings) -> RunMetadata {
+    let cpu = CpuIdentity::current();
+    let e = &s.engine;
+    RunMetadata {
+        git_commit: git_commit(),
+        cpu_model: cpu.model_name.clone(),
+        cores: cpu.cores,
+        cpu: Some(cpu),
+        bundle: BundleMeta {
+            name: model.name().to_owned(),
+            dir: model.path().display().to_string(),
+            manifest_sha256: model.digest(),
+        },
+        workload: WorkloadMeta {
+            source: workload.source.clone(),
+            num_requests: workload.requests.len().saturating_sub(s.warmup),
+            warmup: s.warmup,
+            sha256: workload_hash(&workload.requests),
+            seed: workload.seed,
+            mode: if s.mode == Mode::Online { "online" } else { "offline" }.into(),
+            request_rate: workload.rate,
+            burstiness: workload.burstiness,
+        },
+        engine: EngineMeta {
+            max_num_seqs: e.max_num_seqs(),
+            max_num_batched_tokens: e.max_num_batched_tokens(),
+            max_model_len: e.max_model_len(),
+            block_size: e.block_size(),
+            num_kv_blocks: e.resolve_num_blocks(None).unwrap_or(0),
+            prefix_caching: e.enable_prefix_caching(),
+            chunked_prefill: e.enable_chunked_prefill(),
+        },
+        percentiles: s.percentiles.clone(),
+        slo: [("ttft_ms", s.slo.ttft_ms), ("tpot_ms", s.slo.tpot_ms), ("e2el_ms", s.slo.e2el_ms)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+            .collect(),
+    }
+}
+
+/// Measures `workload` on every runtime of `settings`, in rounds. Returns the results (per runtime the median over
+/// its repeats, every repeat kept) and the first round's per-request records.
+pub fn run(
+    model: &ModelSource,
+    workload: &BenchWorkload,
+    settings: &BenchSettings,
+    cancel: &Arc<AtomicBool>,
+    events: &mut dyn BenchEvents,
+) -> Result<(Results, Records), BenchError> {
+    let requests = &workload.requests;
+    if settings.warmup >= requests.len() {
+        return Err(BenchError::NoMeasuredRequest { warmup: settings.warmup, requests: requests.len() });
+    }
+    let metadata = metadata(model, workload, settings);
+    let names = &settings.runtimes;
+    let rounds = settings.repeat.max(1);
+    let mut repeated: Vec<RepeatedRun> = vec![RepeatedRun::default(); names.len()];
+    let mut records: Records = Vec::new();
+    for round in 0..rounds {
+        for (k, name) in names.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) || repeated[k].stopped() {
+                continue;
+            }
+            let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.clone() };
+            let progress = events.started(&label, requests.len() - settings.warmup);
+            let options =
+                ReplayOptions { mode: settings.mode, warmup: settings.warmup, cancel: cancel.clone(), progress };
+            let outcome = registry::build(name, model, &settings.runtime)
+                .map_err(|e| e.to_string())
+                .and_then(|rt| replay(rt, settings.engine.clone(), requests, &options).map_err(|e| e.to_string()));
+            let result = match outcome {
+                Ok(r) => {
+                    let mut result = RuntimeResult::from_replay(&r, &settings.percentiles, &settings.slo);
+                    // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
+                    result.runtime = name.clone();
+                    result.requests_csv = report::tables::requests_csv_name(name);
+                    if round == 0 {
+                        records.push((name.clone(), r.records));
+                    }
+                    result
+                }
+                Err(error) => failed_run(name, error),
+            };
+            events.finished(&label, &result);
+            repeated[k].push(result, round, rounds);
+        }
+    }
+    let results = Results {
+        schema_version: SCHEMA_VERSION,
+        created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        metadata,
+        runs: repeated.into_iter().filter_map(RepeatedRun::finish).collect(),
+    };
+    Ok((results, records))
+}
+
+/// The result of a runtime that did not run.
+pub fn failed_run(name: &str, error: String) -> RuntimeResult {
     RuntimeResult {
         runtime: name.to_owned(),
         version: String::new(),
@@ -356,31 +234,92 @@ fn failed_run(name: &str, error: String) -> RuntimeResult {
         status: "failed".into(),
         error: Some(error),
         metrics: Default::default(),
-        engine: report::EngineFigures::default(),
+        engine: EngineFigures::default(),
         requests_csv: String::new(),
         output_digest: String::new(),
         repeats: Vec::new(),
     }
 }
 
-/// `nano-vllm report`: a comparison over existing run directories.
-#[derive(Debug, clap::Args)]
-pub struct ReportArgs {
-    /// Run directories (each with a results.json).
-    #[arg(required = true)]
-    runs: Vec<PathBuf>,
-    /// Where to write summary.csv, report.md and report.html.
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long)]
-    baseline: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::TraceRequest;
 
-pub fn report_cmd(a: &ReportArgs) -> anyhow::Result<()> {
-    let results =
-        a.runs.iter().map(|d| report::read_results(&d.join("results.json"))).collect::<Result<Vec<_>, _>>()?;
-    let html = report::write_comparison(&a.out, &results, &[], a.baseline.as_deref())?;
-    print!("{}", report::markdown::comparison(&results, a.baseline.as_deref()));
-    println!("HTML: {}", html.display());
-    Ok(())
+    fn settings(runtimes: &[&str], repeat: usize) -> BenchSettings {
+        BenchSettings {
+            runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
+            runtime: RuntimeSettings::default(),
+            engine: Config::builder().max_model_len(256).num_kv_blocks(64).build().unwrap(),
+            mode: Mode::Offline,
+            warmup: 1,
+            repeat,
+            percentiles: vec![50.0, 99.0],
+            slo: Slo::default(),
+        }
+    }
+
+    fn workload(n: usize) -> BenchWorkload {
+        let requests = (0..n)
+            .map(|i| TraceRequest::ids(0.0, vec![(i % 50) as u32 + 2; 8], 4))
+            .map(|r| ResolvedRequest { id: None, arrival_s: 0.0, prompt: vec![5; 8], params: r.sampling_params() })
+            .collect();
+        BenchWorkload { source: "test".into(), requests, seed: Some(0), rate: None, burstiness: None }
+    }
+
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+    impl BenchEvents for Seen {
+        fn finished(&mut self, label: &str, result: &RuntimeResult) {
+            self.0.push(format!("{label}: {}", result.status));
+        }
+    }
+
+    #[test]
+    fn runtimes_run_in_rounds_and_a_failing_one_does_not_stop_the_others() {
+        let bundle = ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap());
+        let mut seen = Seen::default();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let s = settings(&["mock", "mock:fail-at=2", "nope"], 2);
+        let (results, records) = run(&bundle, &workload(6), &s, &cancel, &mut seen).unwrap();
+        // The failing mock and the unknown runtime stop after their first round; the good one runs twice.
+        assert_eq!(seen.0, ["mock 1/2: ok", "mock:fail-at=2 1/2: failed", "nope 1/2: failed", "mock 2/2: ok"]);
+        let statuses: Vec<(&str, &str)> =
+            results.runs.iter().map(|r| (r.runtime.as_str(), r.status.as_str())).collect();
+        assert_eq!(statuses, [("mock", "ok"), ("mock:fail-at=2", "failed"), ("nope", "failed")]);
+        assert_eq!(results.runs[0].repeats.len(), 2);
+        assert!(results.runs[2].error.as_deref().unwrap().contains("unknown runtime 'nope'"));
+        assert_eq!(results.metadata.workload.num_requests, 5);
+        assert!(results.metadata.cpu.as_ref().is_some_and(|c| c.cores >= 1));
+        // Per-request records of every runtime that replayed (the failing mock's completed requests are kept).
+        let recorded: Vec<&str> = records.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(recorded, ["mock", "mock:fail-at=2"]);
+        // A warm-up that leaves nothing to measure is refused up front.
+        let err = run(&bundle, &workload(1), &s, &cancel, &mut ()).unwrap_err();
+        assert_eq!(err.to_string(), "--warmup 1 leaves no measured request of 1");
+    }
+
+    #[test]
+    fn a_cancelled_run_measures_nothing_more() {
+        let bundle = ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap());
+        let cancel = Arc::new(AtomicBool::new(true));
+        let (results, _) = run(&bundle, &workload(4), &settings(&["mock"], 3), &cancel, &mut ()).unwrap();
+        assert!(results.runs.is_empty());
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_model() {
+        let tok = Tokenizer::from_file(nano_vllm_bundle::fixtures_dir().join("tiny-llama/tokenizer.json")).unwrap();
+        let w = |r: TraceRequest| Workload::new(vec![r]);
+        let err = resolve(&w(TraceRequest::ids(0.0, vec![600], 4)), &tok, 512, 256).unwrap_err();
+        assert_eq!(err.to_string(), "request #0: token id 600 is outside the vocabulary (512)");
+        let err = resolve(&w(TraceRequest::ids(0.0, vec![5; 250], 8)), &tok, 512, 256).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "request #0: prompt (250 tokens) + max_tokens (8) exceeds the model's context (256)"
+        );
+        let err = resolve(&w(TraceRequest::ids(0.0, vec![], 8)), &tok, 512, 256).unwrap_err();
+        assert_eq!(err.to_string(), "request #0: the prompt is empty");
+        assert_eq!(resolve(&w(TraceRequest::ids(0.5, vec![5, 6], 8)), &tok, 512, 256).unwrap()[0].prompt, [5, 6]);
+    }
 }

@@ -1,8 +1,11 @@
 //! nano-vllm-harness: what users run. The runtime registry, workloads (JSONL traces and seeded synthetic
 //! generators), and metrics defined as vLLM's serving benchmark defines them. The `nano-vllm` binary builds on it.
 
+pub mod bench;
 pub mod gate;
+pub mod machine;
 pub mod metrics;
+pub mod model;
 pub mod parity;
 pub mod registry;
 pub mod replay;

@@ -1,8 +1,12 @@
 //! Runtimes by name. The one place that knows which runtimes are compiled in: a known runtime built without its
-//! feature is a "not compiled in" error naming the feature, an unknown name lists the available ones.
+//! feature is a "not compiled in" error naming the feature, an unknown name lists the available ones. Also the one
+//! place that knows which of a model's files each runtime loads (see [`build`]).
 
-use nano_vllm_bundle::Bundle;
+use std::path::PathBuf;
+
 use nano_vllm_engine::{MockRuntime, Runtime};
+
+use crate::model::ModelSource;
 
 /// Every runtime the project knows, with the cargo feature that compiles it in.
 pub const KNOWN: [(&str, Option<&str>); 5] = [
@@ -18,6 +22,9 @@ pub const KNOWN: [(&str, Option<&str>); 5] = [
 pub struct RuntimeSettings {
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// The engine's `max_model_len`, for runtimes that size a per-sequence cache when they load (llama.cpp's
+    /// context); `None`: the model's context length.
+    pub max_model_len: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,15 +32,20 @@ pub enum RegistryError {
     #[error("runtime '{name}' is not compiled in: build with --features {feature}")]
     NotCompiledIn { name: String, feature: String },
     #[error(
-        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16; mock: fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, f32)"
+        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16, shipped; candle: shipped; mock: \
+         fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, f32, shipped)"
     )]
     BadOption { name: String, option: String },
+    #[error("runtime '{name}' needs {needs}, which {} does not have", model.display())]
+    NoFile { name: String, needs: String, model: PathBuf },
     #[error("unknown runtime '{name}'; available: {}", available().join(", "))]
     Unknown { name: String },
-    #[error("runtime '{name}' failed to load {}: {source}", bundle.display())]
+    #[error("no runtime given")]
+    NoRuntime,
+    #[error("runtime '{name}' failed to load {}: {source}", model.display())]
     Load {
         name: String,
-        bundle: std::path::PathBuf,
+        model: PathBuf,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -42,6 +54,53 @@ pub enum RegistryError {
 /// The runtimes compiled into this build.
 pub fn available() -> Vec<&'static str> {
     KNOWN.iter().filter(|(name, _)| compiled_in(name)).map(|(name, _)| *name).collect()
+}
+
+/// What `all` means, for every command: each compiled-in runtime but the mock, and llama.cpp on the Q8_0 GGUF too.
+pub fn default_runtimes() -> Vec<String> {
+    let mut names: Vec<String> = available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
+    if names.iter().any(|n| n == "llama-cpp") {
+        names.push("llama-cpp:q8_0".into());
+    }
+    names
+}
+
+/// What `all` means for `model`: [`default_runtimes`], and for a bundle with a shipped GGUF the runtimes that read it
+/// (`native:shipped` and `candle:shipped` dequantize it, `llama-cpp:shipped` runs it as stored).
+pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
+    let mut names = default_runtimes();
+    if model.bundle().is_some_and(|b| b.gguf_shipped().is_some()) {
+        for base in ["native", "candle", "llama-cpp"] {
+            if compiled_in(base) {
+                names.push(format!("{base}:shipped"));
+            }
+        }
+    }
+    names
+}
+
+/// A `--runtime` value: `all` ([`default_runtimes`]) or comma-separated names. A name that is unknown or not
+/// compiled in is an error here, before anything runs (its options are checked when it is built).
+pub fn runtime_list(spec: &str, all: &[String]) -> Result<Vec<String>, RegistryError> {
+    let names: Vec<String> = if spec.trim() == "all" {
+        all.to_vec()
+    } else {
+        spec.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    };
+    if names.is_empty() {
+        return Err(RegistryError::NoRuntime);
+    }
+    for name in &names {
+        let base = name.split(':').next().unwrap_or(name);
+        match KNOWN.iter().find(|(known, _)| *known == base) {
+            Some((_, Some(feature))) if !compiled_in(base) => {
+                return Err(RegistryError::NotCompiledIn { name: name.clone(), feature: (*feature).to_owned() });
+            }
+            Some(_) => {}
+            None => return Err(RegistryError::Unknown { name: name.clone() }),
+        }
+    }
+    Ok(names)
 }
 
 fn compiled_in(name: &str) -> bool {
@@ -74,8 +133,8 @@ fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
 }
 
 /// llama.cpp's settings: `llama-cpp` is parity mode (F32 KV cache, flash attention off, f32 GGUF); options
-/// `llama-cpp:defaults` (F16 KV, flash attention: llama.cpp's own defaults) and `llama-cpp:q8_0` (the Q8_0 GGUF)
-/// combine as `llama-cpp:defaults,q8_0`.
+/// `llama-cpp:defaults` (F16 KV, flash attention: llama.cpp's own defaults), `llama-cpp:q8_0` (the Q8_0 GGUF) and
+/// `llama-cpp:shipped` (the GGUF as shipped) combine as `llama-cpp:defaults,q8_0`.
 #[cfg(feature = "llama-cpp")]
 fn llama_cpp_options(
     spec: &str,
@@ -88,58 +147,116 @@ fn llama_cpp_options(
             "defaults" => o = LlamaCppOptions { weights: o.weights, ..LlamaCppOptions::llama_defaults() },
             "q8_0" => o.weights = Weights::Q8_0,
             "f32" => o.weights = Weights::F32,
+            "shipped" => o.weights = Weights::Shipped,
             _ => return Err(RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() }),
         }
     }
     o.threads = settings.threads;
+    o.ctx_per_seq = settings.max_model_len;
     Ok(o)
 }
 
-/// Builds the runtime `name` for `bundle`.
-pub fn build(name: &str, bundle: &Bundle, settings: &RuntimeSettings) -> Result<Box<dyn Runtime>, RegistryError> {
+/// The GGUF llama.cpp runs for `model`: a bundle's f32, Q8_0 or shipped file, or a GGUF model itself (any option
+/// but `q8_0` runs it as it is).
+#[cfg(feature = "llama-cpp")]
+fn llama_cpp_file(
+    name: &str,
+    model: &ModelSource,
+    weights: nano_vllm_llama_cpp::Weights,
+) -> Result<PathBuf, RegistryError> {
+    use nano_vllm_llama_cpp::Weights;
+    let no_file =
+        |needs: &str| RegistryError::NoFile { name: name.into(), needs: needs.into(), model: model.path().into() };
+    match (model.bundle(), weights) {
+        (Some(b), Weights::F32) => Ok(b.gguf_f32()),
+        (Some(b), Weights::Q8_0) => Ok(b.gguf_q8_0()),
+        (_, Weights::Shipped) => model.gguf_shipped().ok_or_else(|| no_file("a shipped GGUF file")),
+        (None, Weights::F32) => model.gguf_shipped().ok_or_else(|| no_file("a GGUF file")),
+        (None, Weights::Q8_0) => Err(no_file("a bundle's Q8_0 GGUF (model.q8_0.gguf)")),
+    }
+}
+
+/// Splits `base:opt,opt` into its options, checking each against `known`.
+fn options<'a>(spec: &'a str, base: &str, known: &[&str]) -> Result<Vec<&'a str>, RegistryError> {
+    let opts: Vec<&str> =
+        spec.strip_prefix(base).and_then(|r| r.strip_prefix(':')).map(|r| r.split(',').collect()).unwrap_or_default();
+    match opts.iter().find(|o| !known.contains(o)) {
+        Some(bad) => Err(RegistryError::BadOption { name: spec.to_owned(), option: (*bad).to_owned() }),
+        None => Ok(opts),
+    }
+}
+
+/// The HF checkpoint a native or candle runtime loads: with `shipped`, the shipped GGUF (dequantized); else the HF
+/// directory, or the GGUF file a GGUF model is.
+#[cfg(any(feature = "native", feature = "candle"))]
+fn hf_or_gguf(name: &str, model: &ModelSource, shipped: bool) -> Result<PathBuf, RegistryError> {
+    let file = if shipped { model.gguf_shipped() } else { model.hf_dir().or_else(|| model.gguf_shipped()) };
+    file.ok_or_else(|| RegistryError::NoFile {
+        name: name.into(),
+        needs: if shipped { "a shipped GGUF file".into() } else { "an HF directory or a GGUF file".into() },
+        model: model.path().into(),
+    })
+}
+
+/// Builds the runtime `name` for `model`: each runtime loads the file it reads (native and candle an HF directory or
+/// a GGUF, onnx the ONNX graph, llama.cpp a GGUF), and says which file it needs when the model has none.
+pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Result<Box<dyn Runtime>, RegistryError> {
     let load_err = |source: Box<dyn std::error::Error + Send + Sync>| RegistryError::Load {
         name: name.to_owned(),
-        bundle: bundle.dir().to_path_buf(),
+        model: model.path().to_path_buf(),
         source,
     };
+    let vocab_size = model.info().vocab_size;
     match name {
-        "mock" => Ok(Box::new(MockRuntime::new(bundle.config().vocab_size))),
-        spec if spec.starts_with("mock:") => Ok(Box::new(mock(spec, bundle.config().vocab_size)?)),
+        "mock" => Ok(Box::new(MockRuntime::new(vocab_size))),
+        spec if spec.starts_with("mock:") => Ok(Box::new(mock(spec, vocab_size)?)),
         #[cfg(feature = "native")]
         spec if spec == "native" || spec.starts_with("native:") => {
             use nano_vllm_native::WeightDtype;
-            let weight_dtype = match spec.strip_prefix("native:") {
-                None | Some("f32") => WeightDtype::F32,
-                Some("f16") => WeightDtype::F16,
-                Some("bf16") => WeightDtype::Bf16,
-                Some(option) => {
-                    return Err(RegistryError::BadOption { name: spec.to_owned(), option: option.to_owned() });
-                }
+            let opts = options(spec, "native", &["f32", "f16", "bf16", "shipped"])?;
+            let weight_dtype = match opts.iter().find(|o| **o != "shipped") {
+                None | Some(&"f32") => WeightDtype::F32,
+                Some(&"f16") => WeightDtype::F16,
+                Some(_) => WeightDtype::Bf16,
             };
+            let path = hf_or_gguf(name, model, opts.contains(&"shipped"))?;
             let options = nano_vllm_native::NativeOptions { threads: settings.threads, weight_dtype };
-            Ok(Box::new(
-                nano_vllm_native::NativeRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
-            ))
+            Ok(Box::new(nano_vllm_native::NativeRuntime::load(&path, &options).map_err(|e| load_err(e.into()))?))
         }
         #[cfg(feature = "onnx")]
         "onnx" => {
             let options = nano_vllm_onnx::OnnxOptions { intra_threads: settings.threads, ..Default::default() };
-            Ok(Box::new(nano_vllm_onnx::OnnxRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?))
+            let runtime = match model.bundle() {
+                Some(b) => nano_vllm_onnx::OnnxRuntime::from_bundle(b, &options),
+                None => {
+                    let path = model.onnx().ok_or_else(|| RegistryError::NoFile {
+                        name: name.into(),
+                        needs: "an ONNX graph with a KV cache (model.onnx in an HF directory)".into(),
+                        model: model.path().into(),
+                    })?;
+                    nano_vllm_onnx::OnnxRuntime::load(&path, &options)
+                }
+            };
+            Ok(Box::new(runtime.map_err(|e| load_err(e.into()))?))
         }
         #[cfg(feature = "candle")]
-        "candle" => {
+        spec if spec == "candle" || spec.starts_with("candle:") => {
+            let opts = options(spec, "candle", &["shipped"])?;
+            let path = hf_or_gguf(name, model, !opts.is_empty())?;
             let threads = (settings.threads > 0).then_some(settings.threads);
             let options = nano_vllm_candle::CandleOptions { threads };
-            Ok(Box::new(
-                nano_vllm_candle::CandleRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
-            ))
+            Ok(Box::new(nano_vllm_candle::CandleRuntime::load(&path, &options).map_err(|e| load_err(e.into()))?))
         }
         #[cfg(feature = "llama-cpp")]
         spec if spec == "llama-cpp" || spec.starts_with("llama-cpp:") => {
             let options = llama_cpp_options(spec, settings)?;
-            Ok(Box::new(
-                nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(bundle, &options).map_err(|e| load_err(e.into()))?,
-            ))
+            let runtime = match model.bundle() {
+                Some(b) => nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(b, &options),
+                None => {
+                    nano_vllm_llama_cpp::LlamaCppRuntime::load(llama_cpp_file(name, model, options.weights)?, &options)
+                }
+            };
+            Ok(Box::new(runtime.map_err(|e| load_err(e.into()))?))
         }
         _ => {
             let _ = (settings, load_err);
@@ -178,6 +295,8 @@ pub enum ParityCheck {
     /// Lossy settings (quantized or f16/bf16 weights, an f16 KV cache): teacher forced on the reference tokens, held to the
     /// bundle's `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
     TeacherForced,
+    /// llama.cpp on the shipped GGUF (quantized kernels): teacher forced, held to the bundle's `shipped` tolerance.
+    ShippedTeacherForced,
 }
 
 impl ParityCheck {
@@ -186,16 +305,18 @@ impl ParityCheck {
             Self::Elementwise => "elementwise",
             Self::LlamaCppElementwise => "elementwise (llama_cpp_f32)",
             Self::TeacherForced => "teacher_forced",
+            Self::ShippedTeacherForced => "teacher_forced (shipped)",
         }
     }
 }
 
 /// How parity judges the runtime `name` (see [`ParityCheck`]).
 pub fn parity_check(name: &str) -> ParityCheck {
-    if matches!(name, "native:f16" | "native:bf16") {
+    if name.starts_with("native:") && (name.contains("f16") || name.contains("bf16")) {
         return ParityCheck::TeacherForced;
     }
     match name.strip_prefix("llama-cpp") {
+        Some(options) if options.contains("shipped") => ParityCheck::ShippedTeacherForced,
         Some(options) if options.contains("q8_0") || options.contains("defaults") => ParityCheck::TeacherForced,
         Some(_) => ParityCheck::LlamaCppElementwise,
         None => ParityCheck::Elementwise,
@@ -223,31 +344,25 @@ impl RuntimeTokenizer for nano_vllm_llama_cpp::LlamaCppRuntime {
 /// A runtime tokenizer, or why it did not load.
 pub type LoadedTokenizer = Result<Box<dyn RuntimeTokenizer>, RegistryError>;
 
-/// The tokenizer of runtime `name` when it brings its own (llama.cpp: the vocabulary of the GGUF file it runs, f32 or
-/// Q8_0), labelled with that file; `None` when the runtime uses the bundle's `tokenizer.json` (or is not compiled in).
-pub fn runtime_tokenizer(name: &str, bundle: &Bundle) -> Option<(String, LoadedTokenizer)> {
+/// The tokenizer of runtime `name` when it brings its own (llama.cpp: the vocabulary of the GGUF file it runs), labelled
+/// with that file; `None` when the runtime uses the model's `tokenizer.json` (or is not compiled in).
+pub fn runtime_tokenizer(name: &str, model: &ModelSource) -> Option<(String, LoadedTokenizer)> {
     #[cfg(feature = "llama-cpp")]
     if name == "llama-cpp" || name.starts_with("llama-cpp:") {
-        let options = match llama_cpp_options(name, &RuntimeSettings::default()) {
-            Ok(o) => o,
+        let file = llama_cpp_options(name, &RuntimeSettings { max_model_len: Some(256), ..Default::default() })
+            .and_then(|options| Ok((llama_cpp_file(name, model, options.weights)?, options)));
+        let (path, options) = match file {
+            Ok(f) => f,
             Err(e) => return Some((format!("llama-cpp ({name})"), Err(e))),
         };
-        let gguf = match options.weights {
-            nano_vllm_llama_cpp::Weights::F32 => bundle.gguf_f32(),
-            nano_vllm_llama_cpp::Weights::Q8_0 => bundle.gguf_q8_0(),
-        };
-        let file = gguf.file_name().map_or_else(|| gguf.display().to_string(), |f| f.to_string_lossy().into_owned());
+        let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
         let label = format!("llama-cpp ({file} vocabulary)");
-        let loaded = nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(bundle, &options)
+        let loaded = nano_vllm_llama_cpp::LlamaCppRuntime::load(&path, &options)
             .map(|r| Box::new(r) as Box<dyn RuntimeTokenizer>)
-            .map_err(|e| RegistryError::Load {
-                name: name.to_owned(),
-                bundle: bundle.dir().to_path_buf(),
-                source: e.into(),
-            });
+            .map_err(|e| RegistryError::Load { name: name.to_owned(), model: path.clone(), source: e.into() });
         return Some((label, loaded));
     }
-    let _ = (name, bundle);
+    let _ = (name, model);
     None
 }
 
@@ -257,7 +372,7 @@ mod tests {
 
     #[test]
     fn unknown_and_not_compiled_in_runtimes_are_explained() {
-        let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
+        let bundle = ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap());
         let err = build("tensorrt", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
         assert!(err.starts_with("unknown runtime 'tensorrt'; available: ") && err.contains("mock"), "{err}");
         #[cfg(not(feature = "llama-cpp"))]
@@ -269,5 +384,15 @@ mod tests {
         assert!(build("mock:fail-at=3,delay-us=10", &bundle, &RuntimeSettings::default()).is_ok());
         let err = build("mock:speed=3", &bundle, &RuntimeSettings::default()).err().unwrap().to_string();
         assert!(err.contains("option 'speed=3'"), "{err}");
+    }
+
+    #[test]
+    fn runtime_lists_name_what_is_wrong_before_anything_runs() {
+        let all = default_runtimes();
+        assert!(!all.iter().any(|r| r == "mock"));
+        assert_eq!(runtime_list("all", &all).unwrap(), all);
+        assert_eq!(runtime_list(" mock , mock:delay-us=5 ", &all).unwrap(), ["mock", "mock:delay-us=5"]);
+        assert_eq!(runtime_list(" , ", &all).unwrap_err().to_string(), "no runtime given");
+        assert!(runtime_list("mock,tensorrt", &all).unwrap_err().to_string().starts_with("unknown runtime 'tensorrt'"));
     }
 }

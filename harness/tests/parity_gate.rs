@@ -189,6 +189,40 @@ fn gate_passes_a_rerun_and_fails_a_slowed_runtime() {
     let (ok, _, err) = gate(&results, &slowed_path, &config);
     assert!(!ok && err.contains("the baseline is not comparable with this run: the workload differs"), "{err}");
 
+    // The same run made to look measured on another CPU (no AVX-512, other caches): the mock slowed to 40% is then
+    // reported but not gated, while a changed digest still fails.
+    let mut elsewhere = report.clone();
+    elsewhere["metadata"]["cpu"]["simd"] = serde_json::json!(["sse4_2", "avx", "f16c", "fma", "avx2"]);
+    elsewhere["metadata"]["cpu"]["model"] = 49.into();
+    let elsewhere_path = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere_path, serde_json::to_vec(&elsewhere).unwrap()).unwrap();
+    let mut slowed_here = report.clone();
+    slow_down(&mut slowed_here, "mock", 0.4);
+    std::fs::write(&slowed_path, serde_json::to_vec(&slowed_here).unwrap()).unwrap();
+    let (ok, out, err) = gate(&elsewhere_path, &slowed_path, &config);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("not gated (another CPU)") && out.contains("note: relative figures are reported, not gated"),
+        "{out}"
+    );
+    slowed_here["runs"][0]["repeats"][1]["output_digest"] = "0000000000000000".into();
+    std::fs::write(&slowed_path, serde_json::to_vec(&slowed_here).unwrap()).unwrap();
+    let (ok, _, err) = gate(&elsewhere_path, &slowed_path, &config);
+    assert!(!ok && err.contains("regression gate failed: native output_digest (exact figures;"), "{err}");
+
+    // A directory of per-CPU baselines: this CPU's is picked, so the slowed mock fails again.
+    let baselines = dir.path().join("baselines");
+    std::fs::create_dir(&baselines).unwrap();
+    std::fs::copy(&elsewhere_path, baselines.join("a-other-cpu.json")).unwrap();
+    std::fs::copy(&results, baselines.join("b-this-cpu.json")).unwrap();
+    std::fs::write(&slowed_path, serde_json::to_vec(&slowed).unwrap()).unwrap(); // the mock at 40% again
+    let (ok, out, err) = gate(&baselines, &slowed_path, &config);
+    assert!(
+        !ok && out.contains("| mock | output_throughput (relative) |") && err.contains("mock output_throughput"),
+        "{out}{err}"
+    );
+    assert!(err.contains("regression gate failed"), "{err}");
+
     // A broken config names its file and the problem.
     std::fs::write(&config, "[relative]\nmetrics = []\nmax_drop = 2\n[exact]\nfields = []\n").unwrap();
     let (ok, _, err) = gate(&results, &run, &config);
@@ -196,16 +230,26 @@ fn gate_passes_a_rerun_and_fails_a_slowed_runtime() {
 }
 
 #[test]
-fn the_committed_baseline_is_the_gate_benchmark_and_passes_against_itself() {
+fn the_committed_baselines_are_the_gate_benchmark_and_pass_against_themselves() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let baseline = root.join("reports/baseline.json");
-    let (ok, out, err) = gate(&baseline, &baseline, &root.join("ci/gate.toml"));
-    assert!(ok, "{out}{err}");
-    let report = read_json(&baseline);
-    let runtimes: Vec<&str> =
-        report["runs"].as_array().unwrap().iter().map(|r| r["runtime"].as_str().unwrap()).collect();
-    assert_eq!(runtimes, ["native", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0"]);
-    assert!(report["runs"][0]["engine"]["preemptions"].as_u64().unwrap() > 0, "the workload preempts");
+    let dir = root.join("reports/baselines");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let baseline = entry.unwrap().path();
+        let (ok, out, err) = gate(&baseline, &baseline, &root.join("ci/gate.toml"));
+        assert!(ok, "{}: {out}{err}", baseline.display());
+        let report = read_json(&baseline);
+        // Named after the CPU it was measured on.
+        let cpu: nano_vllm_harness::machine::CpuIdentity =
+            serde_json::from_value(report["metadata"]["cpu"].clone()).expect("a recorded CPU");
+        assert_eq!(baseline.file_stem().unwrap().to_str().unwrap(), cpu.fingerprint());
+        let runtimes: Vec<&str> =
+            report["runs"].as_array().unwrap().iter().map(|r| r["runtime"].as_str().unwrap()).collect();
+        assert_eq!(runtimes, ["native", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0"]);
+        assert!(report["runs"][0]["engine"]["preemptions"].as_u64().unwrap() > 0, "the workload preempts");
+        count += 1;
+    }
+    assert!(count >= 1, "no baseline in {}", dir.display());
     let script = std::fs::read_to_string(root.join("ci/gate-bench.sh")).unwrap();
-    assert!(script.contains("--runtime native,onnx,candle,llama-cpp,llama-cpp:q8_0"), "baseline and script agree");
+    assert!(script.contains("--runtime native,onnx,candle,llama-cpp,llama-cpp:q8_0"), "baselines and script agree");
 }

@@ -2,4 +2,5 @@
 
 mod committed;
 mod damaged;
+mod gguf;
 mod util;

@@ -18,6 +18,23 @@ pub struct GateConfig {
     pub min_repeats: usize,
     pub relative: RelativeConfig,
     pub exact: ExactConfig,
+    /// The instruction-count gate (`nano-vllm gate --instructions`).
+    #[serde(default)]
+    pub instructions: InstructionsConfig,
+}
+
+/// Instruction counts of the benchmarks in `harness/benches/instructions.rs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionsConfig {
+    /// A benchmark fails when its count rises more than this fraction above the baseline's.
+    pub max_increase: f64,
+}
+
+impl Default for InstructionsConfig {
+    fn default() -> Self {
+        Self { max_increase: 0.02 }
+    }
 }
 
 /// Performance figures as ratios measured in the same run.
@@ -78,6 +95,9 @@ impl GateConfig {
         }
         if let Some(f) = self.exact.fields.iter().find(|f| !EXACT_FIELDS.contains(&f.as_str())) {
             return Err(format!("exact.fields: unknown field '{f}' (known: {})", EXACT_FIELDS.join(", ")));
+        }
+        if !(self.instructions.max_increase > 0.0 && self.instructions.max_increase < 1.0) {
+            return Err(format!("instructions.max_increase must be in (0, 1), got {}", self.instructions.max_increase));
         }
         if self.relative.metrics.is_empty() && self.exact.fields.is_empty() {
             return Err("nothing to gate: relative.metrics and exact.fields are both empty".into());

@@ -12,13 +12,23 @@
 //!
 //! A baseline of another workload, bundle or engine setting is not comparable: an error that says to refresh the
 //! baseline deliberately, never a silent pass.
+//!
+//! **Machines.** Relative figures carry between runs on the same CPU, not between CPU generations (the runtimes'
+//! libraries pick other kernels on a CPU with other SIMD features or caches: ONNX Runtime's relative throughput
+//! read -37% on a machine without AVX-512 against a baseline made with it, with nothing changed). So a baseline is
+//! kept per CPU ([`crate::machine::CpuIdentity::fingerprint`]; [`pick_baseline`] chooses the one of this CPU) and
+//! relative figures are gated only against a baseline of the same CPU; against another CPU's they are reported,
+//! marked not gated, while the exact figures, which do not depend on the CPU, are still gated. The instruction-count
+//! gate ([`instructions`]) holds on any machine.
 
 mod config;
 mod figures;
 mod report;
 
-pub use config::{EXACT_FIELDS, ExactConfig, GateConfig, RelativeConfig};
+pub use config::{EXACT_FIELDS, ExactConfig, GateConfig, InstructionsConfig, RelativeConfig};
 pub use report::{GateCheck, GateReport};
+
+pub mod instructions;
 
 use std::path::PathBuf;
 
@@ -33,6 +43,23 @@ pub enum GateError {
         "the baseline is not comparable with this run: {0}. Refresh the baseline deliberately (bash ci/refresh-baseline.sh) if the change is intended"
     )]
     NotComparable(String),
+    #[error("instruction counts {}: {message}", path.display())]
+    Instructions { path: PathBuf, message: String },
+}
+
+/// The CPU fingerprint of a run (`None` for files written before CPUs were recorded).
+pub fn cpu_fingerprint(results: &Results) -> Option<String> {
+    results.metadata.cpu.as_ref().map(|c| c.fingerprint())
+}
+
+/// Of several baselines (one per CPU), the one recorded on the current run's CPU, else the first (whose exact
+/// figures still apply). Returns its index and whether its CPU matches.
+pub fn pick_baseline(baselines: &[Results], current: &Results) -> Option<(usize, bool)> {
+    let here = cpu_fingerprint(current);
+    match baselines.iter().position(|b| here.is_some() && cpu_fingerprint(b) == here) {
+        Some(i) => Some((i, true)),
+        None => (!baselines.is_empty()).then_some((0, false)),
+    }
 }
 
 /// Refuses baselines of another workload, bundle or engine configuration.
@@ -54,15 +81,27 @@ fn comparable(baseline: &Results, current: &Results) -> Result<Vec<String>, Gate
     if !differences.is_empty() {
         return Err(GateError::NotComparable(differences.join("; ")));
     }
-    let mut notes = Vec::new();
-    if (&b.cpu_model, b.cores) != (&c.cpu_model, c.cores) {
-        notes.push(format!(
-            "the baseline was measured on {} ({} cores), this run on {} ({} cores): relative figures carry over only \
-             approximately between machines",
-            b.cpu_model, b.cores, c.cpu_model, c.cores
-        ));
+    Ok(Vec::new())
+}
+
+/// Whether both runs were measured on the same CPU (then relative figures are gated), with a note when not.
+fn same_cpu(baseline: &Results, current: &Results) -> (bool, Option<String>) {
+    let (b, c) = (cpu_fingerprint(baseline), cpu_fingerprint(current));
+    if b.is_some() && b == c {
+        return (true, None);
     }
-    Ok(notes)
+    let describe = |r: &Results, f: &Option<String>| match (&r.metadata.cpu, f) {
+        (Some(cpu), Some(f)) => format!("{f}: {}", cpu.describe()),
+        _ => format!("{} ({} cores), CPU not recorded", r.metadata.cpu_model, r.metadata.cores),
+    };
+    let note = format!(
+        "relative figures are reported, not gated: the baseline was measured on another CPU ({}), this run on {}; \
+         timing figures do not carry between CPUs. To gate them on this machine, record its baseline with \
+         ci/refresh-baseline.sh (reports/baselines/<fingerprint>.json). Exact figures are still gated",
+        describe(baseline, &b),
+        describe(current, &c)
+    );
+    (false, Some(note))
 }
 
 fn find<'a>(results: &'a Results, name: &str, which: &str) -> Result<&'a RuntimeResult, GateError> {
@@ -76,6 +115,8 @@ fn find<'a>(results: &'a Results, name: &str, which: &str) -> Result<&'a Runtime
 /// Compares `current` with `baseline` under `config`.
 pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Result<GateReport, GateError> {
     let mut report = GateReport { checks: Vec::new(), notes: comparable(baseline, current)? };
+    let (timing_gated, note) = same_cpu(baseline, current);
+    report.notes.extend(note);
     let names: Vec<String> = if config.runtimes.is_empty() {
         baseline.runs.iter().map(|r| r.runtime.clone()).collect()
     } else {
@@ -142,15 +183,16 @@ pub fn gate(baseline: &Results, current: &Results, config: &GateConfig) -> Resul
                 };
                 let floor = b * (1.0 - config.relative.max_drop);
                 let change = c / b - 1.0;
+                let limit = format!(">= {floor:.3} (-{:.0}%)", config.relative.max_drop * 100.0);
                 report.checks.push(GateCheck {
                     runtime: name.clone(),
                     figure,
                     baseline: format!("{b:.3}"),
                     current: format!("{c:.3} ({:+.0}%)", change * 100.0),
-                    limit: format!(">= {floor:.3} (-{:.0}%)", config.relative.max_drop * 100.0),
-                    passed: c >= floor,
+                    limit: if timing_gated { limit } else { format!("not gated (another CPU): {limit}") },
+                    passed: c >= floor || !timing_gated,
                 });
-                if change > config.relative.max_drop {
+                if timing_gated && change > config.relative.max_drop {
                     report.notes.push(format!(
                         "{name}: {metric} relative figure is {:.0}% above the baseline's; if the speed-up is real, \
                          refresh the baseline so that the gate protects it",
@@ -297,6 +339,7 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
                 git_commit: None,
                 cpu_model: "cpu".into(),
                 cores: 2,
+                cpu: Some(crate::machine::CpuIdentity::from_cpuinfo("vendor_id : X\ncpu family : 1\nflags : avx2\n")),
                 bundle: BundleMeta { name: "b".into(), dir: "b".into(), manifest_sha256: "m".into() },
                 workload: WorkloadMeta {
                     source: "synthetic".into(),
@@ -429,6 +472,35 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
         let extra = results(&[("a", &[1.0; 3]), ("b", &[1.0; 3]), ("c", &[1.0; 3]), ("d", &[1.0; 3])]);
         let r = gate(&baseline(), &extra, &config()).unwrap();
         assert!(r.notes.iter().any(|n| n.starts_with("d: in this run but not gated")), "{:?}", r.notes);
+    }
+
+    #[test]
+    fn relative_figures_are_gated_only_against_a_baseline_of_the_same_cpu() {
+        // b at half its speed, measured on another CPU than the baseline's: reported, not gated; exact figures are.
+        let mut current =
+            results(&[("a", &[1000.0, 1100.0, 900.0]), ("b", &[250.0, 275.0, 225.0]), ("c", &[250.0, 260.0, 240.0])]);
+        current.metadata.cpu.as_mut().unwrap().simd.push("avx512f".into());
+        current.runs[0].repeats[1].preemptions = 4;
+        let r = gate(&baseline(), &current, &config()).unwrap();
+        let failed: Vec<String> = r.failures().map(|c| format!("{} {}", c.runtime, c.figure)).collect();
+        assert_eq!(failed, ["a preemptions"]);
+        let b = r.checks.iter().find(|c| c.runtime == "b" && c.figure == "output_throughput (relative)").unwrap();
+        assert_eq!(
+            (b.current.as_str(), b.limit.as_str()),
+            ("0.500 (-50%)", "not gated (another CPU): >= 0.700 (-30%)")
+        );
+        assert!(r.notes.iter().any(|n| n.starts_with("relative figures are reported, not gated")), "{:?}", r.notes);
+        // A baseline without a recorded CPU is another CPU too.
+        let mut old = baseline();
+        old.metadata.cpu = None;
+        assert!(
+            gate(&old, &results(&[("a", &[1.0; 3]), ("b", &[1.0; 3]), ("c", &[1.0; 3])]), &config()).unwrap().passed()
+        );
+        // Of several baselines, the one of this CPU is picked; without one, the first (for its exact figures).
+        let other = current.clone();
+        assert_eq!(pick_baseline(&[other.clone(), baseline()], &baseline()), Some((1, true)));
+        assert_eq!(pick_baseline(&[other], &baseline()), Some((0, false)));
+        assert_eq!(pick_baseline(&[], &baseline()), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub use report::{
 use nano_vllm_bundle::{Bundle, LogitTolerance, Q8Tolerance};
 use nano_vllm_conformance::{check_situations, compare, compare_teacher_forced, run_teacher_forced};
 
+use crate::model::ModelSource;
 use crate::registry::{self, ParityCheck, RuntimeSettings};
 
 /// Tolerances given on the command line, replacing the manifest's.
@@ -61,18 +62,29 @@ pub fn check_runtime(
 ) -> RuntimeParity {
     let (check, elementwise, distribution) = tolerances_for(name, bundle, overrides);
     let mut out = RuntimeParity::new(name, check, &elementwise, &distribution);
+    let distribution = match distribution {
+        Ok(d) => d,
+        Err(e) => return out.error(e),
+    };
     let reference = match bundle.reference() {
         Ok(r) => r,
         Err(e) => return out.error(format!("reading the reference: {e}")),
     };
+    // The engine's context: the model's, cut to what the reference needs (a long-context model's full context
+    // would size per-sequence caches for nothing).
+    let longest = reference.prompts.iter().map(|p| p.prompt_ids.len() + p.greedy_tokens.len()).max().unwrap_or(1);
+    let context = bundle.config().context_length.min(longest.next_multiple_of(256));
+    let settings = &RuntimeSettings { max_model_len: Some(context), ..settings.clone() };
+    let model = ModelSource::from(bundle.clone());
+    let model = &model;
     // The first build shows whether the runtime loads at all (one clear error rather than one per situation).
-    if let Err(e) = registry::build(name, bundle, settings) {
+    if let Err(e) = registry::build(name, model, settings) {
         return out.error(e.to_string());
     }
-    let context = bundle.config().context_length;
     // Lossy runtimes run the situations for their mechanics and figures; only teacher forcing judges their logits.
-    let situation_tolerance = (check != ParityCheck::TeacherForced).then_some(&elementwise);
-    let make = || registry::build(name, bundle, settings);
+    let teacher_forced = matches!(check, ParityCheck::TeacherForced | ParityCheck::ShippedTeacherForced);
+    let situation_tolerance = (!teacher_forced).then_some(&elementwise);
+    let make = || registry::build(name, model, settings);
     let checks = check_situations(name, &reference, context, situation_tolerance, make);
     out.failures.extend(checks.failures);
     out.situations = checks
@@ -91,8 +103,8 @@ pub fn check_runtime(
     let pooled = compare(checks.reports.iter().flat_map(|(_, run, _)| &run.prompts), &reference.prompts);
     out.figures = (!checks.reports.is_empty()).then(|| Figures::from(&pooled));
 
-    if check == ParityCheck::TeacherForced {
-        let runs = registry::build(name, bundle, settings)
+    if teacher_forced {
+        let runs = registry::build(name, model, settings)
             .map_err(|e| e.to_string())
             .and_then(|rt| run_teacher_forced(rt, &reference, context).map_err(|e| e.to_string()));
         match runs {
@@ -113,11 +125,12 @@ pub fn check_runtime(
     out
 }
 
-/// Everything parity checks on the bundle in `dir`: the bundle itself (manifest, checksums), each runtime in
-/// `runtimes`, the bundle's tokenizer through the tokenizers crate, and the runtimes' own tokenizers.
+/// Everything parity checks on the bundle in `dir`: the bundle itself (manifest, checksums), each runtime of
+/// `runtime_spec` (`all`, or names), the bundle's tokenizer through the tokenizers crate, the tokenizer built from a
+/// shipped GGUF's vocabulary, and the runtimes' own tokenizers.
 pub fn check_bundle(
     dir: &std::path::Path,
-    runtimes: &[String],
+    runtime_spec: &str,
     settings: &RuntimeSettings,
     overrides: &ToleranceOverrides,
 ) -> BundleParity {
@@ -138,7 +151,16 @@ pub fn check_bundle(
     };
     out.bundle = bundle.name().to_owned();
     out.manifest_sha256 = bundle.manifest_sha256().to_owned();
-    for name in runtimes {
+    let model = ModelSource::from(bundle.clone());
+    let runtimes = match registry::runtime_list(runtime_spec, &registry::default_runtimes_for(&model)) {
+        Ok(r) => r,
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    eprintln!("   runtimes: {}", runtimes.join(", "));
+    for name in &runtimes {
         // A runtime that panics is that runtime's error; the other runtimes and the report go on.
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             check_runtime(name, &bundle, settings, overrides)
@@ -173,8 +195,11 @@ pub fn check_bundle(
                     failures: vec![format!("{}: {e}", bundle.tokenizer_json().display())],
                 }),
             }
-            for name in runtimes {
-                let Some((label, loaded)) = registry::runtime_tokenizer(name, &bundle) else { continue };
+            if let Some(shipped) = bundle.gguf_shipped() {
+                out.tokenizers.push(tokenizer::check_gguf_vocabulary(&shipped, &reference));
+            }
+            for name in &runtimes {
+                let Some((label, loaded)) = registry::runtime_tokenizer(name, &model) else { continue };
                 if out.tokenizers.iter().any(|t| t.tokenizer == label) {
                     continue;
                 }
@@ -194,29 +219,45 @@ pub fn check_bundle(
     out
 }
 
-/// How runtime `name` is judged on `bundle`, and the tolerances (the manifest's, overridden).
+/// How runtime `name` is judged on `bundle`, and the tolerances (the manifest's, overridden); the distribution
+/// tolerance is an error for the shipped GGUF of a bundle that has none.
 fn tolerances_for(
     name: &str,
     bundle: &Bundle,
     overrides: &ToleranceOverrides,
-) -> (ParityCheck, LogitTolerance, Q8Tolerance) {
+) -> (ParityCheck, LogitTolerance, Result<Q8Tolerance, String>) {
     let check = registry::parity_check(name);
     let tolerances = bundle.tolerances();
     let elementwise = match check {
         ParityCheck::LlamaCppElementwise => overrides.elementwise(tolerances.llama_cpp_f32()),
         _ => overrides.elementwise(&tolerances.f32),
     };
-    (check, elementwise, overrides.distribution(&tolerances.q8_0))
+    let distribution = match check {
+        ParityCheck::ShippedTeacherForced => tolerances
+            .shipped
+            .as_ref()
+            .map(|t| overrides.distribution(t))
+            .ok_or_else(|| "the bundle has no shipped GGUF tolerance (not made with --from-gguf)".to_owned()),
+        _ => Ok(overrides.distribution(&tolerances.q8_0)),
+    };
+    (check, elementwise, distribution)
 }
 
 impl RuntimeParity {
     /// A passing result with no figures yet.
-    fn new(name: &str, check: ParityCheck, elementwise: &LogitTolerance, distribution: &Q8Tolerance) -> Self {
+    fn new(
+        name: &str,
+        check: ParityCheck,
+        elementwise: &LogitTolerance,
+        distribution: &Result<Q8Tolerance, String>,
+    ) -> Self {
         Self {
             runtime: name.to_owned(),
             check: check.as_str().to_owned(),
-            tolerance: match check {
-                ParityCheck::TeacherForced => ToleranceUsed::distribution(distribution),
+            tolerance: match (check, distribution) {
+                (ParityCheck::TeacherForced | ParityCheck::ShippedTeacherForced, Ok(d)) => {
+                    ToleranceUsed::distribution(d)
+                }
                 _ => ToleranceUsed::elementwise(elementwise),
             },
             status: Status::Pass,

@@ -63,8 +63,31 @@ pub fn check_tokenizer(
 /// The bundle's `tokenizer.json` through the tokenizers crate (special tokens added as the reference was made;
 /// decoding keeps special tokens).
 pub fn check_hf_tokenizer(tokenizer: &Tokenizer, reference: &TokenizerReference) -> TokenizerParity {
+    check_tokenizers_crate("tokenizers (tokenizer.json)", tokenizer, reference)
+}
+
+/// The tokenizer this crate builds from a GGUF's own vocabulary (for a model given as a GGUF alone).
+pub fn check_gguf_vocabulary(gguf: &std::path::Path, reference: &TokenizerReference) -> TokenizerParity {
+    let name = gguf.file_name().map_or_else(|| gguf.display().to_string(), |f| f.to_string_lossy().into_owned());
+    let label = format!("tokenizers ({name} vocabulary)");
+    let built = nano_vllm_bundle::gguf::GgufFile::open(gguf)
+        .map_err(|e| e.to_string())
+        .and_then(|file| crate::model::tokenizer::from_gguf(&file));
+    match built {
+        Ok(tokenizer) => check_tokenizers_crate(&label, &tokenizer, reference),
+        Err(e) => TokenizerParity {
+            tokenizer: label,
+            cases: reference.cases.len(),
+            identical: 0,
+            status: Status::Error,
+            failures: vec![e],
+        },
+    }
+}
+
+fn check_tokenizers_crate(label: &str, tokenizer: &Tokenizer, reference: &TokenizerReference) -> TokenizerParity {
     check_tokenizer(
-        "tokenizers (tokenizer.json)",
+        label,
         reference,
         |text| {
             tokenizer

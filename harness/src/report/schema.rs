@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! { "schema_version": 1, "created_unix_s": 1795000000,
-//!   "metadata": { "git_commit", "cpu_model", "cores", "bundle": {name, dir, manifest_sha256},
+//!   "metadata": { "git_commit", "cpu_model", "cores", "cpu": {vendor, model_name, family, model, stepping, simd,
+//!                 caches_kib, cores}, "bundle": {name, dir, manifest_sha256},
 //!                 "workload": {source, num_requests, warmup, sha256, seed, mode, request_rate, burstiness},
 //!                 "engine": {max_num_seqs, max_num_batched_tokens, max_model_len, block_size, num_kv_blocks,
 //!                            prefix_caching, chunked_prefill},
@@ -45,6 +46,10 @@ pub struct RunMetadata {
     pub git_commit: Option<String>,
     pub cpu_model: String,
     pub cores: usize,
+    /// The CPU in detail (absent in files written before it existed): timing figures compare only between runs
+    /// whose CPUs have the same fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::machine::CpuIdentity>,
     pub bundle: BundleMeta,
     pub workload: WorkloadMeta,
     pub engine: EngineMeta,

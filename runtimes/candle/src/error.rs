@@ -67,6 +67,10 @@ pub enum CandleError {
     #[error("malformed step: {0}")]
     MalformedStep(String),
 
+    /// A GGUF file could not be read, or holds what this runtime does not implement.
+    #[error(transparent)]
+    Gguf(#[from] nano_vllm_bundle::gguf::GgufError),
+
     /// A tensor operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

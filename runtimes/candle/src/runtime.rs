@@ -65,12 +65,18 @@ pub struct CandleRuntime {
 
 impl CandleRuntime {
     /// Loads a Hugging Face model directory: `config.json` and `model.safetensors` (or the shards of
-    /// `model.safetensors.index.json`), memory-mapped; f16 and bf16 weights are converted to f32.
-    pub fn load(hf_dir: impl AsRef<Path>, options: &CandleOptions) -> Result<Self, CandleError> {
-        let dir = hf_dir.as_ref();
-        let config_path = dir.join("config.json");
-        let config = HfConfig::from_file(&config_path)?;
-        let weights = Weights::open(dir)?;
+    /// `model.safetensors.index.json`), memory-mapped; f16 and bf16 weights are converted to f32. Or a GGUF file
+    /// (Llama, Qwen2, GPT-2), its tensors dequantized to f32.
+    pub fn load(path: impl AsRef<Path>, options: &CandleOptions) -> Result<Self, CandleError> {
+        let dir = path.as_ref();
+        let (config_path, config, weights) = if dir.is_file() {
+            let (weights, config) = Weights::open_gguf(dir)?;
+            (dir.to_path_buf(), config, weights)
+        } else {
+            let config_path = dir.join("config.json");
+            let config = HfConfig::from_file(&config_path)?;
+            (config_path, config, Weights::open(dir)?)
+        };
         let model = match config.architecture {
             HfArchitecture::Llama | HfArchitecture::Mistral | HfArchitecture::Qwen2 => {
                 crate::llama::load(&config, &config_path, &weights)?

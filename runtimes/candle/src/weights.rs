@@ -9,6 +9,9 @@ use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
 use safetensors::Dtype;
 
+use nano_vllm_bundle::HfConfig;
+use nano_vllm_bundle::gguf::GgufModel;
+
 use crate::error::CandleError;
 
 pub(crate) const SINGLE_FILE: &str = "model.safetensors";
@@ -21,6 +24,8 @@ pub(crate) struct Weights {
     shards: Vec<(PathBuf, MmapedSafetensors)>,
     /// Tensor name -> shard; `None` for a single file (everything is in shard 0).
     routing: Option<HashMap<String, usize>>,
+    /// A GGUF read as an HF checkpoint instead of safetensors (tensors dequantized to f32).
+    gguf: Option<GgufModel>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -55,7 +60,7 @@ impl Weights {
         let index = dir.join(INDEX_FILE);
         if single.is_file() {
             let st = map_file(&single)?;
-            return Ok(Self { origin: single.clone(), shards: vec![(single, st)], routing: None });
+            return Ok(Self { origin: single.clone(), shards: vec![(single, st)], routing: None, gguf: None });
         }
         if !index.is_file() {
             return Err(CandleError::NoWeights { dir: dir.into() });
@@ -87,11 +92,21 @@ impl Weights {
             };
             routing.insert(name.clone(), shard);
         }
-        Ok(Self { origin: index, shards, routing: Some(routing) })
+        Ok(Self { origin: index, shards, routing: Some(routing), gguf: None })
+    }
+
+    /// A GGUF file (Llama, Qwen2 or GPT-2) as an HF checkpoint; its config comes with it.
+    pub(crate) fn open_gguf(path: &Path) -> Result<(Self, HfConfig), CandleError> {
+        let model = GgufModel::open(path)?;
+        let config = model.config.clone();
+        Ok((Self { origin: path.into(), shards: Vec::new(), routing: None, gguf: Some(model) }, config))
     }
 
     /// Whether the weights hold `name`.
     pub(crate) fn contains(&self, name: &str) -> bool {
+        if let Some(model) = &self.gguf {
+            return model.contains(name);
+        }
         match &self.routing {
             Some(r) => r.contains_key(name),
             None => self.shards[0].1.get(name).is_ok(),
@@ -100,6 +115,9 @@ impl Weights {
 
     /// Reads `name` as f32, checking that its shape is `shape`.
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, CandleError> {
+        if let Some(model) = &self.gguf {
+            return Ok(Tensor::from_vec(model.tensor(name, shape)?, shape, &Device::Cpu)?);
+        }
         let missing = |path: &Path| CandleError::MissingTensor { path: path.into(), name: name.into() };
         let shard = match &self.routing {
             Some(r) => *r.get(name).ok_or_else(|| missing(&self.origin))?,

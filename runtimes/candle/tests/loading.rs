@@ -232,3 +232,19 @@ fn results_do_not_depend_on_the_thread_count() {
     assert!(max_abs_diff(&one, &two) < 1e-5);
     assert!(max_abs_diff(&one, long.prompt_logits.as_slice()) < 1e-4);
 }
+
+#[test]
+fn a_gguf_loads_and_computes_what_the_safetensors_compute() {
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let bundle = open_fixture(name).unwrap();
+        let mut hf = load(bundle.hf_dir());
+        let mut gguf = load(&bundle.gguf_f32());
+        let tokens = [5, 17, 9, 300, 2];
+        // The f32 GGUF holds the same weights bit for bit.
+        assert_eq!(prefill(&mut hf, &tokens), prefill(&mut gguf, &tokens), "{name}");
+    }
+    let err = CandleRuntime::load(open_fixture("tiny-llama").unwrap().onnx(), &CandleOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.onnx") && err.contains("not a GGUF file"), "{err}");
+}

@@ -47,6 +47,8 @@ pub enum Weights {
     F32,
     /// `model.q8_0.gguf`.
     Q8_0,
+    /// The GGUF the bundle was made from, as shipped (a bundle made with `fixtures/generate.py --from-gguf`).
+    Shipped,
 }
 
 impl Weights {
@@ -54,6 +56,7 @@ impl Weights {
         match self {
             Self::F32 => "f32",
             Self::Q8_0 => "q8_0",
+            Self::Shipped => "shipped",
         }
     }
 }

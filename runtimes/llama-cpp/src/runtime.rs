@@ -97,12 +97,17 @@ impl LlamaCppRuntime {
         })
     }
 
-    /// Loads a fixture bundle's GGUF (`model.f32.gguf`, or `model.q8_0.gguf` with [`Weights::Q8_0`]) and checks it
-    /// against the bundle's manifest (vocabulary, layers, KV heads).
+    /// Loads a fixture bundle's GGUF (`model.f32.gguf`, `model.q8_0.gguf` with [`Weights::Q8_0`], the shipped one
+    /// with [`Weights::Shipped`]) and checks it against the bundle's manifest (vocabulary, layers, KV heads).
     pub fn from_bundle(bundle: &Bundle, options: &LlamaCppOptions) -> Result<Self, LlamaCppError> {
         let path = match options.weights {
             Weights::F32 => bundle.gguf_f32(),
             Weights::Q8_0 => bundle.gguf_q8_0(),
+            Weights::Shipped => bundle.gguf_shipped().ok_or_else(|| LoadError::BundleMismatch {
+                path: bundle.dir().to_path_buf(),
+                problem: "the bundle has no shipped GGUF (it was not made with fixtures/generate.py --from-gguf)"
+                    .into(),
+            })?,
         };
         let runtime = Self::load(&path, options)?;
         let model = runtime.session.model();

@@ -8,6 +8,9 @@ pub enum NativeError {
     /// config.json could not be read or describes something unsupported.
     #[error(transparent)]
     Config(#[from] nano_vllm_bundle::BundleError),
+    /// A GGUF file could not be read, or holds what this runtime does not implement.
+    #[error(transparent)]
+    Gguf(#[from] nano_vllm_bundle::gguf::GgufError),
     #[error("{}: cannot read: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -137,11 +137,17 @@ pub fn forward(
         let attn = grow(&mut ws.attn, t * q_width);
         let (qkv, ctx_slots, token_ctx) = (&ws.qkv[..t * qkv_width], &ws.ctx_slots, &ws.token_ctx);
         let (kp, vp) = (&kv.k[li][..], &kv.v[li][..]);
-        attn.par_chunks_mut(q_width).enumerate().for_each_init(Vec::new, |scores, (k, out)| {
+        let attend_token = |scores: &mut Vec<f32>, (k, out): (usize, &mut [f32])| {
             let (a, b) = token_ctx[k];
             let q = &qkv[k * qkv_width..k * qkv_width + q_width];
             attend(q, &ctx_slots[a..b], kp, vp, heads, out, scores);
-        });
+        };
+        if threads > 1 {
+            attn.par_chunks_mut(q_width).enumerate().for_each_init(Vec::new, attend_token);
+        } else {
+            let mut scores = Vec::new();
+            attn.chunks_mut(q_width).enumerate().for_each(|token| attend_token(&mut scores, token));
+        }
         let tmp = grow(&mut ws.tmp, t * hd);
         layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads);
         add_into(&mut ws.x[..t * hd], &ws.tmp[..t * hd]);

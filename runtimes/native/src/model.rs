@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use nano_vllm_bundle::gguf::GgufModel;
 use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig};
 
 use crate::error::NativeError;
@@ -45,14 +46,33 @@ pub struct Model {
     pub rope: Option<Rope>,
 }
 
-/// Fetches tensors with shape checks.
+/// Where the weights come from: an HF directory's safetensors, or a GGUF read as an HF checkpoint (dequantized).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Safetensors(&'a WeightFiles),
+    Gguf(&'a GgufModel),
+}
+
+impl Source<'_> {
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Safetensors(files) => files.contains(name),
+            Self::Gguf(model) => model.contains(name),
+        }
+    }
+}
+
+/// Fetches tensors by HF name with shape checks.
 struct Loader<'a> {
-    files: &'a WeightFiles,
+    source: Source<'a>,
 }
 
 impl Loader<'_> {
     fn t(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, NativeError> {
-        self.files.get(name, shape)
+        match self.source {
+            Source::Safetensors(files) => files.get(name, shape),
+            Source::Gguf(model) => Ok(model.tensor(name, shape)?),
+        }
     }
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear, NativeError> {
         let w = self.t(&format!("{prefix}.weight"), &[out, inp])?;
@@ -87,14 +107,24 @@ impl Model {
     pub fn load(dir: &Path) -> Result<Self, NativeError> {
         let config = HfConfig::from_dir(dir)?;
         let files = WeightFiles::open(dir)?;
+        Self::build(config, Source::Safetensors(&files))
+    }
+
+    /// Loads a GGUF file (Llama, Qwen2 or GPT-2), its tensors dequantized to f32.
+    pub fn load_gguf(path: &Path) -> Result<Self, NativeError> {
+        let model = GgufModel::open(path)?;
+        Self::build(model.config.clone(), Source::Gguf(&model))
+    }
+
+    fn build(config: HfConfig, source: Source<'_>) -> Result<Self, NativeError> {
         match config.architecture {
-            HfArchitecture::Gpt2 => Self::gpt2(config, &files),
-            _ => Self::llama(config, &files),
+            HfArchitecture::Gpt2 => Self::gpt2(config, source),
+            _ => Self::llama(config, source),
         }
     }
 
-    fn llama(c: HfConfig, files: &WeightFiles) -> Result<Self, NativeError> {
-        let l = Loader { files };
+    fn llama(c: HfConfig, source: Source<'_>) -> Result<Self, NativeError> {
+        let l = Loader { source };
         let (h, d, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
         let (q_out, kv_out) = (c.num_heads * d, c.num_kv_heads * d);
         let mut layers = Vec::with_capacity(c.num_layers);
@@ -132,10 +162,10 @@ impl Model {
         })
     }
 
-    fn gpt2(c: HfConfig, files: &WeightFiles) -> Result<Self, NativeError> {
-        let l = Loader { files };
+    fn gpt2(c: HfConfig, source: Source<'_>) -> Result<Self, NativeError> {
+        let l = Loader { source };
         // GPT2LMHeadModel checkpoints prefix `transformer.`; a bare GPT2Model does not.
-        let root = if files.contains("transformer.wte.weight") { "transformer." } else { "" };
+        let root = if source.contains("transformer.wte.weight") { "transformer." } else { "" };
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let mut layers = Vec::with_capacity(c.num_layers);
         for n in 0..c.num_layers {

@@ -27,24 +27,33 @@ pub struct NativeRuntime {
     model: Model,
     kv: Option<KvPool>,
     ws: Workspace,
-    pool: rayon::ThreadPool,
+    /// The step's worker threads; `None` with one thread: steps run on the caller's thread, with no hand-off.
+    pool: Option<rayon::ThreadPool>,
     threads: usize,
 }
 
 impl NativeRuntime {
-    /// Loads an HF model directory (`config.json`, `model.safetensors` or sharded).
-    pub fn load(dir: impl AsRef<Path>, options: &NativeOptions) -> Result<Self, NativeError> {
-        let model = Model::load(dir.as_ref())?.with_weight_dtype(options.weight_dtype);
+    /// Loads an HF model directory (`config.json`, `model.safetensors` or sharded), or a GGUF file (its tensors
+    /// dequantized to f32).
+    pub fn load(path: impl AsRef<Path>, options: &NativeOptions) -> Result<Self, NativeError> {
+        let path = path.as_ref();
+        let model = if path.is_file() { Model::load_gguf(path)? } else { Model::load(path)? };
+        let model = model.with_weight_dtype(options.weight_dtype);
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             options.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("nano-vllm-native-{i}"))
-            .build()
-            .map_err(|e| NativeError::ThreadPool { threads, reason: e.to_string() })?;
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("nano-vllm-native-{i}"))
+                .build()
+                .map_err(|e| NativeError::ThreadPool { threads, reason: e.to_string() })?;
+            Some(pool)
+        } else {
+            None
+        };
         Ok(Self { model, kv: None, ws: Workspace::default(), pool, threads })
     }
 
@@ -61,7 +70,10 @@ impl NativeRuntime {
     pub fn run(&mut self, batch: &StepBatch) -> Result<StepOutput, NativeError> {
         let kv = self.kv.as_mut().ok_or(NativeError::NotPrepared)?;
         let (model, ws, threads) = (&self.model, &mut self.ws, self.threads);
-        let logits = self.pool.install(|| forward(model, kv, ws, batch, threads))?;
+        let logits = match &self.pool {
+            Some(pool) => pool.install(|| forward(model, kv, ws, batch, threads))?,
+            None => forward(model, kv, ws, batch, threads)?,
+        };
         Ok(StepOutput { vocab_size: model.config.vocab_size, logits })
     }
 }

@@ -135,3 +135,47 @@ fn sharded_checkpoints_load() {
     assert_eq!(sharded.model().layers[1].qkv.w, single.model().layers[1].qkv.w);
     assert_eq!(sharded.model().weight_bytes(), single.model().weight_bytes());
 }
+
+#[test]
+fn a_gguf_loads_and_computes_what_the_safetensors_compute() {
+    use nano_vllm_engine::{KvCacheSpec, Runtime, SeqBatchEntry, StepBatch};
+    let step = || StepBatch {
+        block_size: 16,
+        seqs: vec![SeqBatchEntry {
+            seq_id: 0,
+            query_start: 0,
+            query_len: 5,
+            num_computed_tokens: 0,
+            num_cached_tokens: 0,
+            block_table_start: 0,
+            block_table_len: 1,
+            logits_start: 0,
+            num_logits: 5,
+            samples: true,
+            is_prefill: true,
+        }],
+        token_ids: vec![5, 17, 9, 300, 2],
+        positions: (0..5).collect(),
+        slot_mapping: (0..5).collect(),
+        block_tables: vec![0],
+        logits_indices: (0..5).collect(),
+    };
+    let options = NativeOptions { threads: 1, ..Default::default() };
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let dir = fixtures_dir().join(name);
+        let mut hf = NativeRuntime::load(&dir, &options).unwrap();
+        let mut gguf = NativeRuntime::load(dir.join("model.f32.gguf"), &options).unwrap();
+        let kv = KvCacheSpec { num_blocks: 2, block_size: 16 };
+        hf.prepare(&kv).unwrap();
+        gguf.prepare(&kv).unwrap();
+        // The f32 GGUF holds the same weights bit for bit, so the logits are identical.
+        assert_eq!(hf.execute(&step()).unwrap(), gguf.execute(&step()).unwrap(), "{name}");
+    }
+    // A truncated GGUF is named with what no longer fits.
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixtures_dir().join("tiny-llama/model.f32.gguf")).unwrap();
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = NativeRuntime::load(&cut, &options).unwrap_err().to_string();
+    assert!(err.contains("cut.gguf") && err.contains("lies outside the file"), "{err}");
+}

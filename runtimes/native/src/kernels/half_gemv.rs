@@ -4,7 +4,6 @@
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use super::OutPtr;
 
@@ -131,8 +130,8 @@ fn row_avx2<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f3
     }
 }
 
-/// `y[t, n] = x[t, k] * w[n, k]^T` for `t <= MAX_TOKENS`, rows in parallel on the current rayon pool.
-pub fn matmul_t_small<W: HalfWeight>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32])
+/// `y[t, n] = x[t, k] * w[n, k]^T` for `t <= MAX_TOKENS`, rows in parallel on the current rayon pool (`threads > 1`).
+pub fn matmul_t_small<W: HalfWeight>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32], threads: usize)
 where
     [W]: HalfFloatSliceExt,
 {
@@ -142,7 +141,7 @@ where
     // Rows per task: enough work to amortise scheduling, enough tasks to balance.
     const ROWS: usize = 64;
     let y_ptr = OutPtr(y.as_mut_ptr());
-    (0..n.div_ceil(ROWS)).into_par_iter().for_each(|chunk| {
+    super::for_each_task(n.div_ceil(ROWS), threads, |_: &mut (), chunk| {
         let mut out = [0.0f32; MAX_TOKENS];
         for o in chunk * ROWS..((chunk + 1) * ROWS).min(n) {
             let row = &w[o * k..(o + 1) * k];
@@ -177,9 +176,9 @@ mod tests {
             let w16: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
             let wb: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
             let mut y = vec![0.0; t * n];
-            matmul_t_small(&x, t, &w16, n, k, &mut y);
+            matmul_t_small(&x, t, &w16, n, k, &mut y, 2);
             let mut yb = vec![0.0; t * n];
-            matmul_t_small(&x, t, &wb, n, k, &mut yb);
+            matmul_t_small(&x, t, &wb, n, k, &mut yb, 2);
             let mut portable = vec![0.0; t];
             for o in 0..n {
                 row_portable(&w16[o * k..(o + 1) * k], &x, t, k, &mut portable);

@@ -5,7 +5,6 @@
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use super::{OutPtr, half_gemv};
 
@@ -126,10 +125,14 @@ impl Linear {
     pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize) {
         match &self.w {
             Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
-            Weights::F16(w) if t <= half_gemv::MAX_TOKENS => half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y),
-            Weights::Bf16(w) if t <= half_gemv::MAX_TOKENS => half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y),
-            Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y),
-            Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y),
+            Weights::F16(w) if t <= half_gemv::MAX_TOKENS => {
+                half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
+            }
+            Weights::Bf16(w) if t <= half_gemv::MAX_TOKENS => {
+                half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
+            }
+            Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
+            Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
         }
         if let Some(b) = &self.b {
             for row in y[..t * self.out].chunks_exact_mut(self.out) {
@@ -189,8 +192,8 @@ impl Weights {
 const HALF_BLOCK_ROWS: usize = 32;
 
 /// `y[t, n] = x[t, k] * w[n, k]^T` with `w` in f16 or bf16: each block of rows is widened into an f32 buffer and
-/// multiplied there, blocks in parallel on the current rayon pool.
-pub fn matmul_t_half<W: Sync>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32])
+/// multiplied there, blocks in parallel on the current rayon pool (`threads > 1`).
+pub fn matmul_t_half<W: Sync>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32], threads: usize)
 where
     [W]: HalfFloatSliceExt,
 {
@@ -199,7 +202,7 @@ where
         return;
     }
     let out = OutPtr(y.as_mut_ptr());
-    (0..n.div_ceil(HALF_BLOCK_ROWS)).into_par_iter().for_each_init(Vec::<f32>::new, |buf, block| {
+    super::for_each_task(n.div_ceil(HALF_BLOCK_ROWS), threads, |buf: &mut Vec<f32>, block| {
         let r0 = block * HALF_BLOCK_ROWS;
         let rows = HALF_BLOCK_ROWS.min(n - r0);
         buf.resize(rows * k, 0.0);

@@ -22,6 +22,18 @@ impl OutPtr {
     }
 }
 
+/// Runs `f(scratch, task)` for every task in `0..n`: on the current rayon pool when `threads > 1`, else in order
+/// on this thread (one thread means no hand-off to a worker at all). `scratch` is a per-worker buffer.
+pub(crate) fn for_each_task<S: Default + Send>(n: usize, threads: usize, f: impl Fn(&mut S, usize) + Sync + Send) {
+    use rayon::prelude::*;
+    if threads > 1 {
+        (0..n).into_par_iter().for_each_init(S::default, |s, i| f(s, i));
+    } else {
+        let mut scratch = S::default();
+        (0..n).for_each(|i| f(&mut scratch, i));
+    }
+}
+
 /// SiLU(gate) * up, in place into `gate` (Llama-family MLP).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {

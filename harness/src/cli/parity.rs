@@ -14,8 +14,10 @@ pub struct ParityArgs {
     /// committed fixture (fixtures/tiny-llama, fixtures/tiny-qwen2, fixtures/tiny-gpt2).
     #[arg(long, value_delimiter = ',')]
     bundle: Vec<PathBuf>,
-    /// Runtimes, comma-separated, or `all`: every compiled-in runtime but mock, and llama.cpp on the Q8_0 GGUF too
-    /// (`llama-cpp:q8_0`). Lossy settings (`:q8_0`, `:defaults`) are judged teacher forced by the q8_0 tolerance.
+    /// Runtimes, comma-separated, or `all`: every compiled-in runtime but mock, llama.cpp on the Q8_0 GGUF too
+    /// (`llama-cpp:q8_0`), and on a bundle made from a shipped GGUF the runtimes that read it (`native:shipped`,
+    /// `candle:shipped`, `llama-cpp:shipped`). Lossy settings (`:q8_0`, `:defaults`) are judged teacher forced by
+    /// the q8_0 tolerance, `llama-cpp:shipped` by the bundle's `shipped` tolerance.
     #[arg(long, default_value = "all")]
     runtime: String,
     /// Runtime threads (0: one per core).
@@ -38,25 +40,10 @@ pub struct ParityArgs {
     out: Option<PathBuf>,
 }
 
-/// The runtimes `all` means for parity.
-fn all_runtimes() -> Vec<String> {
-    let mut names: Vec<String> =
-        registry::available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
-    if names.iter().any(|n| n == "llama-cpp") {
-        names.push("llama-cpp:q8_0".into());
-    }
-    names
-}
-
 pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
-    let runtimes: Vec<String> = if a.runtime == "all" {
-        all_runtimes()
-    } else {
-        a.runtime.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
-    };
-    if runtimes.is_empty() {
-        bail!("no runtime to check (--runtime)");
-    }
+    // Names are checked before anything runs; `all` is resolved per bundle (a bundle with a shipped GGUF adds the
+    // runtimes that read it).
+    registry::runtime_list(&a.runtime, &registry::default_runtimes())?;
     let bundles: Vec<PathBuf> = if a.bundle.is_empty() {
         nano_vllm_bundle::COMMITTED_BUNDLES.iter().map(|name| PathBuf::from("fixtures").join(name)).collect()
     } else {
@@ -76,19 +63,19 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
         max_mean_kl: a.max_mean_kl,
         min_top1_agreement: a.min_top1_agreement,
     };
-    let settings = RuntimeSettings { threads: a.threads };
+    let settings = RuntimeSettings { threads: a.threads, max_model_len: None };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let bundles: Vec<_> = bundles
         .iter()
         .map(|dir| {
-            eprintln!("== {}: {}", dir.display(), runtimes.join(", "));
-            parity::check_bundle(dir, &runtimes, &settings, &overrides)
+            eprintln!("== {}", dir.display());
+            parity::check_bundle(dir, &a.runtime, &settings, &overrides)
         })
         .collect();
     let report = ParityReport {
         schema_version: PARITY_SCHEMA_VERSION,
         created_unix_s: now,
-        git_commit: crate::bench::git_commit(),
+        git_commit: nano_vllm_harness::machine::git_commit(),
         passed: bundles.iter().all(|b| b.passed()),
         bundles,
     };

@@ -1,28 +1,31 @@
 //! `nano-vllm generate`: prompts in, text out, through the engine with any compiled-in runtime, tokenized with the
-//! bundle's `tokenizer.json`.
+//! model's tokenizer; with `--chat`, each prompt is a user turn rendered with the model's chat template and
+//! generation stops at its end-of-turn token.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use nano_vllm_bundle::{Bundle, HfConfig};
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams, SeqId};
-use tokenizers::Tokenizer;
-
+use nano_vllm_harness::model::ModelSource;
+use nano_vllm_harness::model::chat::Message;
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// A model bundle directory (see fixtures/README.md).
-    #[arg(long, default_value = "fixtures/tiny-llama")]
-    bundle: PathBuf,
+    /// The model: a GGUF file, a Hugging Face directory or a bundle directory (see `nano-vllm bench --help`).
+    #[arg(long, alias = "bundle", default_value = "fixtures/tiny-llama")]
+    model: PathBuf,
     /// Runtime to generate with (`nano-vllm --version` lists those compiled in).
     #[arg(long, default_value = "native")]
     runtime: String,
     /// A prompt; repeat for several, generated together in one batch.
     #[arg(long = "prompt", default_values_t = [String::from("The engine schedules requests"), String::from("Once upon a time")])]
     prompts: Vec<String>,
+    /// Each prompt is a user message, rendered with the model's chat template; stops at the end of the turn.
+    #[arg(long)]
+    chat: bool,
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
     /// 0 is greedy.
@@ -43,17 +46,45 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
-    let bundle = Bundle::open(&a.bundle).with_context(|| format!("opening bundle {}", a.bundle.display()))?;
-    let hf = HfConfig::from_dir(bundle.hf_dir())?;
-    let tokenizer = Tokenizer::from_file(bundle.tokenizer_json())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.tokenizer_json().display()))?;
-    let runtime = registry::build(&a.runtime, &bundle, &RuntimeSettings { threads: a.threads })?;
-    let context = bundle.config().context_length;
+    let model = ModelSource::open(&a.model)?;
+    let tokenizer = model.tokenizer()?;
+    let info = model.info().clone();
+    let mut stop_ids = info.eos_token_ids.clone();
+    let texts: Vec<String> = if a.chat {
+        let template = model
+            .chat_template()?
+            .with_context(|| format!("{} has no chat template; drop --chat", a.model.display()))?;
+        stop_ids.extend(tokenizer.token_to_id(&template.eos_token));
+        a.prompts
+            .iter()
+            .map(|p| template.render(&[Message::user(p.as_str())], true).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        a.prompts.clone()
+    };
+    let mut prompts = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        // Chat text carries its special tokens as text; they are matched as special tokens.
+        let encoding = tokenizer.encode(text.as_str(), false).map_err(|e| anyhow::anyhow!("prompt {}: {e}", i + 1))?;
+        if encoding.get_ids().is_empty() {
+            bail!("prompt {} encodes to no tokens", i + 1);
+        }
+        prompts.push(encoding.get_ids().to_vec());
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(1) + a.max_tokens;
+    if longest > info.context_length {
+        bail!("prompt + --max-tokens ({longest} tokens) exceeds the model's context ({})", info.context_length);
+    }
+    let max_model_len = longest.next_multiple_of(16).min(info.context_length);
+    let settings = RuntimeSettings { threads: a.threads, max_model_len: Some(max_model_len) };
+    let runtime = registry::build(&a.runtime, &model, &settings)?;
+    stop_ids.sort_unstable();
+    stop_ids.dedup();
     let config = Config::builder()
-        .max_model_len(context)
-        .max_num_batched_tokens(context.max(512))
-        .num_kv_blocks(a.prompts.len().max(1) * context.div_ceil(16) + 1)
-        .eos_token_ids(hf.eos_token_ids.clone())
+        .max_model_len(max_model_len)
+        .max_num_batched_tokens(max_model_len.max(512))
+        .num_kv_blocks(prompts.len().max(1) * max_model_len.div_ceil(16) + 1)
+        .eos_token_ids(stop_ids)
         .build()?;
     let mut engine = LlmEngine::new(config, runtime)?;
     let params = SamplingParams {
@@ -65,25 +96,19 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         ..SamplingParams::greedy(a.max_tokens)
     };
     let mut ids: Vec<SeqId> = Vec::new();
-    let mut prompt_tokens = 0;
-    for (i, text) in a.prompts.iter().enumerate() {
-        let encoding = tokenizer.encode(text.as_str(), false).map_err(|e| anyhow::anyhow!("prompt {}: {e}", i + 1))?;
-        let tokens = encoding.get_ids().to_vec();
-        if tokens.is_empty() {
-            bail!("prompt {} encodes to no tokens", i + 1);
-        }
-        prompt_tokens += tokens.len();
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+    for (i, tokens) in prompts.into_iter().enumerate() {
         ids.push(engine.add_request(tokens, params.clone()).with_context(|| format!("prompt {}", i + 1))?);
     }
 
-    let info = engine.runtime_info().clone();
-    eprintln!("{} on {} ({}, {}), {} prompt(s)", bundle.name(), info.name, info.device, info.dtype, ids.len());
+    let rt = engine.runtime_info().clone();
+    eprintln!("{} on {} ({}, {}), {} prompt(s)", model.name(), rt.name, rt.device, rt.dtype, ids.len());
     let start = Instant::now();
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); ids.len()];
     let mut finished = Vec::new();
     let mut printed = 0;
     let mut out = std::io::stdout().lock();
-    write!(out, "[1] {}", a.prompts[0])?;
+    write!(out, "[1] {}{}", a.prompts[0], if a.chat { "\n" } else { "" })?;
     while engine.has_unfinished() {
         let step = engine.step()?;
         for (id, token) in step.new_tokens {
@@ -104,7 +129,8 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
     finished.sort_by_key(|s| s.id());
     for (k, seq) in finished.iter().enumerate().skip(1) {
         let text = tokenizer.decode(seq.output_token_ids(), true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
-        writeln!(out, "[{}] {}{}", k + 1, a.prompts[k], text)?;
+        let sep = if a.chat { "\n" } else { "" };
+        writeln!(out, "[{}] {}{sep}{}", k + 1, a.prompts[k], text)?;
     }
     let output_tokens: usize = finished.iter().map(|s| s.num_output_tokens()).sum();
     let reasons: Vec<&str> = finished.iter().map(|s| s.finish_reason().map_or("?", |r| r.as_str())).collect();

@@ -1,0 +1,14 @@
+//! GGUF, llama.cpp's model file, read without llama.cpp: [`GgufFile`] parses and memory-maps it with every length
+//! and offset checked, [`GgmlType`] knows the block formats and dequantizes the common ones, and [`GgufModel`] presents
+//! a Llama, Qwen2 or GPT-2 GGUF as a Hugging Face checkpoint (config and HF-named, HF-layout f32 tensors) for the
+//! runtimes that load HF checkpoints.
+
+mod error;
+mod file;
+mod ggml_type;
+mod hf;
+
+pub use error::GgufError;
+pub use file::{GGUF_VERSIONS, GgufFile, GgufTensor, GgufValue};
+pub use ggml_type::{GgmlType, dequantize};
+pub use hf::GgufModel;

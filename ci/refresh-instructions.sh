@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Refreshes the instruction-count baseline (reports/instructions.json) deliberately, after an intended change of the
+# engine, the harness or a runtime's code (or a new compiler): runs the benchmarks, shows the comparison with the old
+# baseline (informational), then records the new counts. Commit the file with the reason the counts moved.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+out="reports/runs/instructions-$(date +%s).jsonl"
+bash ci/instructions-bench.sh "$out"
+if [ -f reports/instructions.json ]; then
+  ./target/release/nano-vllm gate --instructions "$out" --config ci/gate.toml || true
+fi
+./target/release/nano-vllm gate --instructions "$out" --record --config ci/gate.toml
+echo "reports/instructions.json replaced; review it and commit it with the reason."

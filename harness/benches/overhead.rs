@@ -1,0 +1,190 @@
+//! What the harness adds over a runtime's own loop. The same steps run two ways on the native runtime:
+//!
+//! - `direct`: the step batches an engine run produced (recorded once, untimed) handed straight to
+//!   `Runtime::execute` (and `release`) on a fresh runtime: the runtime's work and nothing else;
+//! - `engine_replay`: the requests replayed through `LlmEngine` and `replay` on a fresh runtime, as `nano-vllm
+//!   bench` runs them (scheduling, batching, sampling, postprocessing, timing records).
+//!
+//! Workload: 8 requests of 16 prompt tokens and 64 greedy output tokens, offline (one prefill step, then decodes of
+//! 8 sequences). Elements are output tokens, so criterion's throughputs compare directly; at the end the overhead
+//! fraction `1 - direct / engine_replay` (median times) is printed. `NANO_VLLM_BENCH_MODEL` picks the model
+//! (`NANO_VLLM_BENCH_BUNDLE` too; default `fixtures/tiny-llama`; e.g. `fixtures/bench`, `fixtures/smollm2` or a GGUF),
+//! `NANO_VLLM_BENCH_THREADS` the threads (default 1).
+//!
+//! `cargo bench -p nano-vllm-harness --bench overhead -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use nano_vllm_engine::{
+    Capabilities, Config, KvCacheSpec, Runtime, RuntimeError, RuntimeInfo, SamplingParams, SeqId, StepBatch, StepOutput,
+};
+use nano_vllm_harness::model::ModelSource;
+use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
+
+const SEQS: usize = 8;
+const PROMPT: usize = 16;
+const OUTPUT: usize = 64;
+
+/// What the engine asked of its runtime, in order.
+#[derive(Debug, Clone)]
+enum Call {
+    Execute(StepBatch),
+    Release(SeqId),
+}
+
+/// Forwards to a runtime and records every call.
+struct Recording {
+    inner: Box<dyn Runtime>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Runtime for Recording {
+    fn info(&self) -> RuntimeInfo {
+        self.inner.info()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn prepare(&mut self, kv: &KvCacheSpec) -> Result<(), RuntimeError> {
+        self.inner.prepare(kv)
+    }
+    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RuntimeError> {
+        self.calls.lock().expect("recording").push(Call::Execute(batch.clone()));
+        self.inner.execute(batch)
+    }
+    fn release(&mut self, seq_id: SeqId) {
+        self.calls.lock().expect("recording").push(Call::Release(seq_id));
+        self.inner.release(seq_id);
+    }
+}
+
+struct Setup {
+    bundle: ModelSource,
+    settings: RuntimeSettings,
+    config: Config,
+    requests: Vec<ResolvedRequest>,
+    calls: Vec<Call>,
+}
+
+fn setup() -> Setup {
+    let dir = std::env::var_os("NANO_VLLM_BENCH_MODEL")
+        .or_else(|| std::env::var_os("NANO_VLLM_BENCH_BUNDLE"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| nano_vllm_bundle::fixtures_dir().join("tiny-llama"));
+    let bundle = ModelSource::open(&dir).unwrap_or_else(|e| panic!("NANO_VLLM_BENCH_MODEL={}: {e}", dir.display()));
+    let threads = std::env::var("NANO_VLLM_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let vocab = bundle.info().vocab_size;
+    let requests: Vec<ResolvedRequest> = (0..SEQS)
+        .map(|i| ResolvedRequest {
+            id: None,
+            arrival_s: 0.0,
+            prompt: (0..PROMPT).map(|p| ((p * 31 + i * 977 + 5) % (vocab - 2) + 2) as u32).collect(),
+            params: SamplingParams { ignore_eos: true, ..SamplingParams::greedy(OUTPUT) },
+        })
+        .collect();
+    let max_model_len = PROMPT + OUTPUT;
+    let config = Config::builder()
+        .max_num_seqs(SEQS)
+        .max_model_len(max_model_len)
+        .block_size(16)
+        .num_kv_blocks(SEQS * (PROMPT + OUTPUT).div_ceil(16) + 1)
+        .eos_token_ids(Vec::new())
+        .build()
+        .expect("engine settings");
+    let settings = RuntimeSettings { threads, max_model_len: Some(max_model_len) };
+    // One untimed run through the engine records the steps.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let runtime = registry::build("native", &bundle, &settings).unwrap_or_else(|e| panic!("{e}"));
+    let recording = Recording { inner: runtime, calls: calls.clone() };
+    let r = replay(Box::new(recording), config.clone(), &requests, &options()).expect("replay");
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = std::mem::take(&mut *calls.lock().expect("recording"));
+    Setup { bundle, settings, config, requests, calls }
+}
+
+fn options() -> ReplayOptions {
+    ReplayOptions { mode: Mode::Offline, warmup: 0, cancel: Arc::new(AtomicBool::new(false)), progress: None }
+}
+
+fn kv_spec(config: &Config) -> KvCacheSpec {
+    KvCacheSpec { num_blocks: config.resolve_num_blocks(None).expect("blocks"), block_size: config.block_size() }
+}
+
+/// The median time of a criterion benchmark, from its estimates file.
+fn median_ns(group: &str, id: &str) -> Option<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    for (key, value) in registry::thread_env_defaults() {
+        // SAFETY: first thing in main, before any thread is spawned.
+        unsafe { std::env::set_var(key, value) };
+    }
+    let s = setup();
+    let steps = s.calls.iter().filter(|c| matches!(c, Call::Execute(_))).count();
+    let group_name = format!("overhead/{}", s.bundle.name());
+    eprintln!(
+        "{group_name}: {SEQS} requests x {OUTPUT} output tokens, {steps} steps, native, {} thread(s)",
+        s.settings.threads
+    );
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group(&group_name);
+    g.sample_size(10).throughput(Throughput::Elements((SEQS * OUTPUT) as u64));
+    g.bench_function(BenchmarkId::from_parameter("direct"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut rt = registry::build("native", &s.bundle, &s.settings).expect("native");
+                rt.prepare(&kv_spec(&s.config)).expect("prepare");
+                let t = Instant::now();
+                for call in &s.calls {
+                    match call {
+                        Call::Execute(batch) => {
+                            black_box(rt.execute(batch).expect("step"));
+                        }
+                        Call::Release(id) => rt.release(*id),
+                    }
+                }
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function(BenchmarkId::from_parameter("engine_replay"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let rt = registry::build("native", &s.bundle, &s.settings).expect("native");
+                let r = replay(rt, s.config.clone(), &s.requests, &options()).expect("replay");
+                // The serving loop's wall time: from the first step's start to the last completion.
+                total += Duration::from_secs_f64(r.wall_s);
+                assert!(r.error.is_none(), "{:?}", r.error);
+                black_box(r);
+            }
+            total
+        })
+    });
+    g.finish();
+    c.final_summary();
+    let dir = group_name.replace('/', "_");
+    if let (Some(direct), Some(through)) = (median_ns(&dir, "direct"), median_ns(&dir, "engine_replay")) {
+        println!(
+            "{group_name}: direct {:.3} ms, engine + replay {:.3} ms (medians): harness overhead {:.2}%",
+            direct / 1e6,
+            through / 1e6,
+            (1.0 - direct / through) * 100.0
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! `nano-vllm bench`: a workload replayed against one or more runtimes, one after another under identical engine
+//! settings, with reports written to a run directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use nano_vllm_engine::Config;
+use nano_vllm_harness::bench::{self, BenchEvents, BenchSettings, BenchWorkload};
+use nano_vllm_harness::metrics::{Slo, format_percentile};
+use nano_vllm_harness::model::ModelSource;
+use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_harness::replay::{Mode, Progress};
+use nano_vllm_harness::report::{self, RuntimeResult};
+use nano_vllm_harness::workload::read_trace;
+
+use super::workload::WorkloadSpecArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The model: a GGUF file, a Hugging Face directory (config.json, safetensors, tokenizer.json) or a bundle
+    /// directory. Each runtime loads the file it reads and says which it needs when the model has none.
+    #[arg(long, alias = "bundle", default_value = "fixtures/tiny-llama")]
+    model: PathBuf,
+    /// Runtimes, comma-separated, or `all` (every compiled-in runtime but mock, and llama-cpp:q8_0).
+    #[arg(long, default_value = "all")]
+    runtime: String,
+    /// A JSONL trace; without it a synthetic workload is generated (see the workload options).
+    #[arg(long)]
+    workload: Option<PathBuf>,
+    #[command(flatten)]
+    spec: WorkloadSpecArgs,
+    /// offline: every request at t=0 (maximum throughput); online: released at their arrival times.
+    #[arg(long, value_enum, default_value_t = ModeArg::Offline)]
+    mode: ModeArg,
+    /// Run the synthetic workload at each of these request rates (online), e.g. 2,4,8.
+    #[arg(long, value_delimiter = ',')]
+    rate_sweep: Vec<f64>,
+    /// Unmeasured requests first (the workload's first N).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Goodput SLOs, e.g. ttft=200ms,tpot=50ms.
+    #[arg(long, default_value = "")]
+    slo: Slo,
+    #[arg(long, value_delimiter = ',', default_value = "50,90,99")]
+    percentiles: Vec<f64>,
+    /// Run directory (default: reports/runs/<unix time>-<bundle>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Measure every runtime N times in rounds (round i runs each runtime once, so repeats are measured side by
+    /// side); metrics are each metric's median over the repeats, every repeat is kept in results.json.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+    /// Ratios in the comparison table are against this runtime (default: the first).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    Offline,
+    Online,
+}
+
+/// Engine settings, identical for every runtime of a run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    #[arg(long, default_value_t = 16)]
+    max_num_seqs: usize,
+    #[arg(long, default_value_t = 512)]
+    max_num_batched_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// KV blocks (default: enough for max_num_seqs sequences of max_model_len).
+    #[arg(long)]
+    kv_blocks: Option<usize>,
+    /// Longest sequence (prompt + output) the engine admits (default: the workload's longest request; at most the
+    /// model's context). Runtimes size per-sequence caches from it.
+    #[arg(long)]
+    max_model_len: Option<usize>,
+    #[arg(long)]
+    no_prefix_caching: bool,
+    #[arg(long)]
+    no_chunked_prefill: bool,
+    /// Runtime threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Progress bars (unless quiet) and a line for each failed runtime.
+struct Bars {
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl BenchEvents for Bars {
+    fn started(&mut self, label: &str, total: usize) -> Option<Progress> {
+        if self.quiet {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>14} {bar:30} {pos}/{len} requests {elapsed}")
+                .expect("template"),
+        );
+        bar.set_prefix(label.to_owned());
+        self.bar = Some(bar.clone());
+        Some(Progress(Arc::new(move |done, _| bar.set_position(done as u64))))
+    }
+
+    fn finished(&mut self, label: &str, result: &RuntimeResult) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(err) = &result.error {
+            eprintln!("{label}: failed: {err}");
+        }
+    }
+}
+
+impl EngineArgs {
+    /// The engine configuration for `max_model_len`-token sequences.
+    fn config(&self, max_model_len: usize, eos_token_ids: Vec<u32>) -> anyhow::Result<Config> {
+        let num_kv_blocks =
+            self.kv_blocks.unwrap_or(self.max_num_seqs * max_model_len.div_ceil(self.block_size.max(1)));
+        Config::builder()
+            .max_num_seqs(self.max_num_seqs)
+            .max_num_batched_tokens(self.max_num_batched_tokens)
+            .max_model_len(max_model_len)
+            .block_size(self.block_size)
+            .num_kv_blocks(num_kv_blocks)
+            .eos_token_ids(eos_token_ids)
+            .enable_prefix_caching(!self.no_prefix_caching)
+            .enable_chunked_prefill(!self.no_chunked_prefill)
+            .build()
+            .context("engine settings")
+    }
+}
+
+pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    let model = ModelSource::open(&a.model)?;
+    let tokenizer = model.tokenizer()?;
+    let runtimes = registry::runtime_list(&a.runtime, &registry::default_runtimes())?;
+    let info = model.info().clone();
+    let (context, vocab) = (info.context_length, info.vocab_size);
+
+    // One workload per rate (the sweep), or the one given.
+    let count = |t: &str| tokenizer.encode(t, false).map(|e| e.len()).map_err(|e| e.to_string());
+    let online = a.mode == ModeArg::Online;
+    let mut workloads: Vec<BenchWorkload> = Vec::new();
+    let synthetic = |rate: f64, source: String| -> anyhow::Result<BenchWorkload> {
+        let requests = bench::resolve(&a.spec.build(rate, vocab, context, count)?, &tokenizer, vocab, context)?;
+        let rate = rate.is_finite().then_some(rate);
+        Ok(BenchWorkload {
+            source,
+            requests,
+            seed: Some(a.spec.seed),
+            rate,
+            burstiness: rate.map(|_| a.spec.burstiness),
+        })
+    };
+    if let Some(path) = &a.workload {
+        if !a.rate_sweep.is_empty() {
+            bail!("--rate-sweep needs a synthetic workload (drop --workload)");
+        }
+        let requests = bench::resolve(&read_trace(path)?, &tokenizer, vocab, context)?;
+        workloads.push(BenchWorkload {
+            source: path.display().to_string(),
+            requests,
+            seed: None,
+            rate: None,
+            burstiness: None,
+        });
+    } else if a.rate_sweep.is_empty() {
+        workloads.push(synthetic(if online { a.spec.rate } else { f64::INFINITY }, "synthetic".into())?);
+    } else {
+        for &rate in &a.rate_sweep {
+            workloads.push(synthetic(rate, format!("synthetic@{rate}"))?);
+        }
+    }
+    let longest =
+        workloads.iter().flat_map(|w| &w.requests).map(|r| r.prompt.len() + r.params.max_tokens).max().unwrap_or(1);
+    let max_model_len = match a.engine.max_model_len {
+        Some(n) if n > context => bail!("--max-model-len {n} exceeds the model's context ({context})"),
+        Some(n) if n < longest => {
+            bail!("--max-model-len {n} is shorter than the workload's longest request ({longest} tokens)")
+        }
+        Some(n) => n,
+        None => longest.next_multiple_of(a.engine.block_size.max(1)).min(context),
+    };
+    let config = a.engine.config(max_model_len, info.eos_token_ids.clone())?;
+    let settings = BenchSettings {
+        runtimes,
+        runtime: RuntimeSettings { threads: a.engine.threads, max_model_len: Some(max_model_len) },
+        engine: config,
+        mode: if online || !a.rate_sweep.is_empty() { Mode::Online } else { Mode::Offline },
+        warmup: a.warmup,
+        repeat: a.repeat as usize,
+        percentiles: a.percentiles.clone(),
+        slo: a.slo.clone(),
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // A second Ctrl-C while results are written still exits via the default handler only after this returns.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    }
+    let out_dir = a.out.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        PathBuf::from("reports/runs").join(format!("{now}-{}", model.name()))
+    });
+    let mut events = Bars { quiet: a.quiet, bar: None };
+    let (mut all_results, mut all_records) = (Vec::new(), Vec::new());
+    for workload in &workloads {
+        let (results, records) = bench::run(&model, workload, &settings, &cancel, &mut events)?;
+        let dir = if workloads.len() == 1 {
+            out_dir.clone()
+        } else {
+            out_dir.join(format!("rate-{}", workload.rate.map_or("inf".into(), |r| r.to_string())))
+        };
+        report::write_run_dir(&dir, &results, &records)?;
+        all_results.push(results);
+        all_records.push(records);
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    let html = report::write_comparison(&out_dir, &all_results, &all_records, a.baseline.as_deref())?;
+    print!("{}", report::markdown::comparison(&all_results, a.baseline.as_deref()));
+    println!(
+        "percentiles: {}; reports in {}; HTML: {}",
+        a.percentiles.iter().map(|p| format_percentile(*p)).collect::<Vec<_>>().join(", "),
+        out_dir.display(),
+        html.display()
+    );
+    if cancel.load(Ordering::Relaxed) {
+        bail!("interrupted: partial results written to {}", out_dir.display());
+    }
+    if all_results.iter().flat_map(|r| &r.runs).any(|r| r.status == "failed") {
+        bail!("a runtime failed (see the report)");
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The command line: one file per command, named after it. Each parses its arguments, calls the library
+//! (`nano_vllm_harness`) and prints; errors are `anyhow` here and nowhere else.
+
+mod bench;
+mod gate;
+mod generate;
+mod parity;
+mod report;
+mod simulate;
+mod workload;
+
+use nano_vllm_harness::registry;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "nano-vllm", version = version(), about = "Benchmark and conformance harness for LLM inference runtimes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The crate version and the runtimes compiled in.
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| format!("{} (runtimes: {})", env!("CARGO_PKG_VERSION"), registry::available().join(", ")))
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a workload against runtimes and write reports (results.json, CSVs, Markdown, HTML).
+    ///
+    /// Examples: nano-vllm bench --runtime native,mock --requests 64
+    ///           nano-vllm bench --workload trace.jsonl --mode online --slo ttft=200ms,tpot=50ms
+    ///           nano-vllm bench --rate-sweep 5,10,20 --requests 100
+    Bench(Box<bench::BenchArgs>),
+    /// Write a JSONL workload trace (synthetic, or imported from a local ShareGPT file).
+    ///
+    /// Example: nano-vllm workload --out trace.jsonl --requests 100 --rate 8 --burstiness 0.5 --input-len normal:64:16
+    Workload(workload::WorkloadArgs),
+    /// Compare existing run directories.
+    ///
+    /// Example: nano-vllm report reports/runs/a reports/runs/b --out reports/compare
+    Report(report::ReportArgs),
+    /// Generate text from prompts through the engine with a runtime, streaming the first prompt's tokens.
+    ///
+    /// Example: nano-vllm generate --bundle fixtures/tiny-llama --runtime native --prompt "Once upon a time"
+    Generate(generate::GenerateArgs),
+    /// Check runtimes against bundles' reference logits (through the engine) and the tokenizers against reference ids.
+    ///
+    /// Examples: nano-vllm parity                       (every runtime, every committed fixture)
+    ///           nano-vllm parity --bundle fixtures/bench --runtime native,llama-cpp:q8_0 --out parity.json
+    Parity(parity::ParityArgs),
+    /// Compare a bench run with the committed baseline; exit non-zero on a regression beyond ci/gate.toml.
+    ///
+    /// Example: nano-vllm gate --baseline reports/baseline.json --current reports/runs/gate
+    Gate(gate::GateArgs),
+    /// Run the engine on the model-free mock runtime and print scheduling statistics.
+    ///
+    /// Example: nano-vllm simulate --requests 200 --prompt-len 64 --max-tokens 32 --kv-blocks 256
+    Simulate(simulate::SimulateArgs),
+}
+
+/// Candle's thread settings where absent (see `registry::thread_env_defaults`).
+fn set_thread_env() {
+    for (key, value) in registry::thread_env_defaults() {
+        // SAFETY: called first thing in main, before any thread is spawned, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var(key, value) };
+    }
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> std::process::ExitCode {
+    set_thread_env();
+    let result = match Cli::parse().command {
+        Command::Bench(args) => bench::run(&args),
+        Command::Workload(args) => workload::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Parity(args) => parity::run(&args),
+        Command::Gate(args) => gate::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

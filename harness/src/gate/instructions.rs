@@ -1,0 +1,231 @@
+//! The instruction-count gate: the benchmarks of `harness/benches/instructions.rs` (the engine on the mock and null
+//! runtimes, the replay path with its metrics, and the native, ONNX Runtime and llama.cpp runtimes on tiny-llama)
+//! run once under Valgrind's Callgrind, and each count is compared with a committed baseline.
+//!
+//! Instruction counts do not depend on the machine's load, and under Valgrind not on the CPU generation either: it
+//! presents the same CPU to every AVX2 machine, so runtime-dispatched kernels take the same path everywhere. Twenty
+//! runs of an unchanged tree gave counts within 0.05% of each other (ONNX Runtime; the engine's are identical), so
+//! the threshold (`ci/gate.toml` `[instructions] max_increase`) can be a few percent where the wall-clock gate needs
+//! 35%. They do depend on the compiler and Valgrind: against a baseline of another toolchain the counts are reported,
+//! not gated. A count that falls by more than the threshold is noted, so that a real improvement gets protected by
+//! refreshing the baseline (`ci/refresh-instructions.sh`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::InstructionsConfig;
+use super::{GateCheck, GateError, GateReport};
+
+pub const INSTRUCTIONS_SCHEMA_VERSION: u32 = 1;
+
+/// The compiler and Valgrind the counts were measured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Toolchain {
+    pub rustc: String,
+    pub valgrind: String,
+}
+
+impl Toolchain {
+    /// This build's compiler and the `valgrind` on the PATH (`unknown` when it does not run).
+    pub fn current() -> Self {
+        let valgrind = std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        Self { rustc: env!("NANO_VLLM_RUSTC_VERSION").to_owned(), valgrind }
+    }
+}
+
+/// A committed baseline: `reports/instructions.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstructionBaseline {
+    pub schema_version: u32,
+    pub toolchain: Toolchain,
+    pub git_commit: Option<String>,
+    /// Benchmark id (`group::function.case`) -> instructions executed.
+    pub benchmarks: BTreeMap<String, u64>,
+}
+
+impl InstructionBaseline {
+    pub fn read(path: &Path) -> Result<Self, GateError> {
+        let err = |message: String| GateError::Instructions { path: path.into(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let baseline: Self =
+            serde_json::from_str(&text).map_err(|e| err(format!("not an instruction baseline: {e}")))?;
+        if baseline.schema_version != INSTRUCTIONS_SCHEMA_VERSION {
+            return Err(err(format!(
+                "schema version {} (this build reads {INSTRUCTIONS_SCHEMA_VERSION})",
+                baseline.schema_version
+            )));
+        }
+        Ok(baseline)
+    }
+}
+
+/// Reads gungraun's `--output-format=json` output (one JSON object per benchmark and line): benchmark id -> total
+/// instructions (`Ir`) over every thread and process it counted.
+pub fn parse_gungraun(text: &str) -> Result<BTreeMap<String, u64>, String> {
+    let mut counts = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = |what: &str| format!("line {}: {what}", i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(&format!("not JSON: {e}")))?;
+        let module = v["module_path"].as_str().ok_or_else(|| at("no module_path"))?;
+        let id = v["id"].as_str().ok_or_else(|| at("no id"))?;
+        // `instructions::engine::serve` (bench file::group::function) -> `engine::serve.mixed`.
+        let name = module.split_once("::").map_or(module, |(_, rest)| rest);
+        let ir = v["profiles"]
+            .as_array()
+            .and_then(|profiles| profiles.iter().find(|p| p["tool"] == "Callgrind"))
+            .and_then(|p| p["data"]["total"]["metrics"]["Ir"]["values"]["new"].as_u64())
+            .ok_or_else(|| at(&format!("{name}.{id}: no Callgrind instruction count (Ir)")))?;
+        counts.insert(format!("{name}.{id}"), ir);
+    }
+    if counts.is_empty() {
+        return Err("no benchmark results (did the instruction benchmarks run?)".into());
+    }
+    Ok(counts)
+}
+
+/// Compares instruction counts with the baseline.
+pub fn gate(
+    baseline: &InstructionBaseline,
+    current: &BTreeMap<String, u64>,
+    toolchain: &Toolchain,
+    config: &InstructionsConfig,
+) -> GateReport {
+    let mut report = GateReport::default();
+    let gated = baseline.toolchain == *toolchain;
+    if !gated {
+        report.notes.push(format!(
+            "instruction counts are reported, not gated: the baseline was measured with {} and {}, this run with {} \
+             and {}; counts compare only under the same compiler and Valgrind (refresh the baseline with \
+             ci/refresh-instructions.sh)",
+            baseline.toolchain.rustc, baseline.toolchain.valgrind, toolchain.rustc, toolchain.valgrind
+        ));
+    }
+    let limit = config.max_increase;
+    for (name, &b) in &baseline.benchmarks {
+        let Some(&c) = current.get(name) else {
+            report.checks.push(GateCheck {
+                runtime: name.clone(),
+                figure: "instructions".into(),
+                baseline: b.to_string(),
+                current: "missing".into(),
+                limit: "measured".into(),
+                passed: false,
+            });
+            continue;
+        };
+        let change = c as f64 / b as f64 - 1.0;
+        let ceiling = (b as f64 * (1.0 + limit)).floor() as u64;
+        let rule = format!("<= {ceiling} (+{:.0}%)", limit * 100.0);
+        report.checks.push(GateCheck {
+            runtime: name.clone(),
+            figure: "instructions".into(),
+            baseline: b.to_string(),
+            current: format!("{c} ({:+.2}%)", change * 100.0),
+            limit: if gated { rule } else { format!("not gated (another toolchain): {rule}") },
+            passed: c <= ceiling || !gated,
+        });
+        if gated && change < -limit {
+            report.notes.push(format!(
+                "{name}: {:.1}% fewer instructions than the baseline; if the improvement is intended, refresh the \
+                 baseline (ci/refresh-instructions.sh) so that the gate protects it",
+                -change * 100.0
+            ));
+        }
+    }
+    for name in current.keys().filter(|n| !baseline.benchmarks.contains_key(*n)) {
+        report.notes.push(format!("{name}: measured but not in the baseline (not gated)"));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(module: &str, id: &str, ir: u64) -> String {
+        format!(
+            r#"{{"module_path":"{module}","id":"{id}","profiles":[{{"tool":"Callgrind","data":{{"total":{{"metrics":{{"Ir":{{"values":{{"new":{ir},"old":null}}}}}}}}}}}}]}}"#
+        )
+    }
+
+    fn toolchain() -> Toolchain {
+        Toolchain { rustc: "rustc 1.95.0".into(), valgrind: "valgrind-3.19.0".into() }
+    }
+
+    fn baseline() -> InstructionBaseline {
+        InstructionBaseline {
+            schema_version: 1,
+            toolchain: toolchain(),
+            git_commit: None,
+            benchmarks: [
+                ("engine::serve.mixed".to_string(), 1_000_000),
+                ("runtimes::serve.native".to_string(), 2_000_000),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn gungraun_lines_are_read_by_benchmark_id() {
+        let text = format!(
+            "{}\n\n{}\n",
+            line("instructions::engine::serve", "mixed", 1_000_500),
+            line("instructions::runtimes::serve", "native", 7)
+        );
+        let counts = parse_gungraun(&text).unwrap();
+        assert_eq!(counts["engine::serve.mixed"], 1_000_500);
+        assert_eq!(counts["runtimes::serve.native"], 7);
+        assert!(parse_gungraun("{").unwrap_err().starts_with("line 1: not JSON"));
+        assert!(parse_gungraun("").unwrap_err().contains("no benchmark results"));
+        let no_ir = r#"{"module_path":"instructions::a::b","id":"c","profiles":[]}"#;
+        assert_eq!(parse_gungraun(no_ir).unwrap_err(), "line 1: a::b.c: no Callgrind instruction count (Ir)");
+    }
+
+    #[test]
+    fn a_rise_beyond_the_threshold_fails_and_a_fall_is_noted() {
+        let config = InstructionsConfig { max_increase: 0.02 };
+        let same: BTreeMap<String, u64> = baseline().benchmarks;
+        assert!(gate(&baseline(), &same, &toolchain(), &config).passed());
+        // +1.9% passes, +5% fails naming the benchmark.
+        let mut slower = same.clone();
+        slower.insert("engine::serve.mixed".into(), 1_019_000);
+        assert!(gate(&baseline(), &slower, &toolchain(), &config).passed());
+        slower.insert("engine::serve.mixed".into(), 1_050_000);
+        let r = gate(&baseline(), &slower, &toolchain(), &config);
+        let failed: Vec<String> = r.failures().map(|c| format!("{} {} {}", c.runtime, c.current, c.limit)).collect();
+        assert_eq!(failed, ["engine::serve.mixed 1050000 (+5.00%) <= 1020000 (+2%)"]);
+        // A big fall passes with a note; a missing benchmark fails; a new one is noted.
+        let mut faster = same.clone();
+        faster.insert("runtimes::serve.native".into(), 1_000_000);
+        faster.remove("engine::serve.mixed");
+        faster.insert("engine::new.case".into(), 5);
+        let r = gate(&baseline(), &faster, &toolchain(), &config);
+        let failed: Vec<String> = r.failures().map(|c| format!("{} {}", c.runtime, c.current)).collect();
+        assert_eq!(failed, ["engine::serve.mixed missing"]);
+        assert!(
+            r.notes.iter().any(|n| n.starts_with("runtimes::serve.native: 50.0% fewer instructions")),
+            "{:?}",
+            r.notes
+        );
+        assert!(r.notes.iter().any(|n| n.starts_with("engine::new.case: measured but not in the baseline")));
+    }
+
+    #[test]
+    fn another_toolchain_is_reported_not_gated() {
+        let config = InstructionsConfig { max_increase: 0.02 };
+        let mut slower = baseline().benchmarks;
+        slower.insert("engine::serve.mixed".into(), 2_000_000);
+        let other = Toolchain { rustc: "rustc 1.96.0".into(), ..toolchain() };
+        let r = gate(&baseline(), &slower, &other, &config);
+        assert!(r.passed(), "{}", r.table());
+        assert!(r.notes[0].contains("not gated") && r.notes[0].contains("rustc 1.96.0"), "{:?}", r.notes);
+    }
+}
