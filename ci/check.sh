@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Conformance and regression check, run by ci/test.sh after the tests: `nano-vllm parity` of every compiled-in
-# runtime (and llama.cpp's Q8_0 GGUF) on every committed fixture, with the tokenizers; the instruction-count gate
+# runtime (and llama.cpp's Q8_0 GGUF) on every committed fixture and on the real model's bundle (fixtures/smollm2,
+# with the shipped Q4_1 GGUF), with the tokenizers; the instruction-count gate
 # (ci/instructions-bench.sh, then `nano-vllm gate --instructions` against reports/instructions.json: engine, replay
 # and runtimes, on any machine); and the wall-clock gate (ci/gate-bench.sh, then `nano-vllm gate` against this CPU's
 # baseline in reports/baselines/; relative figures are gated only on a CPU that has one, exact figures everywhere).
-# All three always run; the script fails if any fails. Reports go to reports/runs/check-<time>/.
+# All of them always run; the script fails if any fails. Reports go to reports/runs/check-<time>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
@@ -13,6 +14,8 @@ out="reports/runs/check-$(date +%s)"
 status=0
 echo "== nano-vllm parity (every runtime, every committed fixture)"
 ./target/release/nano-vllm parity --out "$out/parity.json" || status=1
+echo "== nano-vllm parity on the real model (fixtures/smollm2: f32 runtimes, Q8_0, the shipped Q4_1 GGUF)"
+./target/release/nano-vllm parity --bundle fixtures/smollm2 --out "$out/parity-smollm2.json" || status=1
 echo "== instruction counts (ci/instructions-bench.sh) and nano-vllm gate --instructions"
 if bash ci/instructions-bench.sh "$out/instructions.jsonl"; then
   ./target/release/nano-vllm gate --instructions "$out/instructions.jsonl" --config ci/gate.toml || status=1

