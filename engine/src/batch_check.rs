@@ -13,8 +13,6 @@ pub struct BatchLimits {
     pub vocab_size: usize,
     /// Positions must be below this (a learned position table, a context), if the runtime has such a limit.
     pub max_positions: Option<usize>,
-    /// Most tokens in one step, if limited.
-    pub max_tokens: Option<usize>,
     /// Engine-paged KV: the runtime's pool holds this many slots, and every token's slot must be the one its block
     /// table names. `None`: runtime-owned KV, kept per sequence id, so a sequence may appear only once per step.
     pub kv_slots: Option<usize>,
@@ -27,8 +25,6 @@ pub enum BatchError {
     Positions { tokens: usize, positions: usize },
     #[error("the step has {tokens} tokens but {slots} KV slots in its slot mapping")]
     Slots { tokens: usize, slots: usize },
-    #[error("the step has {tokens} tokens, more than the runtime's {max_tokens} per step")]
-    TooManyTokens { tokens: usize, max_tokens: usize },
     #[error("sequence {seq_id} appears twice in the step")]
     Duplicate { seq_id: SeqId },
     #[error("sequence {seq_id}: {what}")]
@@ -46,15 +42,12 @@ pub enum BatchError {
 impl StepBatch {
     /// Checks the batch against the runtime's limits: every range inside the packed arrays, positions that continue
     /// each sequence's computed tokens, token ids in the vocabulary, positions in range, logit rows owned by their
-    /// sequence, and (engine-paged) each slot inside the pool and where the block table puts it, or (runtime-owned)
-    /// each sequence once.
+    /// sequence (in order, each row once, each index one of the sequence's tokens), and (engine-paged) each slot
+    /// inside the pool and where the block table puts it, or (runtime-owned) each sequence once.
     pub fn validate(&self, limits: &BatchLimits) -> Result<(), BatchError> {
         let tokens = self.token_ids.len();
         if self.positions.len() != tokens {
             return Err(BatchError::Positions { tokens, positions: self.positions.len() });
-        }
-        if let Some(max_tokens) = limits.max_tokens.filter(|&m| tokens > m) {
-            return Err(BatchError::TooManyTokens { tokens, max_tokens });
         }
         if limits.kv_slots.is_some() && self.slot_mapping.len() != tokens {
             return Err(BatchError::Slots { tokens, slots: self.slot_mapping.len() });
@@ -68,6 +61,16 @@ impl StepBatch {
         }
         let mut owned = 0;
         for e in &self.seqs {
+            // Each entry owns the logit rows after the previous entry's: no row is owned twice.
+            if e.logits_start != owned {
+                return Err(BatchError::Malformed {
+                    seq_id: e.seq_id,
+                    what: format!(
+                        "its logit rows start at {}, not right after the previous entry's ({owned})",
+                        e.logits_start
+                    ),
+                });
+            }
             self.check_entry(e, limits)?;
             owned += e.num_logits;
         }
@@ -103,6 +106,12 @@ impl StepBatch {
                 e.logits_start,
                 e.num_logits,
                 self.logits_indices.len()
+            )));
+        }
+        if e.num_computed_tokens.checked_add(e.query_len).is_none_or(|end| end > u32::MAX as usize) {
+            return Err(malformed(format!(
+                "{} computed tokens + {} new ones overflow",
+                e.num_computed_tokens, e.query_len
             )));
         }
         for (j, (&token, &position)) in self.tokens(e).iter().zip(self.positions_of(e)).enumerate() {
@@ -191,8 +200,7 @@ mod tests {
         }
     }
 
-    const PAGED: BatchLimits =
-        BatchLimits { vocab_size: 10, max_positions: Some(16), max_tokens: None, kv_slots: Some(12) };
+    const PAGED: BatchLimits = BatchLimits { vocab_size: 10, max_positions: Some(16), kv_slots: Some(12) };
     const OWNED: BatchLimits = BatchLimits { kv_slots: None, ..PAGED };
 
     fn err(limits: &BatchLimits, edit: impl Fn(&mut StepBatch)) -> String {
@@ -207,8 +215,8 @@ mod tests {
         batch().validate(&OWNED).unwrap();
         assert_eq!(err(&PAGED, |b| b.positions.pop().map(drop).unwrap()), "the step has 4 tokens but 3 positions");
         assert_eq!(
-            err(&BatchLimits { max_tokens: Some(3), ..PAGED }, |_| ()),
-            "the step has 4 tokens, more than the runtime's 3 per step"
+            err(&PAGED, |b| b.seqs[1].logits_start = 0),
+            "sequence 2: its logit rows start at 0, not right after the previous entry's (1)"
         );
         assert_eq!(err(&OWNED, |b| b.seqs[1].seq_id = 1), "sequence 1 appears twice in the step");
         assert_eq!(err(&PAGED, |b| b.seqs[1].query_len = 2), "sequence 2: query 3..+2 is outside the step's 4 tokens");

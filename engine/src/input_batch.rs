@@ -131,6 +131,14 @@ impl InputBatch {
         let have = self.row_len[row];
         let table = &seq.block_table;
         if table.len() > have {
+            // The engine refuses sequences longer than max_model_len, whose tables fit a row.
+            assert!(
+                table.len() <= self.stride,
+                "seq {}: {} blocks exceed a row of {}",
+                seq.id,
+                table.len(),
+                self.stride
+            );
             let base = row * self.stride;
             self.batch.block_tables[base + have..base + table.len()].copy_from_slice(&table[have..]);
             self.row_len[row] = table.len();

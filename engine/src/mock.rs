@@ -126,12 +126,14 @@ impl Runtime for MockRuntime {
         if !self.step_delay.is_zero() {
             std::thread::sleep(self.step_delay);
         }
-        let limits = BatchLimits {
-            vocab_size: self.vocab_size,
-            max_positions: None,
-            max_tokens: None,
-            kv_slots: Some(self.slots.len()),
-        };
+        if batch.block_size != self.block_size {
+            return Err(MockError::from(BatchError::Malformed {
+                seq_id: batch.seqs.first().map_or(0, |e| e.seq_id),
+                what: format!("the step's block size {} is not the prepared {}", batch.block_size, self.block_size),
+            })
+            .into());
+        }
+        let limits = BatchLimits { vocab_size: self.vocab_size, max_positions: None, kv_slots: Some(self.slots.len()) };
         batch.validate(&limits).map_err(MockError::from)?;
         for e in &batch.seqs {
             // The state before the first new token is in the slot of the previous position (through the table).

@@ -7,9 +7,10 @@
 //!   small enough to preempt; scheduling, batching, prefix caching, sampling and postprocessing.
 //! - `engine::decode.b32`, `engine::decode.b256`: 64 decode steps of 32 or 256 running sequences on the null
 //!   runtime (the engine's hot path alone).
-//! - `harness::replay.mock`: `replay` of 200 synthetic requests on the mock runtime, then their serving metrics.
-//! - `runtimes::serve.<runtime>`: a 16-request mix replayed on `fixtures/tiny-llama` with one thread: native, onnx,
-//!   llama-cpp and llama-cpp:q8_0. Candle is not counted: its work runs on rayon worker threads, which Callgrind's
+//! - `harness::replay_metrics.mock`: `replay` of 200 synthetic requests on the mock runtime, then their serving
+//!   metrics.
+//! - `runtimes::serve_tiny_llama.<runtime>`: a 16-request mix replayed on `fixtures/tiny-llama` with one thread:
+//!   native, onnx, llama_cpp and llama_cpp_q8_0. Candle is not counted: its work runs on rayon worker threads, which Callgrind's
 //!   per-thread collection does not see (the wall-clock gate covers it).
 //!
 //! Setup (loading runtimes, building requests and engines) is not counted. Run with `gungraun-runner` on the PATH

@@ -13,8 +13,10 @@
 //!
 //! `cargo bench -p nano-vllm-harness --bench overhead -- --warm-up-time 1 --measurement-time 3`
 
+mod common;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,11 +75,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let dir = std::env::var_os("NANO_VLLM_BENCH_MODEL")
-        .or_else(|| std::env::var_os("NANO_VLLM_BENCH_BUNDLE"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| nano_vllm_bundle::fixtures_dir().join("tiny-llama"));
-    let bundle = ModelSource::open(&dir).unwrap_or_else(|e| panic!("NANO_VLLM_BENCH_MODEL={}: {e}", dir.display()));
+    let bundle = common::bench_model();
     let threads = std::env::var("NANO_VLLM_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let vocab = bundle.info().vocab_size;
     let requests: Vec<ResolvedRequest> = (0..SEQS)

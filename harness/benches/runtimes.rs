@@ -18,8 +18,9 @@
 //!
 //! `cargo bench -p nano-vllm-harness --bench runtimes -- --warm-up-time 1 --measurement-time 3`
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -45,11 +46,7 @@ struct Setup {
 const MAX_MODEL_LEN: usize = 512;
 
 fn setup() -> Setup {
-    let dir = std::env::var_os("NANO_VLLM_BENCH_MODEL")
-        .or_else(|| std::env::var_os("NANO_VLLM_BENCH_BUNDLE"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| nano_vllm_bundle::fixtures_dir().join("tiny-llama"));
-    let bundle = ModelSource::open(&dir).unwrap_or_else(|e| panic!("NANO_VLLM_BENCH_MODEL={}: {e}", dir.display()));
+    let bundle = common::bench_model();
     let runtimes = match std::env::var("NANO_VLLM_BENCH_RUNTIMES") {
         Ok(list) => registry::runtime_list(&list, &registry::default_runtimes()).unwrap_or_else(|e| panic!("{e}")),
         Err(_) => registry::default_runtimes(),

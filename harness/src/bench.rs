@@ -55,8 +55,9 @@ pub fn resolve(
             let request = r.id.clone().unwrap_or_else(|| format!("#{i}"));
             let prompt = match r.prompt() {
                 Prompt::Ids(ids) => ids,
+                // As a server tokenizes a completion prompt: with the model's special tokens (e.g. BOS).
                 Prompt::Text(t) => tokenizer
-                    .encode(t.as_str(), false)
+                    .encode(t.as_str(), true)
                     .map_err(|e| BenchError::Tokenize { request: request.clone(), message: e.to_string() })?
                     .get_ids()
                     .to_vec(),

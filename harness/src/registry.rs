@@ -65,10 +65,31 @@ pub fn default_runtimes() -> Vec<String> {
     names
 }
 
-/// What `all` means for `model`: [`default_runtimes`], and for a bundle with a shipped GGUF the runtimes that read it
-/// (`native:shipped` and `candle:shipped` dequantize it, `llama-cpp:shipped` runs it as stored).
+/// What `all` means for `model`: the runtimes that can load its files. A bundle: [`default_runtimes`], and with a
+/// shipped GGUF the runtimes that read it (`native:shipped` and `candle:shipped` dequantize it, `llama-cpp:shipped`
+/// runs it as stored). An HF directory: native, candle, and onnx when it has `model.onnx`. A GGUF: llama.cpp, and
+/// native and candle for the architectures they implement (Llama, Qwen2, GPT-2).
 pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
-    let mut names = default_runtimes();
+    use crate::model::ModelKind;
+    let hf_arch = |arch: &str| matches!(arch, "llama" | "qwen2" | "gpt2");
+    let mut names = match model.kind() {
+        ModelKind::Bundle => default_runtimes(),
+        ModelKind::HfDir => {
+            let mut names = vec!["native", "candle"];
+            if model.onnx().is_some() {
+                names.push("onnx");
+            }
+            names.into_iter().filter(|n| compiled_in(n)).map(str::to_owned).collect()
+        }
+        ModelKind::Gguf => {
+            let arch = model.gguf().and_then(|f| f.str("general.architecture").ok()).unwrap_or("");
+            ["native", "candle", "llama-cpp"]
+                .into_iter()
+                .filter(|n| compiled_in(n) && (*n == "llama-cpp" || hf_arch(arch)))
+                .map(str::to_owned)
+                .collect()
+        }
+    };
     if model.bundle().is_some_and(|b| b.gguf_shipped().is_some()) {
         for base in ["native", "candle", "llama-cpp"] {
             if compiled_in(base) {
@@ -214,17 +235,22 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
         spec if spec == "native" || spec.starts_with("native:") => {
             use nano_vllm_native::WeightDtype;
             let opts = options(spec, "native", &["f32", "f16", "bf16", "shipped"])?;
-            let weight_dtype = match opts.iter().find(|o| **o != "shipped") {
-                None | Some(&"f32") => WeightDtype::F32,
-                Some(&"f16") => WeightDtype::F16,
-                Some(_) => WeightDtype::Bf16,
+            let dtypes: Vec<&str> = opts.iter().copied().filter(|o| *o != "shipped").collect();
+            let weight_dtype = match dtypes.as_slice() {
+                [] | ["f32"] => WeightDtype::F32,
+                ["f16"] => WeightDtype::F16,
+                [_] => WeightDtype::Bf16,
+                [_, second, ..] => {
+                    return Err(RegistryError::BadOption { name: spec.to_owned(), option: (*second).to_owned() });
+                }
             };
             let path = hf_or_gguf(name, model, opts.contains(&"shipped"))?;
             let options = nano_vllm_native::NativeOptions { threads: settings.threads, weight_dtype };
             Ok(Box::new(nano_vllm_native::NativeRuntime::load(&path, &options).map_err(|e| load_err(e.into()))?))
         }
         #[cfg(feature = "onnx")]
-        "onnx" => {
+        spec if spec == "onnx" || spec.starts_with("onnx:") => {
+            options(spec, "onnx", &[])?;
             let options = nano_vllm_onnx::OnnxOptions { intra_threads: settings.threads, ..Default::default() };
             let runtime = match model.bundle() {
                 Some(b) => nano_vllm_onnx::OnnxRuntime::from_bundle(b, &options),

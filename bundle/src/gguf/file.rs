@@ -108,6 +108,8 @@ pub struct GgufFile {
     version: u32,
     metadata: BTreeMap<String, GgufValue>,
     tensors: Vec<GgufTensor>,
+    /// Tensor name -> index into `tensors`.
+    index: BTreeMap<String, usize>,
 }
 
 /// A cursor over the file's bytes that checks every read against the end.
@@ -115,6 +117,8 @@ struct Cursor<'a> {
     path: &'a Path,
     bytes: &'a [u8],
     pos: usize,
+    /// Metadata values parsed so far (see [`MAX_METADATA_VALUES`]).
+    values: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -169,6 +173,12 @@ impl<'a> Cursor<'a> {
         })
     }
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<GgufValue, GgufError> {
+        self.values += 1;
+        if self.values > MAX_METADATA_VALUES {
+            return Err(
+                self.corrupt(format!("metadata `{key}`: more than {MAX_METADATA_VALUES} metadata values in the file"))
+            );
+        }
         Ok(match ty {
             0 => GgufValue::U8(self.u8(key)?),
             1 => GgufValue::I8(self.u8(key)? as i8),
@@ -193,6 +203,11 @@ impl<'a> Cursor<'a> {
                     other => return Err(self.corrupt(format!("metadata `{key}`: unknown array element type {other}"))),
                 };
                 let n = self.count(min, &format!("element count of metadata `{key}`"))?;
+                if n > MAX_METADATA_VALUES - self.values {
+                    return Err(self.corrupt(format!(
+                        "metadata `{key}`: {n} elements, more than the {MAX_METADATA_VALUES} values a file may hold"
+                    )));
+                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem, key, depth + 1)?);
@@ -211,6 +226,12 @@ impl<'a> Cursor<'a> {
 /// GGUF versions this reader (and llama.cpp) reads.
 pub const GGUF_VERSIONS: [u32; 2] = [2, 3];
 
+/// Most metadata values (array elements included) a file may hold: real models hold well under a million (a
+/// 256k-token vocabulary with its merges and types). A corrupt count beyond it is an error, not an allocation.
+const MAX_METADATA_VALUES: usize = 1 << 22;
+/// Most tensors a file may describe (real models: thousands).
+const MAX_TENSORS: usize = 1 << 20;
+
 impl GgufFile {
     /// Opens and parses `path` (memory-mapped; tensor data is read on demand).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
@@ -224,12 +245,13 @@ impl GgufFile {
         // open (tensors are copied out when dequantized).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let (version, metadata, tensors) = Self::parse(path, &map)?;
-        Ok(Self { path: path.into(), map, version, metadata, tensors })
+        let index = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Self { path: path.into(), map, version, metadata, tensors, index })
     }
 
     #[allow(clippy::type_complexity)]
     fn parse(path: &Path, bytes: &[u8]) -> Result<(u32, BTreeMap<String, GgufValue>, Vec<GgufTensor>), GgufError> {
-        let mut c = Cursor { path, bytes, pos: 0 };
+        let mut c = Cursor { path, bytes, pos: 0, values: 0 };
         let magic = c.take(4, "the magic")?;
         if magic != b"GGUF" {
             return Err(GgufError::NotGguf { path: path.into(), found: magic.to_vec() });
@@ -240,6 +262,9 @@ impl GgufFile {
         }
         // A tensor info is at least 4 + 8 + 4 + 8 + 8 bytes, a metadata pair 8 + 4 + 1.
         let n_tensors = c.count(32, "the tensor count")?;
+        if n_tensors > MAX_TENSORS {
+            return Err(c.corrupt(format!("{n_tensors} tensors, more than the {MAX_TENSORS} a file may hold")));
+        }
         let n_kv = c.count(13, "the metadata count")?;
         let mut metadata = BTreeMap::new();
         for _ in 0..n_kv {
@@ -254,10 +279,10 @@ impl GgufFile {
             None => 32,
             Some(v) => match v.as_u64() {
                 Some(a) if a.is_power_of_two() && a <= 1 << 20 => a as usize,
-                _ => return Err(c.corrupt(format!("general.alignment {v:?} is not a power of two"))),
+                _ => return Err(c.corrupt(format!("general.alignment {v:?} is not a power of two up to 1 MiB"))),
             },
         };
-        let mut infos = Vec::with_capacity(n_tensors);
+        let mut infos = Vec::new();
         for i in 0..n_tensors {
             let name = c.string(&format!("the name of tensor {i}"))?;
             let n_dims = c.u32(&name)?;
@@ -275,7 +300,7 @@ impl GgufFile {
             infos.push((name, dims, ggml_type, offset));
         }
         let data_start = c.pos.div_ceil(alignment) * alignment;
-        let mut tensors = Vec::with_capacity(infos.len());
+        let mut tensors = Vec::new();
         let mut names = std::collections::BTreeSet::new();
         for (name, dims, ggml_type, offset) in infos {
             let bad = |what: String| GgufError::Corrupt { path: path.into(), offset: data_start, what };
@@ -293,11 +318,16 @@ impl GgufFile {
                     dims[0]
                 )));
             }
+            if offset % alignment as u64 != 0 {
+                return Err(bad(format!(
+                    "tensor `{name}` starts at data offset {offset}, not a multiple of the alignment {alignment}"
+                )));
+            }
             let len = (elements / block).checked_mul(ggml_type.block_bytes() as u64);
             let start = (data_start as u64).checked_add(offset);
             let end = start.zip(len).and_then(|(s, l)| s.checked_add(l));
             match (start, len, end) {
-                (Some(s), Some(l), Some(e)) if e <= bytes.len() as u64 && offset % alignment as u64 == 0 => {
+                (Some(s), Some(l), Some(e)) if e <= bytes.len() as u64 => {
                     tensors.push(GgufTensor { name, dims, ggml_type, offset: s as usize, len: l as usize });
                 }
                 _ => {
@@ -352,7 +382,7 @@ impl GgufFile {
         &self.tensors
     }
     pub fn tensor(&self, name: &str) -> Option<&GgufTensor> {
-        self.tensors.iter().find(|t| t.name == name)
+        self.index.get(name).map(|&i| &self.tensors[i])
     }
     /// A tensor's raw bytes (its blocks), in the mapped file.
     pub fn data(&self, t: &GgufTensor) -> &[u8] {

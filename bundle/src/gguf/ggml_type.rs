@@ -116,8 +116,8 @@ fn half_at(b: &[u8], i: usize) -> f32 {
 }
 
 /// Dequantizes `bytes` (whole blocks of `ty`) to f32, appending to `out`. The caller checked that `bytes` holds
-/// whole blocks and that the type [`GgmlType::can_dequantize`].
-pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
+/// whole blocks and that the type [`GgmlType::can_dequantize`] (the public entry is `GgufFile::dequantize`).
+pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
     let n_blocks = bytes.len() / ty.block_bytes();
     out.reserve(n_blocks * ty.block_size());
     let blocks = bytes.chunks_exact(ty.block_bytes());

@@ -214,7 +214,7 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         (Some(theta), f.f64(&key("attention.layer_norm_rms_epsilon"))?, Activation::Silu)
     };
     let has = |name: &str| f.tensor(name).is_some();
-    let token = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+    let token = |k: &str| f.get(k).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
     Ok(HfConfig {
         architecture,
         vocab_size,

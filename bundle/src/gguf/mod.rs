@@ -10,5 +10,5 @@ mod hf;
 
 pub use error::GgufError;
 pub use file::{GGUF_VERSIONS, GgufFile, GgufTensor, GgufValue};
-pub use ggml_type::{GgmlType, dequantize};
+pub use ggml_type::GgmlType;
 pub use hf::GgufModel;

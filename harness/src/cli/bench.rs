@@ -23,7 +23,9 @@ pub struct BenchArgs {
     /// directory. Each runtime loads the file it reads and says which it needs when the model has none.
     #[arg(long, alias = "bundle", default_value = "fixtures/tiny-llama")]
     model: PathBuf,
-    /// Runtimes, comma-separated, or `all` (every compiled-in runtime but mock, and llama-cpp:q8_0).
+    /// Runtimes, comma-separated, or `all`: every compiled-in runtime that can load the model (a bundle: all of
+    /// them, and llama-cpp:q8_0; a GGUF: llama-cpp, and native and candle for Llama, Qwen2, GPT-2; an HF directory:
+    /// native, candle, and onnx with model.onnx).
     #[arg(long, default_value = "all")]
     runtime: String,
     /// A JSONL trace; without it a synthetic workload is generated (see the workload options).
@@ -146,7 +148,7 @@ impl EngineArgs {
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let model = ModelSource::open(&a.model)?;
     let tokenizer = model.tokenizer()?;
-    let runtimes = registry::runtime_list(&a.runtime, &registry::default_runtimes())?;
+    let runtimes = registry::runtime_list(&a.runtime, &registry::default_runtimes_for(&model))?;
     let info = model.info().clone();
     let (context, vocab) = (info.context_length, info.vocab_size);
 

@@ -83,6 +83,10 @@ pub fn run(a: &GateArgs) -> anyhow::Result<()> {
     if !a.pick_typical.is_empty() {
         let runs = a.pick_typical.iter().map(|p| read_results(&results_path(p))).collect::<Result<Vec<_>, _>>()?;
         let pick = gate::most_typical(&runs, &config)?;
+        // The default --baseline is a directory of per-CPU baselines: made when it does not exist yet.
+        if !a.baseline.exists() && a.baseline.extension().is_none() {
+            std::fs::create_dir_all(&a.baseline).with_context(|| format!("creating {}", a.baseline.display()))?;
+        }
         let target = if a.baseline.is_dir() {
             let fingerprint = gate::cpu_fingerprint(&runs[pick]).context("the runs carry no CPU identity")?;
             a.baseline.join(format!("{fingerprint}.json"))

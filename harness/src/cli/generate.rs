@@ -64,8 +64,10 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
     };
     let mut prompts = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
-        // Chat text carries its special tokens as text; they are matched as special tokens.
-        let encoding = tokenizer.encode(text.as_str(), false).map_err(|e| anyhow::anyhow!("prompt {}: {e}", i + 1))?;
+        // Chat text carries its special tokens as text (matched as special tokens); a plain prompt gets the
+        // model's (e.g. BOS), as a server's completion endpoint adds them.
+        let encoding =
+            tokenizer.encode(text.as_str(), !a.chat).map_err(|e| anyhow::anyhow!("prompt {}: {e}", i + 1))?;
         if encoding.get_ids().is_empty() {
             bail!("prompt {} encodes to no tokens", i + 1);
         }

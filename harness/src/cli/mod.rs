@@ -51,9 +51,11 @@ enum Command {
     /// Examples: nano-vllm parity                       (every runtime, every committed fixture)
     ///           nano-vllm parity --bundle fixtures/bench --runtime native,llama-cpp:q8_0 --out parity.json
     Parity(parity::ParityArgs),
-    /// Compare a bench run with the committed baseline; exit non-zero on a regression beyond ci/gate.toml.
+    /// Compare a bench run with this CPU's committed baseline, or instruction counts with theirs; exit non-zero on a
+    /// regression beyond ci/gate.toml.
     ///
-    /// Example: nano-vllm gate --baseline reports/baseline.json --current reports/runs/gate
+    /// Examples: nano-vllm gate --baseline reports/baselines --current reports/runs/gate
+    ///           nano-vllm gate --instructions reports/runs/instructions.jsonl
     Gate(gate::GateArgs),
     /// Run the engine on the model-free mock runtime and print scheduling statistics.
     ///

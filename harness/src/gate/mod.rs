@@ -52,14 +52,15 @@ pub fn cpu_fingerprint(results: &Results) -> Option<String> {
     results.metadata.cpu.as_ref().map(|c| c.fingerprint())
 }
 
-/// Of several baselines (one per CPU), the one recorded on the current run's CPU, else the first (whose exact
-/// figures still apply). Returns its index and whether its CPU matches.
+/// Of several baselines (one per CPU), the one recorded on the current run's CPU; else one of the same benchmark
+/// (comparable: its exact figures still apply), else the first. Returns its index and whether its CPU matches.
 pub fn pick_baseline(baselines: &[Results], current: &Results) -> Option<(usize, bool)> {
     let here = cpu_fingerprint(current);
-    match baselines.iter().position(|b| here.is_some() && cpu_fingerprint(b) == here) {
-        Some(i) => Some((i, true)),
-        None => (!baselines.is_empty()).then_some((0, false)),
+    if let Some(i) = baselines.iter().position(|b| here.is_some() && cpu_fingerprint(b) == here) {
+        return Some((i, true));
     }
+    let comparable_one = baselines.iter().position(|b| comparable(b, current).is_ok());
+    (!baselines.is_empty()).then(|| (comparable_one.unwrap_or(0), false))
 }
 
 /// Refuses baselines of another workload, bundle or engine configuration.

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nano_vllm_bundle::gguf::{GgufError, GgufFile};
 use nano_vllm_bundle::{Bundle, BundleError, Format, HfConfig};
@@ -63,6 +64,8 @@ pub struct ModelSource {
     path: PathBuf,
     kind: ModelKind,
     bundle: Option<Bundle>,
+    /// A GGUF model's parsed file (metadata, vocabulary, tensor index), parsed once.
+    gguf: Option<Arc<GgufFile>>,
     info: ModelInfo,
 }
 
@@ -81,6 +84,7 @@ impl From<Bundle> for ModelSource {
             kind: ModelKind::Bundle,
             info,
             bundle: Some(bundle),
+            gguf: None,
         }
     }
 }
@@ -111,7 +115,7 @@ impl ModelSource {
                 bos_token_id: config.bos_token_id,
                 eos_token_ids,
             };
-            return Ok(Self { name, path: path.into(), kind: ModelKind::HfDir, bundle: None, info });
+            return Ok(Self { name, path: path.into(), kind: ModelKind::HfDir, bundle: None, gguf: None, info });
         }
         let mut magic = [0u8; 4];
         let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
@@ -121,7 +125,7 @@ impl ModelSource {
         }
         let file = GgufFile::open(path)?;
         let info = gguf_info(&file)?;
-        Ok(Self { name, path: path.into(), kind: ModelKind::Gguf, bundle: None, info })
+        Ok(Self { name, path: path.into(), kind: ModelKind::Gguf, bundle: None, gguf: Some(Arc::new(file)), info })
     }
 
     /// The bundle's name, or the file or directory name.
@@ -139,6 +143,10 @@ impl ModelSource {
     }
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+    /// A GGUF model's parsed file.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        self.gguf.as_deref()
     }
 
     /// The HF directory (config.json + safetensors), if the model has one.
@@ -194,7 +202,8 @@ impl ModelSource {
                 return chat::ChatTemplate::from_hf_files(jinja.as_deref(), config.as_deref());
             }
             (None, ModelKind::Bundle | ModelKind::HfDir) => &self.path,
-            (None, ModelKind::Gguf) => return Ok(chat::ChatTemplate::from_gguf(&GgufFile::open(&self.path)?)),
+            (None, _) if let Some(file) = &self.gguf => return Ok(chat::ChatTemplate::from_gguf(file)),
+            (None, ModelKind::Gguf) => unreachable!("a GGUF model keeps its parsed file"),
         };
         let existing = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         chat::ChatTemplate::from_hf_files(
@@ -234,8 +243,10 @@ fn generation_eos(dir: &Path) -> Vec<u32> {
     let Ok(bytes) = std::fs::read(dir.join("generation_config.json")) else { return Vec::new() };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Vec::new() };
     match &v["eos_token_id"] {
-        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64().map(|n| n as u32)).collect(),
-        x => x.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        serde_json::Value::Array(a) => {
+            a.iter().filter_map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok())).collect()
+        }
+        x => x.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
     }
 }
 
@@ -243,22 +254,25 @@ fn generation_eos(dir: &Path) -> Vec<u32> {
 fn gguf_info(file: &GgufFile) -> Result<ModelInfo, ModelError> {
     let arch = file.str("general.architecture")?;
     let tokens = file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(<[_]>::len);
-    let vocab_size = match (file.get(&format!("{arch}.vocab_size")), tokens) {
-        (Some(v), _) => v.as_u64().map(|n| n as usize),
-        (None, Some(n)) => Some(n),
-        (None, None) => file.tensor("token_embd.weight").map(|t| t.shape()[0]),
-    };
     let bad = |key: String, reason: &str| {
         ModelError::Gguf(GgufError::Metadata { path: file.path().into(), key, reason: reason.into() })
     };
-    let vocab_size = vocab_size
-        .filter(|&n| n > 0)
-        .ok_or_else(|| bad(format!("{arch}.vocab_size"), "missing (and no token list)"))?;
+    let vocab_key = format!("{arch}.vocab_size");
+    let vocab_size = match (file.get(&vocab_key), tokens) {
+        (Some(v), _) => {
+            v.as_u64().map(|n| n as usize).ok_or_else(|| bad(vocab_key.clone(), "is not an unsigned integer"))?
+        }
+        (None, Some(n)) => n,
+        (None, None) => file.tensor("token_embd.weight").map_or(0, |t| t.shape()[0]),
+    };
+    if vocab_size == 0 {
+        return Err(bad(vocab_key, "missing (and no token list nor token_embd.weight)"));
+    }
     let context_length = file.u64(&format!("{arch}.context_length"))? as usize;
     if context_length == 0 {
         return Err(bad(format!("{arch}.context_length"), "is 0"));
     }
-    let id = |key: &str| file.get(key).and_then(|v| v.as_u64()).map(|n| n as u32);
+    let id = |key: &str| file.get(key).and_then(|v| v.as_u64()).and_then(|n| u32::try_from(n).ok());
     Ok(ModelInfo {
         vocab_size,
         context_length,

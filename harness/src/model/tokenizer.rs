@@ -1,8 +1,10 @@
 //! A `tokenizers` tokenizer built from a GGUF's own vocabulary (`tokenizer.ggml.tokens`, `token_type`, `merges`),
 //! for a model given as a GGUF alone. Byte-level BPE (`tokenizer.ggml.model = gpt2`) only, with the pre-tokenizer
 //! llama.cpp applies for `tokenizer.ggml.pre` (its `llama-vocab.cpp` regexes): GPT-2's, SmolLM's (every digit on its
-//! own, then GPT-2's), Llama 3's and Qwen2's. Control tokens are special (matched in text, kept when decoding).
-//! Anything else is an error that says to give a `tokenizer.json`.
+//! own, then GPT-2's), Llama 3's and Qwen2's; llama.cpp's legacy `default` regexes are not reproduced (an error, as
+//! is a file without `tokenizer.ggml.pre`). Control tokens are special (matched in text, kept when decoding); with
+//! `tokenizer.ggml.add_bos_token` the tokenizer adds the BOS token when special tokens are requested. Anything else
+//! is an error that says to give a `tokenizer.json`.
 
 use nano_vllm_bundle::gguf::{GgufFile, GgufValue};
 use serde_json::{Value, json};
@@ -32,7 +34,7 @@ fn split_then_bytes(regex: &str, byte_regex: bool) -> Value {
 /// The pre-tokenizer of llama.cpp's `tokenizer.ggml.pre` name.
 fn pre_tokenizer(pre: &str) -> Result<Value, String> {
     Ok(match pre {
-        "default" | "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" => byte_level(true),
+        "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" => byte_level(true),
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => split_then_bytes(r"\p{N}", true),
         "llama3" | "llama-v3" | "llama-bpe" => split_then_bytes(LLAMA3_RE, false),
         "qwen2" | "stablelm2" => split_then_bytes(QWEN2_RE, false),
@@ -70,7 +72,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer, String> {
     if types.len() != tokens.len() {
         return Err(format!("tokenizer.ggml.token_type has {} entries for {} tokens", types.len(), tokens.len()));
     }
-    let pre = pre_tokenizer(file.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default"))?;
+    let pre = pre_tokenizer(file.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default (missing)"))?;
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     let mut added = Vec::new();
     for (id, (&token, &ty)) in tokens.iter().zip(&types).enumerate() {
@@ -85,6 +87,20 @@ pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer, String> {
         .iter()
         .map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| format!("merge '{m}' is not two tokens")))
         .collect::<Result<_, _>>()?;
+    let bos =
+        file.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64).and_then(|id| usize::try_from(id).ok());
+    let add_bos = file.get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(false);
+    let post = match bos.and_then(|id| Some((id, *tokens.get(id)?))) {
+        Some((id, token)) if add_bos => json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {token: {"id": token, "ids": [id], "tokens": [token]}}}),
+        Some(_) | None if add_bos => {
+            return Err("tokenizer.ggml.add_bos_token is set but the BOS token id is missing or out of range".into());
+        }
+        _ => Value::Null,
+    };
     let spec = json!({
         "version": "1.0",
         "truncation": null,
@@ -92,7 +108,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer, String> {
         "added_tokens": added,
         "normalizer": null,
         "pre_tokenizer": pre,
-        "post_processor": null,
+        "post_processor": post,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
@@ -124,6 +140,7 @@ mod tests {
     #[test]
     fn unsupported_tokenizers_say_what_to_give_instead() {
         assert!(pre_tokenizer("deepseek-llm").unwrap_err().contains("give the model's tokenizer.json"));
+        assert!(pre_tokenizer("default").unwrap_err().contains("'default'"));
         assert!(pre_tokenizer("smollm").is_ok() && pre_tokenizer("llama-bpe").is_ok());
     }
 }

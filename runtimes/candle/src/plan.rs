@@ -67,7 +67,6 @@ impl StepPlan {
         batch.validate(&BatchLimits {
             vocab_size: limits.vocab_size,
             max_positions: Some(limits.max_positions),
-            max_tokens: None,
             kv_slots: Some(limits.num_slots),
         })?;
         let t = batch.token_ids.len();

@@ -218,12 +218,7 @@ impl LlamaCppRuntime {
         if n > self.n_batch {
             return Err(StepError::TooManyTokens { tokens: n, n_batch: self.n_batch });
         }
-        batch.validate(&BatchLimits {
-            vocab_size: self.vocab_size,
-            max_positions: None,
-            max_tokens: None,
-            kv_slots: None,
-        })?;
+        batch.validate(&BatchLimits { vocab_size: self.vocab_size, max_positions: None, kv_slots: None })?;
         if let Some(e) = batch.seqs.iter().find(|e| e.context_len() > self.per_seq) {
             return Err(StepError::ContextFull { seq_id: e.seq_id, needed: e.context_len(), per_seq: self.per_seq });
         }

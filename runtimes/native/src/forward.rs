@@ -63,7 +63,6 @@ fn validate(model: &Model, kv: &KvPool, batch: &StepBatch) -> Result<(), NativeE
     let limits = BatchLimits {
         vocab_size: c.vocab_size,
         max_positions: Some(c.max_position_embeddings),
-        max_tokens: None,
         kv_slots: Some(kv.num_slots),
     };
     Ok(batch.validate(&limits)?)

@@ -161,12 +161,7 @@ impl OnnxRuntime {
     /// Rejects a batch this runtime would misread (see `StepBatch::validate`; the KV cache is this runtime's own,
     /// kept per sequence id).
     fn check(&self, batch: &StepBatch) -> Result<(), OnnxError> {
-        let limits = BatchLimits {
-            vocab_size: self.session.io().vocab_size,
-            max_positions: None,
-            max_tokens: None,
-            kv_slots: None,
-        };
+        let limits = BatchLimits { vocab_size: self.session.io().vocab_size, max_positions: None, kv_slots: None };
         Ok(batch.validate(&limits)?)
     }
 
