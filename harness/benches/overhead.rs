@@ -7,7 +7,9 @@
 //!
 //! Workload: 8 requests of 16 prompt tokens and 64 greedy output tokens, offline (one prefill step, then decodes of
 //! 8 sequences). Elements are output tokens, so criterion's throughputs compare directly; at the end the overhead
-//! fraction `1 - direct / engine_replay` (median times) is printed. `NANO_VLLM_BENCH_MODEL` picks the model
+//! fraction `1 - direct / engine_replay` (median times) is printed, and, measured inside the replays themselves (so
+//! free of the noise between two benchmarks), the shares of the wall time spent in the runtime, in the engine's
+//! phases and in the rest of the replay loop. `NANO_VLLM_BENCH_MODEL` picks the model
 //! (`NANO_VLLM_BENCH_BUNDLE` too; default `fixtures/tiny-llama`; e.g. `fixtures/bench`, `fixtures/smollm2` or a GGUF),
 //! `NANO_VLLM_BENCH_THREADS` the threads (default 1).
 //!
@@ -160,12 +162,17 @@ fn main() {
             total
         })
     });
+    // Inside the replays: time in the runtime's `execute` and in the engine's own phases, against the loop's wall.
+    let (mut wall_s, mut runtime_ms, mut engine_ms) = (0.0, 0.0, 0.0);
     g.bench_function(BenchmarkId::from_parameter("engine_replay"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let rt = registry::build("native", &s.bundle, &s.settings).expect("native");
                 let r = replay(rt, s.config.clone(), &s.requests, &options()).expect("replay");
+                wall_s += r.wall_s;
+                runtime_ms += r.steps.iter().map(|x| x.runtime_ms).sum::<f64>();
+                engine_ms += r.steps.iter().map(|x| x.schedule_ms + x.postprocess_ms).sum::<f64>();
                 // The serving loop's wall time: from the first step's start to the last completion.
                 total += Duration::from_secs_f64(r.wall_s);
                 assert!(r.error.is_none(), "{:?}", r.error);
@@ -185,4 +192,13 @@ fn main() {
             (1.0 - direct / through) * 100.0
         );
     }
+    // Measured inside the same runs, so machine noise between the two benchmarks does not enter it.
+    let wall_ms = wall_s * 1e3;
+    println!(
+        "{group_name}: of the engine + replay wall time, the runtime's execute {:.2}%, the engine's schedule + \
+         postprocess {:.3}%, the rest of the replay loop {:.3}%",
+        runtime_ms / wall_ms * 100.0,
+        engine_ms / wall_ms * 100.0,
+        (wall_ms - runtime_ms - engine_ms) / wall_ms * 100.0
+    );
 }
