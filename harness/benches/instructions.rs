@@ -23,41 +23,18 @@ use std::sync::atomic::AtomicBool;
 
 use gungraun::{Callgrind, LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
 use nano_vllm_engine::{Config, LlmEngine, MockRuntime, NullRuntime, Runtime, SamplingParams};
+use nano_vllm_harness::bench;
 use nano_vllm_harness::metrics::Slo;
 use nano_vllm_harness::model::ModelSource;
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
 use nano_vllm_harness::report::RuntimeResult;
-use nano_vllm_harness::workload::Prompt;
-use nano_vllm_harness::workload::synthetic::{Arrivals, LengthDist, SyntheticSpec, generate};
+use nano_vllm_harness::workload::synthetic::{SyntheticSpec, generate};
 
-/// The harness's default synthetic mix (prompts of 16-96 tokens in 4 shared-prefix groups, 8-32 output tokens).
+/// The harness's default synthetic mix of `n` requests.
 fn synthetic(n: usize, vocab_size: usize) -> Vec<ResolvedRequest> {
-    let spec = SyntheticSpec {
-        num_requests: n,
-        input_len: LengthDist::Uniform { min: 16, max: 96 },
-        output_len: LengthDist::Uniform { min: 8, max: 32 },
-        arrivals: Arrivals::from_rate(f64::INFINITY, 1.0).expect("offline"),
-        prefix_groups: 4,
-        prefix_len: 32,
-        vocab_size,
-        first_token: 2,
-        seed: 0,
-    };
-    let workload = generate(&spec).expect("synthetic workload");
-    workload
-        .requests
-        .iter()
-        .map(|r| ResolvedRequest {
-            id: r.id.clone(),
-            arrival_s: 0.0,
-            prompt: match r.prompt() {
-                Prompt::Ids(ids) => ids,
-                Prompt::Text(_) => unreachable!("synthetic prompts are ids"),
-            },
-            params: r.sampling_params(),
-        })
-        .collect()
+    let workload = generate(&SyntheticSpec::default_mix(n, vocab_size, 96)).expect("synthetic workload");
+    bench::resolve(&workload, None, vocab_size, 256).expect("token-id requests")
 }
 
 fn config(max_num_seqs: usize, num_kv_blocks: usize) -> Config {

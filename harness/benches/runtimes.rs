@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams};
+use nano_vllm_harness::bench;
 use nano_vllm_harness::model::ModelSource;
 use nano_vllm_harness::registry::{self, RuntimeSettings};
-use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
-use nano_vllm_harness::workload::Prompt;
-use nano_vllm_harness::workload::synthetic::{Arrivals, LengthDist, SyntheticSpec, generate};
+use nano_vllm_harness::replay::{Mode, ReplayOptions, replay};
+use nano_vllm_harness::workload::synthetic::{SyntheticSpec, generate};
 
 const PROMPT: usize = 64;
 const DECODE_STEPS: usize = 64;
@@ -138,31 +138,9 @@ fn prefill(c: &mut Criterion, s: &Setup) {
 
 fn serve(c: &mut Criterion, s: &Setup) {
     let cfg = s.bundle.info();
-    let spec = SyntheticSpec {
-        num_requests: 32,
-        input_len: LengthDist::Uniform { min: 16, max: 96.min(cfg.context_length / 2) },
-        output_len: LengthDist::Uniform { min: 8, max: 32 },
-        arrivals: Arrivals::from_rate(f64::INFINITY, 1.0).expect("offline"),
-        prefix_groups: 4,
-        prefix_len: 32,
-        vocab_size: cfg.vocab_size,
-        first_token: 2,
-        seed: 0,
-    };
-    let requests: Vec<ResolvedRequest> = generate(&spec)
-        .expect("workload")
-        .requests
-        .iter()
-        .map(|r| ResolvedRequest {
-            id: r.id.clone(),
-            arrival_s: 0.0,
-            prompt: match r.prompt() {
-                Prompt::Ids(ids) => ids,
-                Prompt::Text(_) => unreachable!("synthetic prompts are ids"),
-            },
-            params: r.sampling_params(),
-        })
-        .collect();
+    let context = cfg.context_length.min(MAX_MODEL_LEN);
+    let workload = generate(&SyntheticSpec::default_mix(32, cfg.vocab_size, context / 2)).expect("workload");
+    let requests = bench::resolve(&workload, None, cfg.vocab_size, context).expect("token-id requests");
     let tokens: usize = requests.iter().map(|r| r.prompt.len() + r.params.max_tokens).sum();
     let mut g = c.benchmark_group(format!("serve/{}", s.bundle.name()));
     g.sample_size(10).throughput(Throughput::Elements(tokens as u64));

@@ -28,6 +28,8 @@ use crate::workload::{Prompt, Workload};
 pub enum BenchError {
     #[error("request {request}: cannot tokenize the prompt: {message}")]
     Tokenize { request: String, message: String },
+    #[error("request {request}: a text prompt needs the model's tokenizer")]
+    NoTokenizer { request: String },
     #[error("request {request}: the prompt is empty")]
     EmptyPrompt { request: String },
     #[error("request {request}: token id {token} is outside the vocabulary ({vocab_size})")]
@@ -40,10 +42,11 @@ pub enum BenchError {
     NoMeasuredRequest { warmup: usize, requests: usize },
 }
 
-/// Tokenizes text prompts and checks every request against the model's limits.
+/// Tokenizes text prompts (`tokenizer`; a workload of token ids needs none) and checks every request against the
+/// model's limits.
 pub fn resolve(
     workload: &Workload,
-    tokenizer: &Tokenizer,
+    tokenizer: Option<&Tokenizer>,
     vocab_size: usize,
     context: usize,
 ) -> Result<Vec<ResolvedRequest>, BenchError> {
@@ -57,6 +60,7 @@ pub fn resolve(
                 Prompt::Ids(ids) => ids,
                 // As a server tokenizes a completion prompt: with the model's special tokens (e.g. BOS).
                 Prompt::Text(t) => tokenizer
+                    .ok_or_else(|| BenchError::NoTokenizer { request: request.clone() })?
                     .encode(t.as_str(), true)
                     .map_err(|e| BenchError::Tokenize { request: request.clone(), message: e.to_string() })?
                     .get_ids()
@@ -312,15 +316,16 @@ mod tests {
     fn requests_are_checked_against_the_model() {
         let tok = Tokenizer::from_file(nano_vllm_bundle::fixtures_dir().join("tiny-llama/tokenizer.json")).unwrap();
         let w = |r: TraceRequest| Workload::new(vec![r]);
-        let err = resolve(&w(TraceRequest::ids(0.0, vec![600], 4)), &tok, 512, 256).unwrap_err();
+        let tok = Some(&tok);
+        let err = resolve(&w(TraceRequest::ids(0.0, vec![600], 4)), tok, 512, 256).unwrap_err();
         assert_eq!(err.to_string(), "request #0: token id 600 is outside the vocabulary (512)");
-        let err = resolve(&w(TraceRequest::ids(0.0, vec![5; 250], 8)), &tok, 512, 256).unwrap_err();
+        let err = resolve(&w(TraceRequest::ids(0.0, vec![5; 250], 8)), tok, 512, 256).unwrap_err();
         assert_eq!(
             err.to_string(),
             "request #0: prompt (250 tokens) + max_tokens (8) exceeds the model's context (256)"
         );
-        let err = resolve(&w(TraceRequest::ids(0.0, vec![], 8)), &tok, 512, 256).unwrap_err();
+        let err = resolve(&w(TraceRequest::ids(0.0, vec![], 8)), tok, 512, 256).unwrap_err();
         assert_eq!(err.to_string(), "request #0: the prompt is empty");
-        assert_eq!(resolve(&w(TraceRequest::ids(0.5, vec![5, 6], 8)), &tok, 512, 256).unwrap()[0].prompt, [5, 6]);
+        assert_eq!(resolve(&w(TraceRequest::ids(0.5, vec![5, 6], 8)), tok, 512, 256).unwrap()[0].prompt, [5, 6]);
     }
 }

@@ -157,7 +157,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let online = a.mode == ModeArg::Online;
     let mut workloads: Vec<BenchWorkload> = Vec::new();
     let synthetic = |rate: f64, source: String| -> anyhow::Result<BenchWorkload> {
-        let requests = bench::resolve(&a.spec.build(rate, vocab, context, count)?, &tokenizer, vocab, context)?;
+        let requests = bench::resolve(&a.spec.build(rate, vocab, context, count)?, Some(&tokenizer), vocab, context)?;
         let rate = rate.is_finite().then_some(rate);
         Ok(BenchWorkload {
             source,
@@ -171,7 +171,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         if !a.rate_sweep.is_empty() {
             bail!("--rate-sweep needs a synthetic workload (drop --workload)");
         }
-        let requests = bench::resolve(&read_trace(path)?, &tokenizer, vocab, context)?;
+        let requests = bench::resolve(&read_trace(path)?, Some(&tokenizer), vocab, context)?;
         workloads.push(BenchWorkload {
             source: path.display().to_string(),
             requests,

@@ -166,6 +166,24 @@ pub struct SyntheticSpec {
     pub seed: u64,
 }
 
+impl SyntheticSpec {
+    /// The harness's default mix (as `nano-vllm bench` without workload options): prompts of 16 to 96 tokens (at
+    /// most `max_prompt`) in 4 groups sharing a 32-token prefix, 8 to 32 output tokens, all at t = 0, seed 0.
+    pub fn default_mix(num_requests: usize, vocab_size: usize, max_prompt: usize) -> Self {
+        Self {
+            num_requests,
+            input_len: LengthDist::Uniform { min: 16, max: 96.min(max_prompt) },
+            output_len: LengthDist::Uniform { min: 8, max: 32 },
+            arrivals: Arrivals::Offline,
+            prefix_groups: 4,
+            prefix_len: 32,
+            vocab_size,
+            first_token: 2,
+            seed: 0,
+        }
+    }
+}
+
 /// Generates the workload; the same spec gives the same requests.
 pub fn generate(spec: &SyntheticSpec) -> Result<Workload, String> {
     if spec.num_requests == 0 {
