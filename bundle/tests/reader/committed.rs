@@ -246,10 +246,9 @@ fn model_files_have_the_expected_headers() {
     }
 }
 
-/// `fixtures/bench/` is generated on demand (`python fixtures/generate.py --preset bench`) and git-ignored; run
-/// with `cargo test -p nano-vllm-bundle -- --ignored` after generating it.
+/// `fixtures/bench` is not committed: `ci/setup.sh` builds it (`fixtures/generate.py --preset bench`) into its cache
+/// and links it, as it does the real model's bundle.
 #[test]
-#[ignore = "needs fixtures/bench/ (python fixtures/generate.py --preset bench)"]
 fn bench_bundle_opens_and_verifies() {
     let bundle = open("bench");
     let c = bundle.config();
