@@ -139,6 +139,8 @@ pub struct Tolerances {
     pub f32: LogitTolerance,
     /// Q8_0 runtimes, teacher forced on the reference tokens.
     pub q8_0: Q8Tolerance,
+    /// Q4_0 weights (`native:q4_0`: every matrix a Q4_0 GGUF quantizes), teacher forced.
+    pub q4_0: Q8Tolerance,
     /// llama.cpp running `model.f32.gguf`, where it differs from `f32` (GPT-2: ggml's f16 GELU table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llama_cpp_f32: Option<LogitTolerance>,
@@ -174,6 +176,11 @@ pub struct Q8Tolerance {
     pub min_top1_agreement: f64,
     #[serde(default)]
     pub basis: String,
+    /// Mean KL between two exact implementations of this quantized model that differ only in f32 summation order
+    /// (measured in torch: float32 vs float64, the same rounding). Activation rounding makes a deep model sensitive
+    /// to it, so it is the floor of how closely two correct runtimes on the same file can agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_floor_kl: Option<f64>,
 }
 
 /// A file of the bundle with its size and sha256.

@@ -14,4 +14,4 @@ mod teacher;
 pub use check::{SituationChecks, check_situations};
 pub use figures::{ParityFigures, ToleranceFailure, compare, kl_divergence};
 pub use run::{PromptRun, Situation, SituationRun, run_reference};
-pub use teacher::{TeacherForcedFigures, compare_teacher_forced, run_teacher_forced};
+pub use teacher::{TeacherForcedFigures, compare_runs, compare_teacher_forced, run_teacher_forced};

@@ -137,6 +137,41 @@ pub fn compare_teacher_forced<'a>(
     }
 }
 
+/// Compares two runtimes' teacher-forced runs of the same prompts (matched by name and position): `b` plays the
+/// reference, so the KL is KL(b || a). For two runtimes on the same quantized file, this is how closely they compute
+/// the same model.
+pub fn compare_runs(a: &[PromptRun], b: &[PromptRun]) -> TeacherForcedFigures {
+    let mut rows = RowFigures::default();
+    let mut expected_rows = 0;
+    for rb in b {
+        expected_rows += rb.positions.len();
+        let Some(ra) = a.iter().find(|r| r.name == rb.name) else { continue };
+        for (kb, &pos) in rb.positions.iter().enumerate() {
+            let Some(ka) = ra.positions.iter().position(|&p| p == pos) else { continue };
+            let (Some(expected), Some(got)) =
+                (rb.logits.get(kb * rb.vocab..(kb + 1) * rb.vocab), ra.logits.get(ka * ra.vocab..(ka + 1) * ra.vocab))
+            else {
+                continue;
+            };
+            if got.len() == expected.len() {
+                rows.add(&rb.name, pos, expected, got);
+            }
+        }
+    }
+    let (mean_kl, p99_kl, max_kl) = rows.kl();
+    TeacherForcedFigures {
+        rows: rows.rows,
+        missing_rows: expected_rows - rows.rows,
+        mean_kl,
+        p99_kl,
+        max_kl,
+        top1_agreement: rows.argmax_agreement(),
+        max_abs_diff: rows.max_abs_diff,
+        mean_abs_diff: rows.mean_abs_diff(),
+        worst_kl: rows.worst_kl,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use nano_vllm_bundle::{Logits, PromptKind};
@@ -187,7 +222,8 @@ mod tests {
         let expected_kl = kl_divergence(&[3.0, 0.0], &[0.0, 3.0]);
         assert!((flipped.max_kl - expected_kl).abs() < 1e-12);
         assert!((flipped.mean_kl - expected_kl / 3.0).abs() < 1e-12);
-        let tol = Q8Tolerance { max_mean_kl: 0.01, min_top1_agreement: 0.9, basis: String::new() };
+        let tol =
+            Q8Tolerance { max_mean_kl: 0.01, min_top1_agreement: 0.9, basis: String::new(), order_floor_kl: None };
         assert!(same.check(&tol).is_ok());
         let err = flipped.check(&tol).unwrap_err().to_string();
         assert!(err.contains("mean KL") && err.contains("top-1 agreement 0.6667"), "{err}");

@@ -10,7 +10,7 @@
 //! - `harness::replay_metrics.mock`: `replay` of 200 synthetic requests on the mock runtime, then their serving
 //!   metrics.
 //! - `runtimes::serve_tiny_llama.<runtime>`: a 16-request mix replayed on `fixtures/tiny-llama` with one thread:
-//!   native, onnx, llama_cpp and llama_cpp_q8_0. Candle is not counted: its work runs on rayon worker threads, which Callgrind's
+//!   native, native_q8_0 (the quantized kernels), onnx, llama_cpp and llama_cpp_q8_0. Candle is not counted: its work runs on rayon worker threads, which Callgrind's
 //!   per-thread collection does not see (the wall-clock gate covers it).
 //!
 //! Setup (loading runtimes, building requests and engines) is not counted. Run with `gungraun-runner` on the PATH
@@ -124,13 +124,14 @@ library_benchmark_group!(name = harness, benchmarks = [replay_metrics]);
 /// Runtime `name` on tiny-llama with one thread, and a 16-request mix.
 fn runtime_setup(name: &str) -> (Box<dyn Runtime>, Vec<ResolvedRequest>) {
     let model = ModelSource::open(nano_vllm_bundle::fixtures_dir().join("tiny-llama")).expect("tiny-llama");
-    let settings = RuntimeSettings { threads: 1, max_model_len: Some(256) };
+    let settings = RuntimeSettings { threads: 1, max_model_len: Some(256), ..Default::default() };
     let runtime = registry::build(name, &model, &settings).unwrap_or_else(|e| panic!("{e}"));
     (runtime, synthetic(16, model.info().vocab_size))
 }
 
 #[library_benchmark]
 #[bench::native(setup = runtime_setup, args = ("native"))]
+#[bench::native_q8_0(setup = runtime_setup, args = ("native:q8_0"))]
 #[bench::onnx(setup = runtime_setup, args = ("onnx"))]
 #[bench::llama_cpp(setup = runtime_setup, args = ("llama-cpp"))]
 #[bench::llama_cpp_q8_0(setup = runtime_setup, args = ("llama-cpp:q8_0"))]

@@ -97,7 +97,7 @@ fn setup() -> Setup {
         .eos_token_ids(Vec::new())
         .build()
         .expect("engine settings");
-    let settings = RuntimeSettings { threads, max_model_len: Some(max_model_len) };
+    let settings = RuntimeSettings { threads, max_model_len: Some(max_model_len), ..Default::default() };
     // One untimed run through the engine records the steps.
     let calls = Arc::new(Mutex::new(Vec::new()));
     let runtime = registry::build("native", &bundle, &settings).unwrap_or_else(|e| panic!("{e}"));

@@ -13,7 +13,8 @@
 //! `nano-vllm bench --model` takes, e.g. `fixtures/bench` (the 42 M-parameter model of `fixtures/generate.py
 //! --preset bench`), `fixtures/smollm2` (the real model's bundle) or a GGUF file; `NANO_VLLM_BENCH_RUNTIMES`
 //! (comma-separated registry names, e.g. `native,native:f16,llama-cpp:q8_0,llama-cpp:shipped`; default: every
-//! compiled-in runtime but mock, and `llama-cpp:q8_0`), `NANO_VLLM_BENCH_THREADS` (runtime threads, default 0 = one
+//! compiled-in runtime but mock, the quantized settings side by side (`native:q8_0`, `native:q4_0`,
+//! `llama-cpp:q8_0`), and on a bundle with a shipped GGUF `native:shipped` and `llama-cpp:shipped` (the same file)), `NANO_VLLM_BENCH_THREADS` (runtime threads, default 0 = one
 //! per core). The engine's context is the model's, at most 512 tokens (every workload here fits).
 //!
 //! `cargo bench -p nano-vllm-harness --bench runtimes -- --warm-up-time 1 --measurement-time 3`
@@ -47,13 +48,14 @@ const MAX_MODEL_LEN: usize = 512;
 
 fn setup() -> Setup {
     let bundle = common::bench_model();
+    let all = registry::default_runtimes_for(&bundle);
     let runtimes = match std::env::var("NANO_VLLM_BENCH_RUNTIMES") {
-        Ok(list) => registry::runtime_list(&list, &registry::default_runtimes()).unwrap_or_else(|e| panic!("{e}")),
-        Err(_) => registry::default_runtimes(),
+        Ok(list) => registry::runtime_list(&list, &all).unwrap_or_else(|e| panic!("{e}")),
+        Err(_) => all,
     };
     let threads = std::env::var("NANO_VLLM_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let max_model_len = Some(bundle.info().context_length.min(MAX_MODEL_LEN));
-    Setup { bundle, runtimes, settings: RuntimeSettings { threads, max_model_len } }
+    Setup { bundle, runtimes, settings: RuntimeSettings { threads, max_model_len, ..Default::default() } }
 }
 
 fn config(bundle: &ModelSource, seqs: usize) -> Config {
@@ -69,9 +71,20 @@ fn config(bundle: &ModelSource, seqs: usize) -> Config {
         .expect("engine settings")
 }
 
+/// The runtime settings for an engine of `config`: runtimes that size their own limits (llama.cpp's `n_seq_max`,
+/// `n_batch`) size them for its steps.
+fn settings_for(s: &Setup, config: &Config) -> RuntimeSettings {
+    RuntimeSettings {
+        max_num_seqs: Some(config.max_num_seqs()),
+        max_num_batched_tokens: Some(config.max_num_batched_tokens()),
+        ..s.settings.clone()
+    }
+}
+
 fn engine(s: &Setup, runtime: &str, seqs: usize) -> LlmEngine {
-    let rt = registry::build(runtime, &s.bundle, &s.settings).unwrap_or_else(|e| panic!("{e}"));
-    LlmEngine::new(config(&s.bundle, seqs), rt).expect("engine")
+    let config = config(&s.bundle, seqs);
+    let rt = registry::build(runtime, &s.bundle, &settings_for(s, &config)).unwrap_or_else(|e| panic!("{e}"));
+    LlmEngine::new(config, rt).expect("engine")
 }
 
 /// Deterministic prompt tokens above the special ids.
@@ -151,8 +164,10 @@ fn serve(c: &mut Criterion, s: &Setup) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let rt = registry::build(name, &s.bundle, &s.settings).unwrap_or_else(|e| panic!("{e}"));
-                    let r = replay(rt, config(&s.bundle, 16), &requests, &options).expect("replay");
+                    let config = config(&s.bundle, 16);
+                    let settings = settings_for(s, &config);
+                    let rt = registry::build(name, &s.bundle, &settings).unwrap_or_else(|e| panic!("{e}"));
+                    let r = replay(rt, config, &requests, &options).expect("replay");
                     assert!(r.error.is_none(), "{name}: {:?}", r.error);
                     total += Duration::from_secs_f64(r.wall_s);
                 }

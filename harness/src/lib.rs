@@ -7,6 +7,7 @@ pub mod machine;
 pub mod metrics;
 pub mod model;
 pub mod parity;
+pub mod quantized;
 pub mod registry;
 pub mod replay;
 pub mod report;

@@ -25,6 +25,10 @@ pub struct RuntimeSettings {
     /// The engine's `max_model_len`, for runtimes that size a per-sequence cache when they load (llama.cpp's
     /// context); `None`: the model's context length.
     pub max_model_len: Option<usize>,
+    /// The engine's `max_num_seqs` and `max_num_batched_tokens`, so that a runtime that sizes its own limits
+    /// (llama.cpp's `n_seq_max`, `n_batch`) can run every step the engine schedules; `None`: the runtime's defaults.
+    pub max_num_seqs: Option<usize>,
+    pub max_num_batched_tokens: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +36,8 @@ pub enum RegistryError {
     #[error("runtime '{name}' is not compiled in: build with --features {feature}")]
     NotCompiledIn { name: String, feature: String },
     #[error(
-        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16, shipped; candle: shipped; mock: \
-         fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, f32, shipped)"
+        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16, q8_0, q4_0, q4_k_m, shipped; candle: shipped; mock: \
+         fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, q4_0, q4_k_m, f32, shipped)"
     )]
     BadOption { name: String, option: String },
     #[error("runtime '{name}' needs {needs}, which {} does not have", model.display())]
@@ -59,15 +63,23 @@ pub fn available() -> Vec<&'static str> {
 /// What `all` means, for every command: each compiled-in runtime but the mock, and llama.cpp on the Q8_0 GGUF too.
 pub fn default_runtimes() -> Vec<String> {
     let mut names: Vec<String> = available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
+    if names.iter().any(|n| n == "native") {
+        names.extend(["native:q8_0".into(), "native:q4_0".into()]);
+    }
     if names.iter().any(|n| n == "llama-cpp") {
-        names.push("llama-cpp:q8_0".into());
+        names.extend(["llama-cpp:q8_0".into(), "llama-cpp:q4_0".into()]);
+        // llama.cpp's Q4_K_M of the bundle, run by both.
+        if names.iter().any(|n| n == "native") {
+            names.push("native:q4_k_m".into());
+        }
+        names.push("llama-cpp:q4_k_m".into());
     }
     names
 }
 
 /// What `all` means for `model`: the runtimes that can load its files. A bundle: [`default_runtimes`], and with a
-/// shipped GGUF the runtimes that read it (`native:shipped` and `candle:shipped` dequantize it, `llama-cpp:shipped`
-/// runs it as stored). An HF directory: native, candle, and onnx when it has `model.onnx`. A GGUF: llama.cpp, and
+/// shipped GGUF the runtimes that read it (`native:shipped` and `llama-cpp:shipped` run it as stored,
+/// `candle:shipped` dequantizes it). An HF directory: native, candle, and onnx when it has `model.onnx`. A GGUF: llama.cpp, and
 /// native and candle for the architectures they implement (Llama, Qwen2, GPT-2).
 pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
     use crate::model::ModelKind;
@@ -169,16 +181,26 @@ fn llama_cpp_options(
             "q8_0" => o.weights = Weights::Q8_0,
             "f32" => o.weights = Weights::F32,
             "shipped" => o.weights = Weights::Shipped,
+            "q4_0" => o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::Q4_0Pure),
+            "q4_k_m" => o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::Q4KM),
             _ => return Err(RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() }),
         }
     }
     o.threads = settings.threads;
     o.ctx_per_seq = settings.max_model_len;
+    // Its best configuration for the engine's steps: a sequence id for every sequence the engine may schedule (up to
+    // llama.cpp's limit; the report shows a cap), and a batch as large as a step.
+    if let Some(seqs) = settings.max_num_seqs {
+        o.n_seq_max = seqs.clamp(1, nano_vllm_llama_cpp::MAX_SEQUENCES);
+    }
+    if let Some(tokens) = settings.max_num_batched_tokens {
+        o.n_batch = o.n_batch.max(tokens);
+    }
     Ok(o)
 }
 
-/// The GGUF llama.cpp runs for `model`: a bundle's f32, Q8_0 or shipped file, or a GGUF model itself (any option
-/// but `q8_0` runs it as it is).
+/// The GGUF llama.cpp runs for `model`: a bundle's f32, Q8_0 or shipped file, llama.cpp's quantization of the
+/// bundle's f32 file (`q4_0`, `q4_k_m`), or a GGUF model itself (any option but `q8_0` runs it as it is).
 #[cfg(feature = "llama-cpp")]
 fn llama_cpp_file(
     name: &str,
@@ -194,6 +216,23 @@ fn llama_cpp_file(
         (_, Weights::Shipped) => model.gguf_shipped().ok_or_else(|| no_file("a shipped GGUF file")),
         (None, Weights::F32) => model.gguf_shipped().ok_or_else(|| no_file("a GGUF file")),
         (None, Weights::Q8_0) => Err(no_file("a bundle's Q8_0 GGUF (model.q8_0.gguf)")),
+        (_, Weights::Quantized(q)) => crate::quantized::llama_quantized(model, q).map_err(|e| RegistryError::Load {
+            name: name.into(),
+            model: model.path().into(),
+            source: e.into(),
+        }),
+    }
+}
+
+/// The Q4_K_M file of `model` made by llama.cpp's quantizer (needs the llama-cpp feature).
+#[cfg(feature = "native")]
+fn native_q4_k_m(model: &ModelSource) -> Result<PathBuf, String> {
+    #[cfg(feature = "llama-cpp")]
+    return crate::quantized::llama_quantized(model, nano_vllm_llama_cpp::Quantization::Q4KM);
+    #[cfg(not(feature = "llama-cpp"))]
+    {
+        let _ = model;
+        Err("native:q4_k_m runs llama.cpp's Q4_K_M of the bundle: build with --features llama-cpp to make it".into())
     }
 }
 
@@ -234,17 +273,26 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
         #[cfg(feature = "native")]
         spec if spec == "native" || spec.starts_with("native:") => {
             use nano_vllm_native::WeightDtype;
-            let opts = options(spec, "native", &["f32", "f16", "bf16", "shipped"])?;
-            let dtypes: Vec<&str> = opts.iter().copied().filter(|o| *o != "shipped").collect();
+            let opts = options(spec, "native", &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "shipped"])?;
+            let dtypes: Vec<&str> = opts.iter().copied().filter(|o| !matches!(*o, "shipped" | "q4_k_m")).collect();
+            let path = if opts.contains(&"q4_k_m") {
+                // llama.cpp's Q4_K_M of the bundle (its quantizer), run as stored: the file llama-cpp:q4_k_m runs.
+                native_q4_k_m(model).map_err(|e| load_err(e.into()))?
+            } else {
+                hf_or_gguf(name, model, opts.contains(&"shipped"))?
+            };
             let weight_dtype = match dtypes.as_slice() {
+                // A GGUF runs as stored (its block types); an HF directory in f32.
+                [] if path.is_file() => WeightDtype::Stored,
                 [] | ["f32"] => WeightDtype::F32,
                 ["f16"] => WeightDtype::F16,
-                [_] => WeightDtype::Bf16,
+                ["bf16"] => WeightDtype::Bf16,
+                ["q8_0"] => WeightDtype::Q8_0,
+                [_] => WeightDtype::Q4_0,
                 [_, second, ..] => {
                     return Err(RegistryError::BadOption { name: spec.to_owned(), option: (*second).to_owned() });
                 }
             };
-            let path = hf_or_gguf(name, model, opts.contains(&"shipped"))?;
             let options = nano_vllm_native::NativeOptions { threads: settings.threads, weight_dtype };
             Ok(Box::new(nano_vllm_native::NativeRuntime::load(&path, &options).map_err(|e| load_err(e.into()))?))
         }
@@ -276,9 +324,10 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
         #[cfg(feature = "llama-cpp")]
         spec if spec == "llama-cpp" || spec.starts_with("llama-cpp:") => {
             let options = llama_cpp_options(spec, settings)?;
+            let quantized = matches!(options.weights, nano_vllm_llama_cpp::Weights::Quantized(_));
             let runtime = match model.bundle() {
-                Some(b) => nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(b, &options),
-                None => {
+                Some(b) if !quantized => nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(b, &options),
+                _ => {
                     nano_vllm_llama_cpp::LlamaCppRuntime::load(llama_cpp_file(name, model, options.weights)?, &options)
                 }
             };
@@ -321,6 +370,10 @@ pub enum ParityCheck {
     /// Lossy settings (quantized or f16/bf16 weights, an f16 KV cache): teacher forced on the reference tokens, held to the
     /// bundle's `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
     TeacherForced,
+    /// Q4_0 weights (`native:q4_0`, `llama-cpp:q4_0`), and llama.cpp's Q4_K_M (`native:q4_k_m`, `llama-cpp:q4_k_m`,
+    /// a finer mix with no torch emulation of its own, bounded by Q4_0's): teacher forced, held to the bundle's `q4_0`
+    /// tolerance.
+    TeacherForcedQ4_0,
     /// llama.cpp on the shipped GGUF (quantized kernels): teacher forced, held to the bundle's `shipped` tolerance.
     ShippedTeacherForced,
 }
@@ -331,6 +384,7 @@ impl ParityCheck {
             Self::Elementwise => "elementwise",
             Self::LlamaCppElementwise => "elementwise (llama_cpp_f32)",
             Self::TeacherForced => "teacher_forced",
+            Self::TeacherForcedQ4_0 => "teacher_forced (q4_0)",
             Self::ShippedTeacherForced => "teacher_forced (shipped)",
         }
     }
@@ -338,11 +392,23 @@ impl ParityCheck {
 
 /// How parity judges the runtime `name` (see [`ParityCheck`]).
 pub fn parity_check(name: &str) -> ParityCheck {
-    if name.starts_with("native:") && (name.contains("f16") || name.contains("bf16")) {
-        return ParityCheck::TeacherForced;
+    if let Some(options) = name.strip_prefix("native:") {
+        let options: Vec<&str> = options.split(',').collect();
+        let has = |o: &str| options.contains(&o);
+        return if has("q4_0") || has("q4_k_m") {
+            ParityCheck::TeacherForcedQ4_0
+        } else if has("q8_0") || has("f16") || has("bf16") {
+            ParityCheck::TeacherForced
+        } else if has("shipped") && !has("f32") {
+            // The shipped GGUF as stored: its quantized kernels.
+            ParityCheck::ShippedTeacherForced
+        } else {
+            ParityCheck::Elementwise
+        };
     }
     match name.strip_prefix("llama-cpp") {
         Some(options) if options.contains("shipped") => ParityCheck::ShippedTeacherForced,
+        Some(options) if options.contains("q4_0") || options.contains("q4_k_m") => ParityCheck::TeacherForcedQ4_0,
         Some(options) if options.contains("q8_0") || options.contains("defaults") => ParityCheck::TeacherForced,
         Some(_) => ParityCheck::LlamaCppElementwise,
         None => ParityCheck::Elementwise,

@@ -245,11 +245,14 @@ fn the_committed_baselines_are_the_gate_benchmark_and_pass_against_themselves() 
         assert_eq!(baseline.file_stem().unwrap().to_str().unwrap(), cpu.fingerprint());
         let runtimes: Vec<&str> =
             report["runs"].as_array().unwrap().iter().map(|r| r["runtime"].as_str().unwrap()).collect();
-        assert_eq!(runtimes, ["native", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0"]);
+        assert_eq!(runtimes, ["native", "native:q8_0", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0"]);
         assert!(report["runs"][0]["engine"]["preemptions"].as_u64().unwrap() > 0, "the workload preempts");
         count += 1;
     }
     assert!(count >= 1, "no baseline in {}", dir.display());
     let script = std::fs::read_to_string(root.join("ci/gate-bench.sh")).unwrap();
-    assert!(script.contains("--runtime native,onnx,candle,llama-cpp,llama-cpp:q8_0"), "baselines and script agree");
+    assert!(
+        script.contains("--runtime native,native:q8_0,onnx,candle,llama-cpp,llama-cpp:q8_0"),
+        "baselines and script agree"
+    );
 }

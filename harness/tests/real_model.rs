@@ -42,7 +42,7 @@ fn answer(model: &ModelSource, runtime: &str) -> String {
     let template = model.chat_template().unwrap().expect("a chat template");
     let text = template.render(&[Message::user(QUESTION)], true).unwrap();
     let prompt = tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
-    let settings = RuntimeSettings { threads: 0, max_model_len: Some(128) };
+    let settings = RuntimeSettings { threads: 0, max_model_len: Some(128), ..Default::default() };
     let rt = registry::build(runtime, model, &settings).unwrap_or_else(|e| panic!("{runtime}: {e}"));
     let config = Config::builder()
         .max_model_len(128)
@@ -56,12 +56,13 @@ fn answer(model: &ModelSource, runtime: &str) -> String {
 }
 
 #[test]
-fn every_float32_runtime_answers_paris_and_quantized_llama_cpp_answers_as_ggml_rounds() {
+fn every_float32_runtime_answers_paris_and_the_quantized_files_answer_as_ggml_rounds() {
     let bundle = ModelSource::open(bundle_dir()).unwrap();
-    for runtime in ["native", "onnx", "candle", "llama-cpp", "native:shipped", "candle:shipped"] {
+    for runtime in ["native", "onnx", "candle", "llama-cpp", "native:shipped,f32", "candle:shipped"] {
         assert_eq!(answer(&bundle, runtime), "The capital of France is Paris.", "{runtime}");
     }
-    for runtime in ["llama-cpp:shipped", "llama-cpp:q8_0"] {
+    // The quantized files, run by llama.cpp and by the native kernels alike: the same near tie goes the same way.
+    for runtime in ["llama-cpp:shipped", "native:shipped", "llama-cpp:q8_0", "native:q8_0"] {
         let text = answer(&bundle, runtime);
         assert!(text.starts_with("L'Étoile, la"), "{runtime}: {text}");
     }
@@ -85,8 +86,12 @@ fn the_gguf_alone_is_a_model_with_tokenizer_chat_template_and_runtimes() {
         assert_eq!(ids(&from_gguf), ids(&from_json), "{text}");
     }
     // Each runtime loads what it reads from the GGUF, and says what it needs when it cannot.
-    assert_eq!(answer(&gguf, "native"), "The capital of France is Paris.");
-    assert!(answer(&gguf, "llama-cpp").starts_with("L'Étoile, la"));
+    // As stored (Q4_1 kernels) native answers as llama.cpp does; dequantized to f32 it answers as transformers does.
+    assert_eq!(answer(&gguf, "native:f32"), "The capital of France is Paris.");
+    for runtime in ["native", "llama-cpp"] {
+        let text = answer(&gguf, runtime);
+        assert!(text.starts_with("L'Étoile, la"), "{runtime}: {text}");
+    }
     let err = registry::build("onnx", &gguf, &RuntimeSettings::default()).err().unwrap().to_string();
     assert!(err.contains("runtime 'onnx' needs an ONNX graph") && err.contains("Q4_1.gguf"), "{err}");
 }
@@ -95,7 +100,7 @@ fn the_gguf_alone_is_a_model_with_tokenizer_chat_template_and_runtimes() {
 fn generate_chat_streams_the_answer_from_the_gguf() {
     let gguf = shipped_gguf();
     for (runtime, expected) in
-        [("native", "The capital of France is Paris."), ("llama-cpp", "L'Étoile, la Marseillaise")]
+        [("native:f32", "The capital of France is Paris."), ("native", "L'Étoile, la"), ("llama-cpp", "L'Étoile, la")]
     {
         let (ok, out, err) = nano_vllm(&[
             "generate",
@@ -111,7 +116,7 @@ fn generate_chat_streams_the_answer_from_the_gguf() {
         ]);
         assert!(ok, "{err}");
         assert!(out.contains(expected), "{runtime}: {out}");
-        if runtime == "native" {
+        if runtime == "native:f32" {
             // It stopped at the end of the turn, not at --max-tokens.
             assert!(err.contains("finish: eos"), "{err}");
         }

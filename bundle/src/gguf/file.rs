@@ -10,7 +10,9 @@
 //! `general.alignment` (default 32).
 
 use std::collections::BTreeMap;
+use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -100,11 +102,31 @@ impl GgufTensor {
     }
 }
 
+/// A range of a mapped GGUF file that keeps the mapping alive; derefs to the bytes.
+#[derive(Clone)]
+pub struct MappedBytes {
+    map: Arc<Mmap>,
+    range: Range<usize>,
+}
+
+impl Deref for MappedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for MappedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedBytes({} bytes at {})", self.range.len(), self.range.start)
+    }
+}
+
 /// An opened GGUF file.
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
     version: u32,
     metadata: BTreeMap<String, GgufValue>,
     tensors: Vec<GgufTensor>,
@@ -246,7 +268,7 @@ impl GgufFile {
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let (version, metadata, tensors) = Self::parse(path, &map)?;
         let index = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Self { path: path.into(), map, version, metadata, tensors, index })
+        Ok(Self { path: path.into(), map: Arc::new(map), version, metadata, tensors, index })
     }
 
     #[allow(clippy::type_complexity)]
@@ -387,6 +409,11 @@ impl GgufFile {
     /// A tensor's raw bytes (its blocks), in the mapped file.
     pub fn data(&self, t: &GgufTensor) -> &[u8] {
         &self.map[t.offset..t.offset + t.len]
+    }
+    /// A tensor's raw bytes as a handle that keeps the file mapped, for runtimes that compute on the blocks as stored
+    /// (no copy).
+    pub fn mapped(&self, t: &GgufTensor) -> MappedBytes {
+        MappedBytes { map: Arc::clone(&self.map), range: t.offset..t.offset + t.len }
     }
     /// A tensor's values as f32, in ggml order (row-major with `dims[0]` contiguous).
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>, GgufError> {

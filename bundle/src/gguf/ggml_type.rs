@@ -100,7 +100,16 @@ impl GgmlType {
     pub fn can_dequantize(self) -> bool {
         matches!(
             self,
-            Self::F32 | Self::F16 | Self::BF16 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0
+            Self::F32
+                | Self::F16
+                | Self::BF16
+                | Self::Q4_0
+                | Self::Q4_1
+                | Self::Q5_0
+                | Self::Q5_1
+                | Self::Q8_0
+                | Self::Q4K
+                | Self::Q6K
         )
     }
 }
@@ -115,9 +124,17 @@ fn half_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// Dequantizes `bytes` (whole blocks of `ty`) to f32, appending to `out`. The caller checked that `bytes` holds
-/// whole blocks and that the type [`GgmlType::can_dequantize`] (the public entry is `GgufFile::dequantize`).
-pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
+/// Dequantizes `bytes` (whole blocks of `ty`) to f32, appending to `out`.
+///
+/// # Panics
+/// If `bytes` is not whole blocks or the type cannot be dequantized ([`GgmlType::can_dequantize`]): callers check
+/// both (`GgufFile::dequantize` does, from the file's tensor infos).
+pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
+    assert!(
+        bytes.len().is_multiple_of(ty.block_bytes()),
+        "dequantize: {} bytes are not whole {ty} blocks",
+        bytes.len()
+    );
     let n_blocks = bytes.len() / ty.block_bytes();
     out.reserve(n_blocks * ty.block_size());
     let blocks = bytes.chunks_exact(ty.block_bytes());
@@ -161,7 +178,56 @@ pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
                 out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
             }
         }
-        other => unreachable!("{other} is not dequantized here (checked by the caller)"),
+        // d, dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32, then 128 bytes: each 32 bytes hold two
+        // sub-blocks (low nibbles, then high); x = d sc q - dmin m.
+        GgmlType::Q4K => {
+            for b in blocks {
+                let (d, dmin, scales, qs) = (half_at(b, 0), half_at(b, 2), &b[4..16], &b[16..144]);
+                for (pair, q) in qs.chunks_exact(32).enumerate() {
+                    let (sc0, m0) = scale_min_k4(2 * pair, scales);
+                    let (sc1, m1) = scale_min_k4(2 * pair + 1, scales);
+                    let (d0, min0, d1, min1) = (d * sc0 as f32, dmin * m0 as f32, d * sc1 as f32, dmin * m1 as f32);
+                    out.extend(q.iter().map(|&v| d0 * (v & 0x0F) as f32 - min0));
+                    out.extend(q.iter().map(|&v| d1 * (v >> 4) as f32 - min1));
+                }
+            }
+        }
+        // 128 bytes of low nibbles, 64 of high 2-bit pairs, 16 signed 8-bit scales (one per 16), then d;
+        // x = d sc (q - 32), in two halves of 128 (ggml's `dequantize_row_q6_K`).
+        GgmlType::Q6K => {
+            for b in blocks {
+                let d = half_at(b, 208);
+                let mut y = [0.0f32; 256];
+                for half in 0..2 {
+                    let (ql, qh) = (&b[64 * half..64 * half + 64], &b[128 + 32 * half..128 + 32 * half + 32]);
+                    let sc = |i: usize| b[192 + 8 * half + i] as i8 as f32;
+                    let y = &mut y[128 * half..128 * half + 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
+                        let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        y[l] = d * sc(is) * q1 as f32;
+                        y[l + 32] = d * sc(is + 2) * q2 as f32;
+                        y[l + 64] = d * sc(is + 4) * q3 as f32;
+                        y[l + 96] = d * sc(is + 6) * q4 as f32;
+                    }
+                }
+                out.extend_from_slice(&y);
+            }
+        }
+        other => panic!("dequantize: {other} is not dequantized here (GgmlType::can_dequantize)"),
+    }
+}
+
+/// Scale and min of sub-block `j` of a Q4_K (and Q5_K) block: 6 bits each, packed into 12 bytes (ggml's
+/// `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

@@ -7,7 +7,8 @@
 //! GGUF `[out, in]`).
 
 use super::error::GgufError;
-use super::file::GgufFile;
+use super::file::{GgufFile, MappedBytes};
+use super::ggml_type::GgmlType;
 use crate::hf_config::{Activation, HfArchitecture, HfConfig};
 
 /// How a GGUF tensor becomes its HF counterpart.
@@ -68,10 +69,54 @@ impl GgufModel {
         })
     }
 
+    /// The matrix of HF name `hf_name` as stored: its blocks (mapped, not copied), in ggml's row layout, which for
+    /// every dense layer is `[out, in]` like a torch `Linear` (GPT-2's `Conv1D` included). `shape` is that `[out, in]`
+    /// (or `[n]`). Llama's q and k rows stay in ggml's order: `permuted_heads` says so, and a runtime that uses them
+    /// rotates adjacent pairs (ggml's RoPE) instead of halves.
+    pub fn stored(&self, hf_name: &str, shape: &[usize]) -> Result<StoredTensor, GgufError> {
+        let path = self.file.path().to_path_buf();
+        let (name, transform) = gguf_name(&self.config, hf_name)
+            .ok_or_else(|| GgufError::MissingTensor { path: path.clone(), name: hf_name.to_owned() })?;
+        let t = self
+            .file
+            .tensor(&name)
+            .ok_or_else(|| GgufError::MissingTensor { path: path.clone(), name: name.clone() })?;
+        if t.shape() != shape {
+            return Err(GgufError::Shape { path, name, expected: shape.to_vec(), actual: t.shape() });
+        }
+        let cols = t.dims[0] as usize;
+        let rows = t.shape().iter().rev().skip(1).product::<usize>();
+        Ok(StoredTensor {
+            name,
+            ggml_type: t.ggml_type,
+            rows,
+            cols,
+            bytes: self.file.mapped(t),
+            permuted_heads: match transform {
+                Transform::Unpermute(heads) => Some(heads),
+                _ => None,
+            },
+        })
+    }
+
     /// Whether the file has the tensor of HF name `hf_name`.
     pub fn contains(&self, hf_name: &str) -> bool {
         gguf_name(&self.config, hf_name).is_some_and(|(n, _)| self.file.tensor(&n).is_some())
     }
+}
+
+/// A tensor as the GGUF stores it (see [`GgufModel::stored`]).
+#[derive(Debug, Clone)]
+pub struct StoredTensor {
+    /// Its GGUF name.
+    pub name: String,
+    pub ggml_type: GgmlType,
+    /// Rows (every dimension but the innermost) and row length, in elements.
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: MappedBytes,
+    /// Llama q/k rows in ggml's order (adjacent-pair rotation), with this many heads.
+    pub permuted_heads: Option<usize>,
 }
 
 /// Undoes llama.cpp's q/k permutation: within each head, ggml's row `2i + j` (pair `i`, half `j`) is HF's row

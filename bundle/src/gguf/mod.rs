@@ -9,6 +9,6 @@ mod ggml_type;
 mod hf;
 
 pub use error::GgufError;
-pub use file::{GGUF_VERSIONS, GgufFile, GgufTensor, GgufValue};
-pub use ggml_type::GgmlType;
-pub use hf::GgufModel;
+pub use file::{GGUF_VERSIONS, GgufFile, GgufTensor, GgufValue, MappedBytes};
+pub use ggml_type::{GgmlType, dequantize};
+pub use hf::{GgufModel, StoredTensor};

@@ -270,6 +270,6 @@ fn manifest_sha256_identifies_the_bundle() {
     assert_eq!(hashes.len(), 3);
     assert_eq!(
         open("tiny-llama").manifest_sha256(),
-        "3704dfb92386a189ec289575c9fba4f48c7418f23d4b4bc6371ac0a07cce4157"
+        "36e0cffb213da1f61d1c0300c2638f433fc247015b21525aa5541083a932f9d3"
     );
 }

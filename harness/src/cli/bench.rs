@@ -199,7 +199,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let config = a.engine.config(max_model_len, info.eos_token_ids.clone())?;
     let settings = BenchSettings {
         runtimes,
-        runtime: RuntimeSettings { threads: a.engine.threads, max_model_len: Some(max_model_len) },
+        runtime: RuntimeSettings {
+            threads: a.engine.threads,
+            max_model_len: Some(max_model_len),
+            max_num_seqs: Some(config.max_num_seqs()),
+            max_num_batched_tokens: Some(config.max_num_batched_tokens()),
+        },
         engine: config,
         mode: if online || !a.rate_sweep.is_empty() { Mode::Online } else { Mode::Offline },
         warmup: a.warmup,

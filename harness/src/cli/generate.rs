@@ -78,7 +78,7 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         bail!("prompt + --max-tokens ({longest} tokens) exceeds the model's context ({})", info.context_length);
     }
     let max_model_len = longest.next_multiple_of(16).min(info.context_length);
-    let settings = RuntimeSettings { threads: a.threads, max_model_len: Some(max_model_len) };
+    let settings = RuntimeSettings { threads: a.threads, max_model_len: Some(max_model_len), ..Default::default() };
     let runtime = registry::build(&a.runtime, &model, &settings)?;
     stop_ids.sort_unstable();
     stop_ids.dedup();

@@ -63,7 +63,7 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
         max_mean_kl: a.max_mean_kl,
         min_top1_agreement: a.min_top1_agreement,
     };
-    let settings = RuntimeSettings { threads: a.threads, max_model_len: None };
+    let settings = RuntimeSettings { threads: a.threads, ..Default::default() };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let bundles: Vec<_> = bundles
         .iter()

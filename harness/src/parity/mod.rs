@@ -15,12 +15,14 @@ mod report;
 pub mod tokenizer;
 
 pub use report::{
-    BundleParity, Figures, PARITY_SCHEMA_VERSION, ParityReport, RuntimeParity, SituationParity, Status, TeacherForced,
-    TokenizerParity, ToleranceUsed, table,
+    BundleParity, Figures, PARITY_SCHEMA_VERSION, PairAgreement, ParityReport, RuntimeParity, SituationParity, Status,
+    TeacherForced, TokenizerParity, ToleranceUsed, table,
 };
 
 use nano_vllm_bundle::{Bundle, LogitTolerance, Q8Tolerance};
-use nano_vllm_conformance::{check_situations, compare, compare_teacher_forced, run_teacher_forced};
+use nano_vllm_conformance::{
+    PromptRun, check_situations, compare, compare_runs, compare_teacher_forced, run_teacher_forced,
+};
 
 use crate::model::ModelSource;
 use crate::registry::{self, ParityCheck, RuntimeSettings};
@@ -48,6 +50,7 @@ impl ToleranceOverrides {
             max_mean_kl: self.max_mean_kl.unwrap_or(manifest.max_mean_kl),
             min_top1_agreement: self.min_top1_agreement.unwrap_or(manifest.min_top1_agreement),
             basis: manifest.basis.clone(),
+            order_floor_kl: manifest.order_floor_kl,
         }
     }
 }
@@ -60,16 +63,27 @@ pub fn check_runtime(
     settings: &RuntimeSettings,
     overrides: &ToleranceOverrides,
 ) -> RuntimeParity {
+    check_runtime_keeping_runs(name, bundle, settings, overrides).0
+}
+
+/// [`check_runtime`], also returning the teacher-forced runs of a lossy setting (for [`PairAgreement`]).
+fn check_runtime_keeping_runs(
+    name: &str,
+    bundle: &Bundle,
+    settings: &RuntimeSettings,
+    overrides: &ToleranceOverrides,
+) -> (RuntimeParity, Option<Vec<PromptRun>>) {
     let (check, elementwise, distribution) = tolerances_for(name, bundle, overrides);
-    let mut out = RuntimeParity::new(name, check, &elementwise, &distribution);
+    let out = RuntimeParity::new(name, check, &elementwise, &distribution);
     let distribution = match distribution {
         Ok(d) => d,
-        Err(e) => return out.error(e),
+        Err(e) => return (out.error(e), None),
     };
     let reference = match bundle.reference() {
         Ok(r) => r,
-        Err(e) => return out.error(format!("reading the reference: {e}")),
+        Err(e) => return (out.error(format!("reading the reference: {e}")), None),
     };
+    let mut out = out;
     // The engine's context: the model's, cut to what the reference needs (a long-context model's full context
     // would size per-sequence caches for nothing).
     let longest = reference.prompts.iter().map(|p| p.prompt_ids.len() + p.greedy_tokens.len()).max().unwrap_or(1);
@@ -79,10 +93,13 @@ pub fn check_runtime(
     let model = &model;
     // The first build shows whether the runtime loads at all (one clear error rather than one per situation).
     if let Err(e) = registry::build(name, model, settings) {
-        return out.error(e.to_string());
+        return (out.error(e.to_string()), None);
     }
     // Lossy runtimes run the situations for their mechanics and figures; only teacher forcing judges their logits.
-    let teacher_forced = matches!(check, ParityCheck::TeacherForced | ParityCheck::ShippedTeacherForced);
+    let teacher_forced = matches!(
+        check,
+        ParityCheck::TeacherForced | ParityCheck::TeacherForcedQ4_0 | ParityCheck::ShippedTeacherForced
+    );
     let situation_tolerance = (!teacher_forced).then_some(&elementwise);
     let make = || registry::build(name, model, settings);
     let checks = check_situations(name, &reference, context, situation_tolerance, make);
@@ -103,6 +120,7 @@ pub fn check_runtime(
     let pooled = compare(checks.reports.iter().flat_map(|(_, run, _)| &run.prompts), &reference.prompts);
     out.figures = (!checks.reports.is_empty()).then(|| Figures::from(&pooled));
 
+    let mut kept = None;
     if teacher_forced {
         let runs = registry::build(name, model, settings)
             .map_err(|e| e.to_string())
@@ -115,6 +133,7 @@ pub fn check_runtime(
                     out.failures.push(format!("{name} teacher forced: {e}"));
                 }
                 out.teacher_forced = Some(TeacherForced::from(&figures));
+                kept = Some(runs);
             }
             Err(e) => out.failures.push(format!("{name} teacher forced: {e}")),
         }
@@ -122,8 +141,68 @@ pub fn check_runtime(
     if !out.failures.is_empty() {
         out.status = if out.figures.is_none() { Status::Error } else { Status::Fail };
     }
-    out
+    (out, kept)
 }
+
+/// Pairs of runtimes that run the same quantized file: the native kernels and llama.cpp on a bundle's Q8_0 GGUF and
+/// llama.cpp's pure Q4_0 of it (`native:q8_0` and `native:q4_0` quantize the f32 checkpoint at load with ggml's
+/// reference quantizers: the same blocks), llama.cpp's Q4_K_M of it, and the shipped GGUF.
+const SAME_FILE_PAIRS: [(&str, &str); 4] = [
+    ("native:q8_0", "llama-cpp:q8_0"),
+    ("native:q4_0", "llama-cpp:q4_0"),
+    ("native:q4_k_m", "llama-cpp:q4_k_m"),
+    ("native:shipped", "llama-cpp:shipped"),
+];
+
+/// How closely two runtimes on the same quantized file agree, teacher forced: KL(b || a), held to the larger of a
+/// quarter of the smaller of their KLs to the float32 reference and [`PAIR_FLOOR_FACTOR`] times the manifest's
+/// `order_floor_kl` of that setting. Two implementations of one quantized model must be much closer to each other than
+/// either is to the unquantized model, except that activation rounding makes a deep model's logits sensitive to the
+/// f32 summation order (a last-bit difference flips a rounding that later layers carry): the floor measures that, and
+/// on the real model it is about the size of the quantization error itself.
+fn pair_agreement(
+    a: &RuntimeParity,
+    ra: &[PromptRun],
+    b: &RuntimeParity,
+    rb: &[PromptRun],
+    floor: Option<f64>,
+) -> PairAgreement {
+    let figures = compare_runs(ra, rb);
+    let kl_a = a.teacher_forced.as_ref().map_or(f64::NAN, |t| t.mean_kl);
+    let kl_b = b.teacher_forced.as_ref().map_or(f64::NAN, |t| t.mean_kl);
+    let max_mean_kl = (PAIR_KL_FRACTION * kl_a.min(kl_b)).max(PAIR_FLOOR_FACTOR * floor.unwrap_or(0.0));
+    let mut failures = Vec::new();
+    if figures.rows == 0 || figures.missing_rows > 0 {
+        failures.push(format!("{} of {} rows compared", figures.rows, figures.rows + figures.missing_rows));
+    }
+    if figures.mean_kl.is_nan() || figures.mean_kl > max_mean_kl {
+        failures.push(format!(
+            "{} vs {}: mean KL {:.3e} between them exceeds {max_mean_kl:.3e} (the larger of {PAIR_KL_FRACTION} x the \
+             smaller KL to the reference, {kl_a:.3e} / {kl_b:.3e}, and {PAIR_FLOOR_FACTOR} x the order floor {})",
+            a.runtime,
+            b.runtime,
+            figures.mean_kl,
+            floor.map_or("(none)".to_owned(), |f| format!("{f:.3e}"))
+        ));
+    }
+    eprintln!("{:<12} vs {:<16} | {}", a.runtime, b.runtime, figures.summary());
+    PairAgreement {
+        a: a.runtime.clone(),
+        b: b.runtime.clone(),
+        figures: TeacherForced::from(&figures),
+        a_mean_kl_to_reference: kl_a,
+        b_mean_kl_to_reference: kl_b,
+        order_floor_kl: floor,
+        max_mean_kl,
+        status: if failures.is_empty() { Status::Pass } else { Status::Fail },
+        failures,
+    }
+}
+
+/// See [`pair_agreement`].
+const PAIR_FLOOR_FACTOR: f64 = 2.0;
+/// See [`pair_agreement`].
+const PAIR_KL_FRACTION: f64 = 0.25;
 
 /// Everything parity checks on the bundle in `dir`: the bundle itself (manifest, checksums), each runtime of
 /// `runtime_spec` (`all`, or names), the bundle's tokenizer through the tokenizers crate, the tokenizer built from a
@@ -140,6 +219,7 @@ pub fn check_bundle(
         manifest_sha256: String::new(),
         error: None,
         runtimes: Vec::new(),
+        agreement: Vec::new(),
         tokenizers: Vec::new(),
     };
     let bundle = match Bundle::open(dir).and_then(|b| b.verify().map(|()| b)) {
@@ -160,11 +240,18 @@ pub fn check_bundle(
         }
     };
     eprintln!("   runtimes: {}", runtimes.join(", "));
+    let mut runs = std::collections::HashMap::new();
     for name in &runtimes {
         // A runtime that panics is that runtime's error; the other runtimes and the report go on.
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_runtime(name, &bundle, settings, overrides)
-        }));
+            check_runtime_keeping_runs(name, &bundle, settings, overrides)
+        }))
+        .map(|(parity, kept)| {
+            if let Some(kept) = kept {
+                runs.insert(name.clone(), kept);
+            }
+            parity
+        });
         out.runtimes.push(checked.unwrap_or_else(|panic| {
             let message = panic
                 .downcast_ref::<String>()
@@ -174,6 +261,21 @@ pub fn check_bundle(
             let (check, elementwise, distribution) = tolerances_for(name, &bundle, overrides);
             RuntimeParity::new(name, check, &elementwise, &distribution).error(format!("panicked: {message}"))
         }));
+    }
+    for (a, b) in SAME_FILE_PAIRS {
+        let find = |n: &str| out.runtimes.iter().find(|r| r.runtime == n).zip(runs.get(n));
+        if let (Some((pa, ra)), Some((pb, rb))) = (find(a), find(b)) {
+            let tolerances = bundle.tolerances();
+            let floor = if a.contains("shipped") {
+                tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl)
+            } else if a.contains("q4_") {
+                tolerances.q4_0.order_floor_kl
+            } else {
+                tolerances.q8_0.order_floor_kl
+            };
+            let agreement = pair_agreement(pa, ra, pb, rb, floor);
+            out.agreement.push(agreement);
+        }
     }
     match bundle.tokenizer_reference() {
         Err(e) => out.tokenizers.push(TokenizerParity {
@@ -238,6 +340,7 @@ fn tolerances_for(
             .as_ref()
             .map(|t| overrides.distribution(t))
             .ok_or_else(|| "the bundle has no shipped GGUF tolerance (not made with --from-gguf)".to_owned()),
+        ParityCheck::TeacherForcedQ4_0 => Ok(overrides.distribution(&tolerances.q4_0)),
         _ => Ok(overrides.distribution(&tolerances.q8_0)),
     };
     (check, elementwise, distribution)
@@ -255,9 +358,10 @@ impl RuntimeParity {
             runtime: name.to_owned(),
             check: check.as_str().to_owned(),
             tolerance: match (check, distribution) {
-                (ParityCheck::TeacherForced | ParityCheck::ShippedTeacherForced, Ok(d)) => {
-                    ToleranceUsed::distribution(d)
-                }
+                (
+                    ParityCheck::TeacherForced | ParityCheck::TeacherForcedQ4_0 | ParityCheck::ShippedTeacherForced,
+                    Ok(d),
+                ) => ToleranceUsed::distribution(d),
                 _ => ToleranceUsed::elementwise(elementwise),
             },
             status: Status::Pass,
@@ -285,7 +389,7 @@ mod tests {
         let o = ToleranceOverrides { max_abs_diff: Some(5e-3), ..Default::default() };
         let t = o.elementwise(&manifest);
         assert_eq!((t.max_abs_diff, t.argmax_agreement, t.reason.as_deref()), (5e-3, 1.0, Some("r")));
-        let q = Q8Tolerance { max_mean_kl: 0.02, min_top1_agreement: 0.9, basis: "b".into() };
+        let q = Q8Tolerance { max_mean_kl: 0.02, min_top1_agreement: 0.9, basis: "b".into(), order_floor_kl: None };
         let o = ToleranceOverrides { min_top1_agreement: Some(0.5), ..Default::default() };
         let t = o.distribution(&q);
         assert_eq!((t.max_mean_kl, t.min_top1_agreement), (0.02, 0.5));

@@ -41,13 +41,33 @@ pub struct BundleParity {
     /// The bundle could not be opened or verified (nothing else was checked).
     pub error: Option<String>,
     pub runtimes: Vec<RuntimeParity>,
+    /// Runtimes on the same quantized file, against each other.
+    pub agreement: Vec<PairAgreement>,
     pub tokenizers: Vec<TokenizerParity>,
+}
+
+/// Two runtimes that run the same quantized file (the native kernels and llama.cpp), compared with each other
+/// teacher forced: `figures` is KL(b || a) and the rest, beside each one's mean KL to the float32 reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairAgreement {
+    pub a: String,
+    pub b: String,
+    pub figures: TeacherForced,
+    pub a_mean_kl_to_reference: f64,
+    pub b_mean_kl_to_reference: f64,
+    /// The manifest's `order_floor_kl` of the setting (see [`nano_vllm_bundle::Q8Tolerance`]).
+    pub order_floor_kl: Option<f64>,
+    /// The bound on `figures.mean_kl`.
+    pub max_mean_kl: f64,
+    pub status: Status,
+    pub failures: Vec<String>,
 }
 
 impl BundleParity {
     pub fn passed(&self) -> bool {
         self.error.is_none()
             && self.runtimes.iter().all(|r| r.status == Status::Pass)
+            && self.agreement.iter().all(|a| a.status == Status::Pass)
             && self.tokenizers.iter().all(|t| t.status == Status::Pass)
     }
 }
@@ -259,6 +279,25 @@ pub fn table(report: &ParityReport) -> String {
                 r.status.as_str()
             );
         }
+        for a in &b.agreement {
+            let t = &a.figures;
+            let _ = writeln!(
+                s,
+                "| {} | {} vs {} | same file, teacher forced (KL to reference: {} / {}) | {} | {} | {:.4} | {} | {} | | KL {} | {} |",
+                b.bundle,
+                a.a,
+                a.b,
+                sci(a.a_mean_kl_to_reference),
+                sci(a.b_mean_kl_to_reference),
+                sci(t.max_abs_diff),
+                sci(t.mean_abs_diff),
+                t.top1_agreement,
+                sci(t.mean_kl),
+                sci(t.max_kl),
+                sci(a.max_mean_kl),
+                a.status.as_str()
+            );
+        }
         for t in &b.tokenizers {
             let _ = writeln!(
                 s,
@@ -275,7 +314,12 @@ pub fn table(report: &ParityReport) -> String {
         .bundles
         .iter()
         .flat_map(|b| {
-            let own = b.runtimes.iter().flat_map(|r| &r.failures).chain(b.tokenizers.iter().flat_map(|t| &t.failures));
+            let own = b
+                .runtimes
+                .iter()
+                .flat_map(|r| &r.failures)
+                .chain(b.agreement.iter().flat_map(|a| &a.failures))
+                .chain(b.tokenizers.iter().flat_map(|t| &t.failures));
             own.map(move |f| format!("{}: {f}", b.bundle))
         })
         .collect();

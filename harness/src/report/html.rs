@@ -97,13 +97,13 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
             m.cores,
             m.git_commit.as_deref().unwrap_or("unknown")
         );
-        html.push_str("<table><tr><th>runtime</th><th>status</th><th>req/s</th><th>output tok/s</th><th>median TTFT ms</th><th>p99 TTFT ms</th><th>median TPOT ms</th><th>p99 TPOT ms</th><th>median ITL ms</th><th>median E2EL ms</th><th>preemptions</th><th>prefix hit rate</th></tr>");
+        html.push_str("<table><tr><th>runtime</th><th>status</th><th>req/s</th><th>output tok/s</th><th>median TTFT ms</th><th>p99 TTFT ms</th><th>median TPOT ms</th><th>p99 TPOT ms</th><th>median ITL ms</th><th>median E2EL ms</th><th>preemptions</th><th>prefix hit rate</th><th>seqs/step</th><th>settings</th></tr>");
         for run in &res.runs {
             let f = |k: &str| run.metric(k).map_or("-".to_string(), |v| format!("{v:.2}"));
             let status = run.error.as_ref().map_or(run.status.clone(), |e| format!("failed: {}", escape(e)));
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
+                "<tr><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td><small>{}</small></td></tr>",
                 escape(&run.runtime),
                 f("request_throughput"),
                 f("output_throughput"),
@@ -114,7 +114,16 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
                 f("median_itl_ms"),
                 f("median_e2el_ms"),
                 run.engine.preemptions,
-                100.0 * run.engine.prefix_hit_rate
+                100.0 * run.engine.prefix_hit_rate,
+                escape(&super::markdown::seqs_per_step(run, m.engine.max_num_seqs)),
+                escape(
+                    &run.settings
+                        .iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "model" | "cpu_features" | "kv_cache" | "prefix_reuse"))
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             );
         }
         html.push_str("</table><div class=\"charts\">");

@@ -22,9 +22,9 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
         let base_name = base.map_or("-", |b| b.runtime.as_str());
         let _ = writeln!(
             out,
-            "| runtime | dtype | status | req/s | output tok/s | x {base_name} | median TTFT ms | p99 TTFT ms | median TPOT ms | p99 TPOT ms | median ITL ms | median E2EL ms | preemptions | prefix hit rate |"
+            "| runtime | dtype | status | req/s | output tok/s | x {base_name} | median TTFT ms | p99 TTFT ms | median TPOT ms | p99 TPOT ms | median ITL ms | median E2EL ms | preemptions | prefix hit rate | seqs/step |"
         );
-        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for run in &res.runs {
             let f = |k: &str| run.metric(k).map_or("-".to_string(), |v| format!("{v:.2}"));
             let ratio = match (run.metric("output_throughput"), base.and_then(|b| b.metric("output_throughput"))) {
@@ -37,7 +37,7 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} |",
                 run.runtime,
                 run.dtype,
                 status,
@@ -51,10 +51,31 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
                 f("median_itl_ms"),
                 f("median_e2el_ms"),
                 run.engine.preemptions,
-                100.0 * run.engine.prefix_hit_rate
+                100.0 * run.engine.prefix_hit_rate,
+                seqs_per_step(run, res.metadata.engine.max_num_seqs)
             );
+        }
+        let _ = writeln!(out, "\nRuntime settings (what changes a runtime's speed):\n");
+        for run in &res.runs {
+            let settings: Vec<String> = run
+                .settings
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "model" | "cpu_features" | "kv_cache" | "prefix_reuse"))
+                .map(|(k, v)| format!("{k}={}", v.replace('|', "/")))
+                .collect();
+            let _ = writeln!(out, "- **{}** ({}): {}", run.runtime, run.device, settings.join(", "));
         }
         out.push('\n');
     }
     out
+}
+
+/// Mean sequences per engine step, and the runtime's cap when it holds fewer sequences than the engine's
+/// `max_num_seqs` (llama.cpp's `n_seq_max`): such a runtime runs more, smaller steps.
+pub fn seqs_per_step(run: &super::RuntimeResult, engine_max_num_seqs: usize) -> String {
+    let cap = run.settings.get("n_seq_max").and_then(|v| v.parse::<usize>().ok()).filter(|&n| n < engine_max_num_seqs);
+    match cap {
+        Some(n) => format!("{:.1} (capped at {n} of {engine_max_num_seqs})", run.engine.mean_batch_seqs),
+        None => format!("{:.1}", run.engine.mean_batch_seqs),
+    }
 }

@@ -32,13 +32,15 @@ pub mod gguf;
 pub mod log;
 mod options;
 pub mod prefix;
+mod quantize;
 mod runtime;
 pub mod seq_ids;
 mod session;
 mod tokenizer;
 
 pub use error::{LlamaCppError, LoadError, StepError};
-pub use options::{KvType, LlamaCppOptions, Weights};
+pub use options::{KvType, LlamaCppOptions, MAX_SEQUENCES, Weights};
+pub use quantize::{Quantization, quantize};
 pub use runtime::{LLAMA_CPP_2_VERSION, LlamaCppRuntime};
 pub use session::{llama_cpp_version, system_info};
 pub use tokenizer::MAX_TEXT_BYTES;

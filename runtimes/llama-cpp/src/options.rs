@@ -49,6 +49,9 @@ pub enum Weights {
     Q8_0,
     /// The GGUF the bundle was made from, as shipped (a bundle made with `fixtures/generate.py --from-gguf`).
     Shipped,
+    /// `model.f32.gguf` quantized by llama.cpp's quantizer ([`crate::quantize`]); the caller makes the file and
+    /// loads it with `LlamaCppRuntime::load`.
+    Quantized(crate::Quantization),
 }
 
 impl Weights {
@@ -57,9 +60,13 @@ impl Weights {
             Self::F32 => "f32",
             Self::Q8_0 => "q8_0",
             Self::Shipped => "shipped",
+            Self::Quantized(q) => q.as_str(),
         }
     }
 }
+
+/// The most sequence ids llama.cpp's context takes (`LLAMA_MAX_SEQ`).
+pub const MAX_SEQUENCES: usize = 256;
 
 /// How to load and run a GGUF with llama.cpp. `Default` is [`LlamaCppOptions::parity`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -108,6 +108,13 @@ impl LlamaCppRuntime {
                 problem: "the bundle has no shipped GGUF (it was not made with fixtures/generate.py --from-gguf)"
                     .into(),
             })?,
+            Weights::Quantized(q) => {
+                return Err(LoadError::Options(format!(
+                    "a bundle holds no {} file: quantize model.f32.gguf (nano_vllm_llama_cpp::quantize) and load that",
+                    q.as_str()
+                ))
+                .into());
+            }
         };
         let runtime = Self::load(&path, options)?;
         let model = runtime.session.model();

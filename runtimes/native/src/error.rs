@@ -31,6 +31,9 @@ pub enum NativeError {
     Shape { path: PathBuf, name: String, expected: Vec<usize>, actual: Vec<usize> },
     #[error("{}: tensor `{name}` has dtype {dtype}; supported: F32, F16, BF16", path.display())]
     Dtype { path: PathBuf, name: String, dtype: String },
+    /// A GGUF matrix this runtime cannot compute on as stored (its type, or rows that are not whole blocks).
+    #[error(transparent)]
+    Quant(#[from] crate::kernels::quant::QuantError),
     #[error("execute() before prepare(): the KV cache has not been sized")]
     NotPrepared,
     /// The step batch does not fit this model or KV pool.

@@ -9,7 +9,7 @@ use crate::error::NativeError;
 use crate::kernels::attention::{Heads, attend};
 use crate::kernels::linear::matmul_t;
 use crate::kernels::{gelu_erf, gelu_tanh, silu_mul};
-use crate::model::{Mlp, Model};
+use crate::model::{Embedding, Mlp, Model};
 use nano_vllm_bundle::Activation;
 
 /// The paged KV cache: per layer, keys and values `[slot][kv_head][head_dim]`.
@@ -104,8 +104,7 @@ pub fn forward(
     // Embeddings.
     let x = grow(&mut ws.x, t * hd);
     for (k, row) in x.chunks_exact_mut(hd).enumerate() {
-        let tok = batch.token_ids[k] as usize;
-        row.copy_from_slice(&model.embed[tok * hd..(tok + 1) * hd]);
+        model.embed.row_into(batch.token_ids[k] as usize, row);
         if let Some(wpe) = &model.pos_embed {
             let p = batch.positions[k] as usize;
             for (v, &w) in row.iter_mut().zip(&wpe[p * hd..(p + 1) * hd]) {
@@ -126,8 +125,13 @@ pub fn forward(
             let (kk, vv) = rest.split_at_mut(nkv * d);
             if let Some(rope) = &model.rope {
                 let p = batch.positions[k] as usize;
-                rope.apply(q, p);
-                rope.apply(kk, p);
+                if model.rope_adjacent {
+                    rope.apply_adjacent(q, p);
+                    rope.apply_adjacent(kk, p);
+                } else {
+                    rope.apply(q, p);
+                    rope.apply(kk, p);
+                }
             }
             let s = batch.slot_mapping[k] as usize * nkv * d;
             kp[s..s + nkv * d].copy_from_slice(kk);
@@ -192,9 +196,10 @@ pub fn forward(
     model.final_norm.forward(&ws.rows[..r * hd], normed);
     let v = c.vocab_size;
     let mut logits = vec![0.0f32; r * v];
-    match &model.lm_head {
-        Some(head) => head.forward(&ws.rows_normed[..r * hd], r, &mut logits, threads),
-        None => matmul_t(&ws.rows_normed[..r * hd], r, &model.embed, v, hd, &mut logits, threads),
+    match (&model.lm_head, &model.embed) {
+        (Some(head), _) => head.forward(&ws.rows_normed[..r * hd], r, &mut logits, threads),
+        (None, Embedding::F32(e)) => matmul_t(&ws.rows_normed[..r * hd], r, e, v, hd, &mut logits, threads),
+        (None, Embedding::Quant(_)) => unreachable!("a quantized embedding always has its head (Model::llama, gpt2)"),
     }
     Ok(logits)
 }

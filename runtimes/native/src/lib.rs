@@ -16,5 +16,5 @@ mod weights;
 
 pub use error::NativeError;
 pub use kernels::linear::WeightDtype;
-pub use model::Model;
+pub use model::{Embedding, Model};
 pub use runtime::{NativeOptions, NativeRuntime};

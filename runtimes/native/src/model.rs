@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use nano_vllm_bundle::gguf::GgufModel;
+use nano_vllm_bundle::gguf::{GgmlType, GgufModel, dequantize};
 use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig};
 
 use crate::error::NativeError;
-use crate::kernels::linear::{Linear, WeightDtype};
+use crate::kernels::linear::{Linear, WeightDtype, Weights};
 use crate::kernels::norm::Norm;
+use crate::kernels::quant::{QBytes, QMatrix};
 use crate::kernels::rope::Rope;
 use crate::weights::WeightFiles;
 
@@ -32,11 +33,45 @@ pub struct Layer {
     pub mlp: Mlp,
 }
 
+/// The token embedding table, `[vocab, hidden]`: f32, or a GGUF's quantized table (read a row at a time).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embedding {
+    F32(Vec<f32>),
+    Quant(QMatrix),
+}
+
+impl Embedding {
+    /// Writes token `tok`'s row into `out` (`hidden` values).
+    pub fn row_into(&self, tok: usize, out: &mut [f32]) {
+        match self {
+            Self::F32(e) => out.copy_from_slice(&e[tok * out.len()..(tok + 1) * out.len()]),
+            Self::Quant(q) => {
+                let mut row = Vec::with_capacity(q.cols);
+                q.dequantize_rows(tok, 1, &mut row);
+                out.copy_from_slice(&row);
+            }
+        }
+    }
+    /// The table as a dense layer (a tied head): an f32 copy, or the same quantized blocks.
+    fn as_linear(&self, vocab: usize, hidden: usize) -> Linear {
+        match self {
+            Self::F32(e) => Linear::new(e.clone(), None, vocab, hidden),
+            Self::Quant(q) => Linear::quantized(vec![q.clone()], None),
+        }
+    }
+    fn bytes(&self) -> usize {
+        match self {
+            Self::F32(e) => 4 * e.len(),
+            Self::Quant(q) => q.bytes(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: HfConfig,
     /// `[vocab, hidden]`.
-    pub embed: Vec<f32>,
+    pub embed: Embedding,
     /// GPT-2's learned positions, `[positions, hidden]`.
     pub pos_embed: Option<Vec<f32>>,
     pub layers: Vec<Layer>,
@@ -44,20 +79,26 @@ pub struct Model {
     /// `None`: tied to `embed`.
     pub lm_head: Option<Linear>,
     pub rope: Option<Rope>,
+    /// RoPE rotates adjacent pairs (ggml's order: q and k rows as a GGUF stores them) rather than halves.
+    pub rope_adjacent: bool,
+    /// Dense layers kept in f32 by a quantized `weight_dtype` because their rows are not whole blocks.
+    pub unquantized_layers: usize,
 }
 
-/// Where the weights come from: an HF directory's safetensors, or a GGUF read as an HF checkpoint (dequantized).
+/// Where the weights come from: an HF directory's safetensors, or a GGUF read as an HF checkpoint (dequantized), or a
+/// GGUF as stored (matrices in their block types, mapped).
 #[derive(Clone, Copy)]
 enum Source<'a> {
     Safetensors(&'a WeightFiles),
     Gguf(&'a GgufModel),
+    GgufStored(&'a GgufModel),
 }
 
 impl Source<'_> {
     fn contains(&self, name: &str) -> bool {
         match self {
             Self::Safetensors(files) => files.contains(name),
-            Self::Gguf(model) => model.contains(name),
+            Self::Gguf(model) | Self::GgufStored(model) => model.contains(name),
         }
     }
 }
@@ -72,15 +113,48 @@ impl Loader<'_> {
         match self.source {
             Source::Safetensors(files) => files.get(name, shape),
             Source::Gguf(model) => Ok(model.tensor(name, shape)?),
+            // Vectors (norms, biases) in the file's order: q/k biases stay permuted like their rows.
+            Source::GgufStored(model) if shape.len() == 1 => {
+                let st = model.stored(name, shape)?;
+                let mut out = Vec::with_capacity(shape[0]);
+                dequantize(st.ggml_type, &st.bytes, &mut out);
+                Ok(out)
+            }
+            Source::GgufStored(model) => Ok(model.tensor(name, shape)?),
         }
     }
+    /// A matrix as the GGUF stores it (`[out, in]` in ggml's layout): f32 and f16 as dense weights, the rest as
+    /// blocks.
+    fn stored(&self, model: &GgufModel, name: &str, out: usize, inp: usize) -> Result<Linear, NativeError> {
+        let st = model.stored(name, &[out, inp])?;
+        let mut values = Vec::new();
+        Ok(match st.ggml_type {
+            GgmlType::F32 => {
+                dequantize(st.ggml_type, &st.bytes, &mut values);
+                Linear::new(values, None, out, inp)
+            }
+            GgmlType::F16 => {
+                let w = st.bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
+                Linear { w: Weights::F16(w), b: None, out, inp }
+            }
+            ty => Linear::quantized(vec![QMatrix::new(&st.name, ty, out, inp, QBytes::Mapped(st.bytes))?], None),
+        })
+    }
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear, NativeError> {
-        let w = self.t(&format!("{prefix}.weight"), &[out, inp])?;
         let b = if bias { Some(self.t(&format!("{prefix}.bias"), &[out])?) } else { None };
+        if let Source::GgufStored(model) = self.source {
+            return Ok(Linear { b, ..self.stored(model, &format!("{prefix}.weight"), out, inp)? });
+        }
+        let w = self.t(&format!("{prefix}.weight"), &[out, inp])?;
         Ok(Linear::new(w, b, out, inp))
     }
     /// A GPT-2 `Conv1D` (`[in, out]` weight), transposed to a `Linear`.
     fn conv1d(&self, prefix: &str, inp: usize, out: usize) -> Result<Linear, NativeError> {
+        if let Source::GgufStored(model) = self.source {
+            // ggml stores Conv1D weights `[out, in]` already.
+            let b = Some(self.t(&format!("{prefix}.bias"), &[out])?);
+            return Ok(Linear { b, ..self.stored(model, &format!("{prefix}.weight"), out, inp)? });
+        }
         let w = self.t(&format!("{prefix}.weight"), &[inp, out])?;
         let mut t = vec![0.0; w.len()];
         for i in 0..inp {
@@ -89,6 +163,22 @@ impl Loader<'_> {
             }
         }
         Ok(Linear::new(t, Some(self.t(&format!("{prefix}.bias"), &[out])?), out, inp))
+    }
+    /// The token embeddings: quantized tables stay quantized when loading as stored.
+    fn embedding(&self, name: &str, vocab: usize, hidden: usize) -> Result<Embedding, NativeError> {
+        if let Source::GgufStored(model) = self.source {
+            let st = model.stored(name, &[vocab, hidden])?;
+            if st.ggml_type != GgmlType::F32 {
+                return Ok(Embedding::Quant(QMatrix::new(
+                    &st.name,
+                    st.ggml_type,
+                    vocab,
+                    hidden,
+                    QBytes::Mapped(st.bytes),
+                )?));
+            }
+        }
+        Ok(Embedding::F32(self.t(name, &[vocab, hidden])?))
     }
     fn rms(&self, name: &str, n: usize, eps: f64) -> Result<Norm, NativeError> {
         Ok(Norm::Rms { w: self.t(name, &[n])?, eps: eps as f32 })
@@ -110,10 +200,14 @@ impl Model {
         Self::build(config, Source::Safetensors(&files))
     }
 
-    /// Loads a GGUF file (Llama, Qwen2 or GPT-2), its tensors dequantized to f32.
-    pub fn load_gguf(path: &Path) -> Result<Self, NativeError> {
+    /// Loads a GGUF file (Llama, Qwen2 or GPT-2): `stored`, each matrix in its block type, mapped from the file (q and
+    /// k rows in ggml's order, rotated as ggml does); else every tensor dequantized to f32 in HF layout.
+    pub fn load_gguf(path: &Path, stored: bool) -> Result<Self, NativeError> {
         let model = GgufModel::open(path)?;
-        Self::build(model.config.clone(), Source::Gguf(&model))
+        let source = if stored { Source::GgufStored(&model) } else { Source::Gguf(&model) };
+        let mut built = Self::build(model.config.clone(), source)?;
+        built.rope_adjacent = stored && model.config.architecture != HfArchitecture::Qwen2 && built.rope.is_some();
+        Ok(built)
     }
 
     fn build(config: HfConfig, source: Source<'_>) -> Result<Self, NativeError> {
@@ -149,15 +243,22 @@ impl Model {
                 },
             });
         }
-        let lm_head = if c.tie_word_embeddings { None } else { Some(l.linear("lm_head", c.vocab_size, h, false)?) };
+        let embed = l.embedding("model.embed_tokens.weight", c.vocab_size, h)?;
+        let lm_head = match (c.tie_word_embeddings, &embed) {
+            (false, _) => Some(l.linear("lm_head", c.vocab_size, h, false)?),
+            (true, Embedding::Quant(_)) => Some(embed.as_linear(c.vocab_size, h)),
+            (true, Embedding::F32(_)) => None,
+        };
         let inv_freq = c.rope_inv_freq().expect("llama-family configs carry a rope theta");
         Ok(Self {
-            embed: l.t("model.embed_tokens.weight", &[c.vocab_size, h])?,
+            embed,
             pos_embed: None,
             layers,
             final_norm: l.rms("model.norm.weight", h, c.norm_eps)?,
             lm_head,
             rope: Some(Rope::new(&inv_freq, c.max_position_embeddings)),
+            rope_adjacent: false,
+            unquantized_layers: 0,
             config: c,
         })
     }
@@ -182,40 +283,97 @@ impl Model {
                 },
             });
         }
-        let lm_head = if c.tie_word_embeddings { None } else { Some(l.linear("lm_head", c.vocab_size, h, false)?) };
+        let embed = l.embedding(&format!("{root}wte.weight"), c.vocab_size, h)?;
+        let lm_head = match (c.tie_word_embeddings, &embed) {
+            (false, _) => Some(l.linear("lm_head", c.vocab_size, h, false)?),
+            (true, Embedding::Quant(_)) => Some(embed.as_linear(c.vocab_size, h)),
+            (true, Embedding::F32(_)) => None,
+        };
         Ok(Self {
-            embed: l.t(&format!("{root}wte.weight"), &[c.vocab_size, h])?,
+            embed,
             pos_embed: Some(l.t(&format!("{root}wpe.weight"), &[c.max_position_embeddings, h])?),
             layers,
             final_norm: l.layer_norm(&format!("{root}ln_f"), h, c.norm_eps)?,
             lm_head,
             rope: None,
+            rope_adjacent: false,
+            unquantized_layers: 0,
             config: c,
         })
     }
 
-    /// Stores every dense layer's weights as `dtype` (embeddings and norms stay f32). A tied head gets its own copy
-    /// in `dtype`, so the largest matrix of a decode step is halved too.
+    /// Stores every dense layer's weights as `dtype` (embeddings and norms stay as they are). A tied f32 head gets its
+    /// own copy in `dtype`, so the largest matrix of a decode step shrinks too. A layer whose rows are not whole
+    /// blocks of a quantized `dtype` stays f32 (counted in [`Model::unquantized_layers`]).
     pub fn with_weight_dtype(mut self, dtype: WeightDtype) -> Self {
-        if dtype == WeightDtype::F32 {
+        if dtype == WeightDtype::Stored || (dtype == WeightDtype::F32 && self.linears().all(|l| l.w.dtype() == dtype)) {
             return self;
         }
+        let mut kept = 0;
+        let mut convert = |l: Linear| {
+            let (l, done) = l.with_dtype(dtype);
+            kept += usize::from(!done);
+            l
+        };
         for layer in &mut self.layers {
-            layer.qkv = layer.qkv.clone().with_dtype(dtype);
-            layer.o = layer.o.clone().with_dtype(dtype);
+            layer.qkv = convert(layer.qkv.clone());
+            layer.o = convert(layer.o.clone());
             layer.mlp = match std::mem::replace(&mut layer.mlp, Mlp::Gated { gate_up: empty(), down: empty() }) {
-                Mlp::Gated { gate_up, down } => {
-                    Mlp::Gated { gate_up: gate_up.with_dtype(dtype), down: down.with_dtype(dtype) }
-                }
-                Mlp::Plain { fc, proj, act } => {
-                    Mlp::Plain { fc: fc.with_dtype(dtype), proj: proj.with_dtype(dtype), act }
-                }
+                Mlp::Gated { gate_up, down } => Mlp::Gated { gate_up: convert(gate_up), down: convert(down) },
+                Mlp::Plain { fc, proj, act } => Mlp::Plain { fc: convert(fc), proj: convert(proj), act },
             };
         }
         let (v, h) = (self.config.vocab_size, self.config.hidden_size);
-        let head = self.lm_head.take().unwrap_or_else(|| Linear::new(self.embed.clone(), None, v, h));
-        self.lm_head = Some(head.with_dtype(dtype));
+        // Quantized: the token embeddings too, as a GGUF of that type stores them (so a tied head reads the same
+        // blocks); f16/bf16 keep an f32 table and give a tied head its own copy.
+        if let (Some(ty), Embedding::F32(e)) = (dtype.ggml_type(), &self.embed)
+            && h.is_multiple_of(ty.block_size())
+        {
+            let bytes = QBytes::Owned(crate::kernels::quant::quantize::quantize(ty, e));
+            let q = QMatrix::new("token embeddings", ty, v, h, bytes).expect("whole blocks, checked above");
+            self.embed = Embedding::Quant(q);
+        }
+        let head = match self.lm_head.take() {
+            Some(head) => head,
+            None => self.embed.as_linear(v, h),
+        };
+        self.lm_head = Some(convert(head));
+        self.unquantized_layers = kept;
         self
+    }
+
+    /// The block types of the dense layers and the head, with how many matrices have each: `Q4_1 x 210, Q8_0 x 1`.
+    pub fn weight_types(&self) -> String {
+        let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+        let mut add = |l: &Linear| {
+            for ty in l.w.types() {
+                match counts.iter_mut().find(|(t, _)| *t == ty) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((ty, 1)),
+                }
+            }
+        };
+        for l in self.linears() {
+            add(l);
+        }
+        if self.lm_head.is_none() {
+            add(&Linear { w: Weights::F32(Vec::new()), b: None, out: 0, inp: 0 });
+        }
+        counts.iter().map(|(t, n)| format!("{t} x {n}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Every dense layer and the head (when not tied to an f32 embedding).
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                let mlp: [&Linear; 2] = match &l.mlp {
+                    Mlp::Gated { gate_up, down } => [gate_up, down],
+                    Mlp::Plain { fc, proj, .. } => [fc, proj],
+                };
+                [&l.qkv, &l.o].into_iter().chain(mlp)
+            })
+            .chain(self.lm_head.as_ref())
     }
 
     /// The storage type of the dense layers.
@@ -225,20 +383,7 @@ impl Model {
 
     /// Weight bytes that one forward pass reads (every dense layer and the head; not the embedding gather).
     pub fn weight_bytes(&self) -> usize {
-        let lin = |l: &Linear| l.bytes();
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                lin(&l.qkv)
-                    + lin(&l.o)
-                    + match &l.mlp {
-                        Mlp::Gated { gate_up, down } => lin(gate_up) + lin(down),
-                        Mlp::Plain { fc, proj, .. } => lin(fc) + lin(proj),
-                    }
-            })
-            .sum();
-        layers + self.lm_head.as_ref().map_or(4 * self.embed.len(), lin)
+        self.linears().map(Linear::bytes).sum::<usize>() + if self.lm_head.is_none() { self.embed.bytes() } else { 0 }
     }
 }
 

@@ -10,6 +10,7 @@ use nano_vllm_engine::{
 use crate::error::NativeError;
 use crate::forward::{KvPool, Workspace, forward};
 use crate::kernels::linear::WeightDtype;
+use crate::kernels::quant::{Isa, MAX_DOT_TOKENS};
 use crate::model::Model;
 
 /// Settings of the native runtime.
@@ -17,7 +18,8 @@ use crate::model::Model;
 pub struct NativeOptions {
     /// Worker threads (0: one per core).
     pub threads: usize,
-    /// Storage of the dense layers' weights (accumulation is always f32).
+    /// Storage of the dense layers' weights (accumulation is always f32): `Stored` keeps a GGUF's block types (for an
+    /// HF directory it means f32).
     pub weight_dtype: WeightDtype,
 }
 
@@ -33,11 +35,16 @@ pub struct NativeRuntime {
 }
 
 impl NativeRuntime {
-    /// Loads an HF model directory (`config.json`, `model.safetensors` or sharded), or a GGUF file (its tensors
-    /// dequantized to f32).
+    /// Loads an HF model directory (`config.json`, `model.safetensors` or sharded), or a GGUF file: with
+    /// `weight_dtype` `Stored` (the default for a GGUF), each matrix in its block type as the file stores it, mapped;
+    /// else dequantized and stored as `weight_dtype`.
     pub fn load(path: impl AsRef<Path>, options: &NativeOptions) -> Result<Self, NativeError> {
         let path = path.as_ref();
-        let model = if path.is_file() { Model::load_gguf(path)? } else { Model::load(path)? };
+        let model = if path.is_file() {
+            Model::load_gguf(path, options.weight_dtype == WeightDtype::Stored)?
+        } else {
+            Model::load(path)?
+        };
         let model = model.with_weight_dtype(options.weight_dtype);
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -89,9 +96,18 @@ impl Runtime for NativeRuntime {
             settings: vec![
                 ("architecture".into(), c.architecture.as_str().into()),
                 ("kv_cache".into(), "engine-paged f32".into()),
-                ("weights".into(), self.model.weight_dtype().as_str().into()),
+                ("weights".into(), self.model.weight_types()),
+                ("unquantized_layers".into(), self.model.unquantized_layers.to_string()),
                 ("accumulation".into(), "f32".into()),
                 ("matmul".into(), "gemm crate (runtime-dispatched SIMD)".into()),
+                (
+                    "quantized_kernels".into(),
+                    format!(
+                        "{} (Q8 activations for Q8_0/Q4_0/Q4_1 up to {} tokens, dequantized tiles on gemm above)",
+                        Isa::detect().as_str(),
+                        MAX_DOT_TOKENS
+                    ),
+                ),
                 ("threads".into(), self.threads.to_string()),
             ],
         }

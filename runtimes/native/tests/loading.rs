@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use nano_vllm_bundle::fixtures_dir;
-use nano_vllm_native::{NativeError, NativeOptions, NativeRuntime};
+use nano_vllm_native::{Embedding, NativeError, NativeOptions, NativeRuntime};
 use safetensors::{Dtype, SafeTensors, serialize, tensor::TensorView};
 
 /// Copies tiny-llama's config and weights into a temp dir, letting `edit` change the tensors first.
@@ -79,7 +79,9 @@ fn bf16_weights_load_and_match_f32_closely() {
     let f32_rt =
         NativeRuntime::load(fixtures_dir().join("tiny-llama"), &NativeOptions { threads: 1, ..Default::default() })
             .unwrap();
-    let (a, b) = (&rt.model().embed, &f32_rt.model().embed);
+    let (Embedding::F32(a), Embedding::F32(b)) = (&rt.model().embed, &f32_rt.model().embed) else {
+        panic!("safetensors embeddings are f32")
+    };
     assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= y.abs() / 128.0 + 1e-30));
     assert_ne!(a, b);
 }
@@ -178,4 +180,62 @@ fn a_gguf_loads_and_computes_what_the_safetensors_compute() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = NativeRuntime::load(&cut, &options).unwrap_err().to_string();
     assert!(err.contains("cut.gguf") && err.contains("lies outside the file"), "{err}");
+}
+
+/// A quantized GGUF runs as stored: its blocks mapped from the file (no copy), q and k rows in ggml's order (rotated
+/// as ggml rotates them). Quantizing the f32 checkpoint at load (`native:q8_0`) gives the same blocks byte for byte
+/// (ggml's reference quantizer), so the two compute the same logits up to the order of the attention sums.
+#[test]
+fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
+    use nano_vllm_engine::{KvCacheSpec, Runtime, SeqBatchEntry, StepBatch};
+    use nano_vllm_native::WeightDtype;
+    use nano_vllm_native::kernels::linear::Weights;
+    let step = |n: usize| StepBatch {
+        block_size: 16,
+        seqs: vec![SeqBatchEntry {
+            seq_id: 0,
+            query_start: 0,
+            query_len: n,
+            num_computed_tokens: 0,
+            num_cached_tokens: 0,
+            block_table_start: 0,
+            block_table_len: 2,
+            logits_start: 0,
+            num_logits: n,
+            samples: true,
+            is_prefill: true,
+        }],
+        token_ids: (0..n as u32).map(|i| (i * 37 + 5) % 500).collect(),
+        positions: (0..n as u32).collect(),
+        slot_mapping: (0..n as u32).collect(),
+        block_tables: vec![0, 1],
+        logits_indices: (0..n as u32).collect(),
+    };
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let dir = fixtures_dir().join(name);
+        let stored = NativeOptions { threads: 1, weight_dtype: WeightDtype::Stored };
+        let mut gguf = NativeRuntime::load(dir.join("model.q8_0.gguf"), &stored).unwrap();
+        let at_load = NativeOptions { threads: 1, weight_dtype: WeightDtype::Q8_0 };
+        let mut hf = NativeRuntime::load(&dir, &at_load).unwrap();
+        let (g, h) = (gguf.model(), hf.model());
+        // Every matrix Q8_0 (the GGUF keeps q, k, v and gate, up as separate parts; at load they are stacked).
+        for m in [g, h] {
+            assert!(m.weight_types().starts_with("Q8_0 x ") && !m.weight_types().contains(','), "{name}");
+        }
+        assert_eq!(g.weight_bytes(), h.weight_bytes(), "{name}");
+        assert_eq!(g.rope_adjacent, name != "tiny-qwen2" && name != "tiny-gpt2", "{name}");
+        // The output projection is not permuted: the same blocks, the GGUF's mapped.
+        let (Weights::Quant(a), Weights::Quant(b)) = (&g.layers[0].o.w, &h.layers[0].o.w) else { panic!("quantized") };
+        assert!(a[0].is_mapped() && !b[0].is_mapped());
+        assert_eq!(a, b, "{name}: quantizing at load gives the GGUF's Q8_0 blocks");
+        let kv = KvCacheSpec { num_blocks: 2, block_size: 16 };
+        gguf.prepare(&kv).unwrap();
+        hf.prepare(&kv).unwrap();
+        // Both paths of the kernels: 5 tokens (integer dot products), 20 (dequantized tiles on gemm).
+        for n in [5, 20] {
+            let (x, y) = (gguf.execute(&step(n)).unwrap(), hf.execute(&step(n)).unwrap());
+            let worst = x.logits.iter().zip(&y.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{name} {n} tokens: stored vs quantized at load differ by {worst}");
+        }
+    }
 }

@@ -65,3 +65,35 @@ fn half_precision_weight_storage_is_close() {
         }
     }
 }
+
+/// Weights quantized at load (`native:q8_0`, `native:q4_0`), teacher forced on every committed fixture: held to the
+/// manifest's tolerance of that type, and to the figure the generator measured for it in torch (the same rounding of
+/// weights and activations), within a tenth: the kernels compute that model, not merely something close enough.
+#[test]
+fn quantized_weight_storage_meets_the_manifest() {
+    use nano_vllm_conformance::{compare_teacher_forced, run_teacher_forced};
+    use nano_vllm_native::WeightDtype;
+    for name in COMMITTED_BUNDLES {
+        let bundle = open_fixture(name).unwrap();
+        let reference = bundle.reference().unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.dir().join("manifest.json")).unwrap()).unwrap();
+        for (dtype, tol) in
+            [(WeightDtype::Q8_0, &bundle.tolerances().q8_0), (WeightDtype::Q4_0, &bundle.tolerances().q4_0)]
+        {
+            let options = NativeOptions { threads: 2, weight_dtype: dtype };
+            let runtime = NativeRuntime::from_bundle(&bundle, &options).unwrap();
+            assert_eq!(runtime.model().weight_dtype(), dtype);
+            let runs = run_teacher_forced(Box::new(runtime), &reference, bundle.config().context_length).unwrap();
+            let f = compare_teacher_forced(&runs, &reference.prompts);
+            eprintln!("{name:<11} {:<5} {}", dtype.as_str(), f.summary());
+            f.check(tol).unwrap();
+            let measured = manifest["measured"][dtype.as_str()]["weights_and_activations"]["mean_kl"].as_f64().unwrap();
+            assert!(
+                (f.mean_kl - measured).abs() <= 0.1 * measured,
+                "{name} {dtype:?}: {} vs measured {measured}",
+                f.mean_kl
+            );
+        }
+    }
+}

@@ -1,11 +1,16 @@
 //! Dense layers: `y[t, o] = sum_i x[t, i] * w[o, i] + b[o]`, with `w` in Hugging Face's `[out, in]` layout.
 //! The product runs on the `gemm` crate, whose AVX2/FMA (and AVX-512) kernels are chosen at run time, split over
 //! the runtime's threads. Weights may be stored as f16 or bf16: blocks of rows are widened to f32 (the `half`
-//! crate's SIMD conversion) just before their product, so memory traffic halves and accumulation stays f32.
+//! crate's SIMD conversion) just before their product, so memory traffic halves and accumulation stays f32. Or they
+//! may be in a GGUF block type ([`Weights::Quant`], see [`super::quant`]): as a GGUF file stores them, or quantized at
+//! load.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
+use nano_vllm_bundle::gguf::GgmlType;
+
+use super::quant::{self, Isa, QBytes, QMatrix, QuantError};
 use super::{OutPtr, half_gemv};
 
 /// How weights are stored.
@@ -15,6 +20,12 @@ pub enum WeightDtype {
     F32,
     F16,
     Bf16,
+    /// ggml's Q8_0 blocks (quantized at load from f32, or as a GGUF stores them).
+    Q8_0,
+    /// ggml's Q4_0 blocks.
+    Q4_0,
+    /// As a GGUF file stores each matrix (possibly several block types).
+    Stored,
 }
 
 impl WeightDtype {
@@ -23,10 +34,18 @@ impl WeightDtype {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Stored => "gguf",
         }
     }
-    pub fn bytes(self) -> usize {
-        if self == Self::F32 { 4 } else { 2 }
+    /// The GGUF block type of a quantized dtype.
+    pub fn ggml_type(self) -> Option<GgmlType> {
+        match self {
+            Self::Q8_0 => Some(GgmlType::Q8_0),
+            Self::Q4_0 => Some(GgmlType::Q4_0),
+            _ => None,
+        }
     }
 }
 
@@ -36,6 +55,8 @@ pub enum Weights {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
+    /// GGUF block types, one matrix per stacked part (q, k, v may differ: a `Q4_K_M` file mixes types).
+    Quant(Vec<QMatrix>),
 }
 
 impl Weights {
@@ -44,6 +65,7 @@ impl Weights {
             Self::F32(w) => w.len(),
             Self::F16(w) => w.len(),
             Self::Bf16(w) => w.len(),
+            Self::Quant(parts) => parts.iter().map(|p| p.rows * p.cols).sum(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -54,20 +76,61 @@ impl Weights {
             Self::F32(_) => WeightDtype::F32,
             Self::F16(_) => WeightDtype::F16,
             Self::Bf16(_) => WeightDtype::Bf16,
+            Self::Quant(parts) => {
+                match parts.iter().map(|p| p.ty).reduce(|a, b| if a == b { a } else { GgmlType::F32 }) {
+                    Some(GgmlType::Q8_0) => WeightDtype::Q8_0,
+                    Some(GgmlType::Q4_0) => WeightDtype::Q4_0,
+                    _ => WeightDtype::Stored,
+                }
+            }
         }
     }
-    /// The weights stored as `dtype` (rounded to nearest).
-    pub fn to_dtype(&self, dtype: WeightDtype) -> Self {
-        let f32s: Vec<f32> = match self {
+    /// Bytes the weights occupy.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::F32(w) => 4 * w.len(),
+            Self::F16(w) => 2 * w.len(),
+            Self::Bf16(w) => 2 * w.len(),
+            Self::Quant(parts) => parts.iter().map(QMatrix::bytes).sum(),
+        }
+    }
+    /// The block types of the parts (the float types by their GGUF names).
+    pub fn types(&self) -> Vec<GgmlType> {
+        match self {
+            Self::F32(_) => vec![GgmlType::F32],
+            Self::F16(_) => vec![GgmlType::F16],
+            Self::Bf16(_) => vec![GgmlType::BF16],
+            Self::Quant(parts) => parts.iter().map(|p| p.ty).collect(),
+        }
+    }
+    fn f32s(&self) -> Vec<f32> {
+        match self {
             Self::F32(w) => w.clone(),
             Self::F16(w) => w.iter().map(|v| v.to_f32()).collect(),
             Self::Bf16(w) => w.iter().map(|v| v.to_f32()).collect(),
-        };
-        match dtype {
-            WeightDtype::F32 => Self::F32(f32s),
+            Self::Quant(parts) => parts.iter().flat_map(|p| p.to_f32()).collect(),
+        }
+    }
+    /// The weights stored as `dtype` (rounded to nearest; quantized with ggml's reference quantizers, which need
+    /// rows of whole blocks of 32: `cols`). `Stored` keeps them as they are.
+    pub fn to_dtype(&self, dtype: WeightDtype, rows: usize, cols: usize) -> Result<Self, QuantError> {
+        if dtype == WeightDtype::Stored || dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let f32s = self.f32s();
+        Ok(match dtype {
+            WeightDtype::F32 | WeightDtype::Stored => Self::F32(f32s),
             WeightDtype::F16 => Self::F16(f32s.iter().map(|&v| f16::from_f32(v)).collect()),
             WeightDtype::Bf16 => Self::Bf16(f32s.iter().map(|&v| bf16::from_f32(v)).collect()),
-        }
+            WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
+                let ty = dtype.ggml_type().expect("a quantized dtype");
+                if !cols.is_multiple_of(ty.block_size()) {
+                    return Err(QuantError::PartialBlock { name: "a dense layer".into(), ty, cols, block: 32 });
+                }
+                let bytes = QBytes::Owned(quant::quantize::quantize(ty, &f32s));
+                Self::Quant(vec![QMatrix::new("a dense layer", ty, rows, cols, bytes)?])
+            }
+        })
     }
 }
 
@@ -98,27 +161,48 @@ impl Linear {
         let out = parts.iter().map(|p| p.out).sum();
         let any_bias = parts.iter().any(|p| p.b.is_some());
         let b = any_bias.then(|| parts.iter().flat_map(|p| p.b.clone().unwrap_or_else(|| vec![0.0; p.out])).collect());
-        let w = parts
-            .into_iter()
-            .flat_map(|p| match p.w {
-                Weights::F32(w) => w,
-                other => other.to_dtype(WeightDtype::F32).into_f32(),
-            })
-            .collect();
+        if parts.iter().all(|p| matches!(p.w, Weights::Quant(_))) {
+            let w = Weights::Quant(
+                parts
+                    .into_iter()
+                    .flat_map(|p| match p.w {
+                        Weights::Quant(q) => q,
+                        _ => unreachable!("checked above"),
+                    })
+                    .collect(),
+            );
+            return Self { w, b, out, inp };
+        }
+        let w = parts.into_iter().flat_map(|p| p.w.f32s()).collect();
         Self::new(w, b, out, inp)
     }
 
-    /// This layer with its weights stored as `dtype`.
-    pub fn with_dtype(mut self, dtype: WeightDtype) -> Self {
-        if self.w.dtype() != dtype {
-            self.w = self.w.to_dtype(dtype);
+    /// A layer of GGUF-typed parts stacked along `out`.
+    pub fn quantized(parts: Vec<QMatrix>, b: Option<Vec<f32>>) -> Self {
+        let inp = parts[0].cols;
+        assert!(parts.iter().all(|p| p.cols == inp));
+        let out = parts.iter().map(|p| p.rows).sum();
+        if let Some(b) = &b {
+            assert_eq!(b.len(), out);
         }
-        self
+        Self { w: Weights::Quant(parts), b, out, inp }
+    }
+
+    /// This layer with its weights stored as `dtype`; a layer whose rows are not whole blocks of a quantized
+    /// `dtype` stays as it is (llama.cpp's quantizer keeps such tensors in a float type too) and returns `false`.
+    pub fn with_dtype(mut self, dtype: WeightDtype) -> (Self, bool) {
+        match self.w.to_dtype(dtype, self.out, self.inp) {
+            Ok(w) => {
+                self.w = w;
+                (self, true)
+            }
+            Err(_) => (self, false),
+        }
     }
 
     /// Bytes of weights and bias.
     pub fn bytes(&self) -> usize {
-        self.w.len() * self.w.dtype().bytes() + 4 * self.b.as_ref().map_or(0, Vec::len)
+        self.w.bytes() + 4 * self.b.as_ref().map_or(0, Vec::len)
     }
 
     /// `y = x w^T + b` for `t` rows of `x`.
@@ -133,6 +217,7 @@ impl Linear {
             }
             Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
             Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
+            Weights::Quant(parts) => quant::matmul_parts(parts, x, t, y, self.out, threads, Isa::detect()),
         }
         if let Some(b) = &self.b {
             for row in y[..t * self.out].chunks_exact_mut(self.out) {
@@ -176,15 +261,6 @@ pub fn matmul_t(x: &[f32], t: usize, w: &[f32], n: usize, k: usize, y: &mut [f32
             false,
             par,
         );
-    }
-}
-
-impl Weights {
-    fn into_f32(self) -> Vec<f32> {
-        match self {
-            Self::F32(w) => w,
-            other => other.to_dtype(WeightDtype::F32).into_f32(),
-        }
     }
 }
 
@@ -263,8 +339,8 @@ mod tests {
         let x: Vec<f32> = (0..t * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
         for dtype in [WeightDtype::F16, WeightDtype::Bf16] {
-            let half = Linear::new(w.clone(), None, n, k).with_dtype(dtype);
-            let rounded = match half.w.to_dtype(WeightDtype::F32) {
+            let half = Linear::new(w.clone(), None, n, k).with_dtype(dtype).0;
+            let rounded = match half.w.to_dtype(WeightDtype::F32, n, k).unwrap() {
                 Weights::F32(r) => r,
                 _ => unreachable!(),
             };

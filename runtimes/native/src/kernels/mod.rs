@@ -5,6 +5,7 @@ pub mod attention;
 pub mod half_gemv;
 pub mod linear;
 pub mod norm;
+pub mod quant;
 pub mod rope;
 
 /// A pointer to an output matrix shared by parallel tasks that each write their own, disjoint, elements.

@@ -43,6 +43,21 @@ impl Rope {
             }
         }
     }
+
+    /// As [`Rope::apply`] with ggml's pairing (`rope_type` NORM): element `2i` rotates with `2i + 1`, at frequency
+    /// `i`. This is what q and k rows in a GGUF's order need (llama.cpp's converter permutes them so), and the
+    /// attention scores are the same: q and k are permuted alike within each head.
+    pub fn apply_adjacent(&self, x: &mut [f32], position: usize) {
+        let h = self.half;
+        let (cos, sin) = (&self.cos[position * h..(position + 1) * h], &self.sin[position * h..(position + 1) * h]);
+        for head in x.chunks_exact_mut(2 * h) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (x1, x2) = (pair[0], pair[1]);
+                pair[0] = x1 * cos[i] - x2 * sin[i];
+                pair[1] = x2 * cos[i] + x1 * sin[i];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +72,10 @@ mod tests {
         // pair 0 rotated by 2 rad, pair 1 by 1 rad.
         assert!((x[0] - 2f32.cos()).abs() < 1e-6 && (x[2] - 2f32.sin()).abs() < 1e-6);
         assert!((x[1] + 1f32.sin()).abs() < 1e-6 && (x[3] - 1f32.cos()).abs() < 1e-6);
+        // Adjacent pairs: the same rotation on the interleaved layout (x0, x2, x1, x3).
+        let mut z = [1.0, 0.0, 0.0, 1.0];
+        rope.apply_adjacent(&mut z, 2);
+        assert_eq!(z, [x[0], x[2], x[1], x[3]]);
         let mut y = [0.3, -0.7, 1.1, 0.2];
         let before = y;
         rope.apply(&mut y, 0);

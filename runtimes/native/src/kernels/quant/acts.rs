@@ -1,0 +1,129 @@
+//! Activations quantized on the fly to 8-bit blocks of 32, as ggml does before a Q8_0 / Q4_0 / Q4_1 product: per
+//! block `d = amax / 127`, `q = round(x / d)` (ties to even, like ggml's AVX2 `quantize_row_q8_0`), `d` kept as the
+//! f16 ggml stores, and `s = d * sum(q)` (ggml's Q8_1, for Q4_1's offset term), also rounded through f16.
+
+use half::f16;
+
+/// `t` rows of `k` activations, quantized.
+#[derive(Debug, Clone, Default)]
+pub struct Q8Acts {
+    k: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// One row of [`Q8Acts`].
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Row<'a> {
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+}
+
+impl Q8Acts {
+    /// Quantizes `x` (`[t, k]`, `k` a multiple of 32).
+    pub fn quantize(x: &[f32], t: usize, k: usize) -> Self {
+        assert!(k.is_multiple_of(32) && x.len() >= t * k, "Q8Acts::quantize: {t} x {k} from {} values", x.len());
+        let blocks = t * k / 32;
+        let mut a = Self { k, qs: vec![0; t * k], d: vec![0.0; blocks], s: vec![0.0; blocks] };
+        for (b, (xb, qb)) in x[..t * k].chunks_exact(32).zip(a.qs.chunks_exact_mut(32)).enumerate() {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                *q = (v * id).round_ties_even() as i8;
+                sum += *q as i32;
+            }
+            a.d[b] = f16::from_f32(d).to_f32();
+            a.s[b] = f16::from_f32(d * sum as f32).to_f32();
+        }
+        a
+    }
+
+    pub fn row(&self, i: usize) -> Q8Row<'_> {
+        let nb = self.k / 32;
+        Q8Row {
+            qs: &self.qs[i * self.k..(i + 1) * self.k],
+            d: &self.d[i * nb..(i + 1) * nb],
+            s: &self.s[i * nb..(i + 1) * nb],
+        }
+    }
+}
+
+/// How ggml rounds the activations before a product with weights of a given type (the weight type's `vec_dot_type`):
+/// Q8_0 blocks (Q8_0, Q4_0, Q5_0 weights; Q8_1 for Q4_1 and Q5_1 has the same values), Q8_K blocks of 256 (the
+/// K-quants), f16 (F16 weights), or not at all (F32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActRounding {
+    None,
+    Q8_0,
+    Q8K,
+    F16,
+}
+
+impl ActRounding {
+    pub fn of(ty: nano_vllm_bundle::gguf::GgmlType) -> Self {
+        use nano_vllm_bundle::gguf::GgmlType::*;
+        match ty {
+            Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 => Self::Q8_0,
+            Q4K | Q6K => Self::Q8K,
+            F16 => Self::F16,
+            _ => Self::None,
+        }
+    }
+
+    /// `x` with this rounding applied (quantized and read back), so an f32 product computes what ggml's does.
+    pub fn apply(self, x: &[f32]) -> Vec<f32> {
+        match self {
+            Self::None => x.to_vec(),
+            Self::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+            Self::Q8_0 => {
+                let a = Q8Acts::quantize(x, 1, x.len());
+                a.qs.iter().enumerate().map(|(j, &q)| q as f32 * a.d[j / 32]).collect()
+            }
+            // ggml's quantize_row_q8_K_ref: the value of largest magnitude maps to -127, d = 1 / iscale kept f32.
+            Self::Q8K => {
+                let mut out = Vec::with_capacity(x.len());
+                for b in x.chunks(256) {
+                    let (mut amax, mut max) = (0.0f32, 0.0f32);
+                    for &v in b {
+                        if v.abs() > amax {
+                            amax = v.abs();
+                            max = v;
+                        }
+                    }
+                    if amax == 0.0 {
+                        out.extend(std::iter::repeat_n(0.0, b.len()));
+                        continue;
+                    }
+                    let iscale = -127.0 / max;
+                    let d = 1.0 / iscale;
+                    out.extend(b.iter().map(|&v| ((iscale * v).round_ties_even().min(127.0)) * d));
+                }
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_scale_to_127_and_keep_their_sum() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.1).collect();
+        let a = Q8Acts::quantize(&x, 2, 32);
+        let r = a.row(1);
+        // Block 2: values 1.2 .. 4.3, amax 4.3 -> the last is 127.
+        assert_eq!(r.qs[31], 127);
+        assert!((r.d[0] - 4.3 / 127.0).abs() < 4.3 / 127.0 * 1e-3);
+        let sum: i32 = r.qs.iter().map(|&q| q as i32).sum();
+        assert!((r.s[0] - r.d[0] * sum as f32).abs() < 1e-2 * r.s[0].abs());
+        // All-zero blocks quantize to zeros with d = 0 (no division by zero).
+        let z = Q8Acts::quantize(&[0.0; 32], 1, 32);
+        assert_eq!((z.row(0).d[0], z.row(0).qs[5]), (0.0, 0));
+    }
+}

@@ -1,0 +1,133 @@
+//! AVX2/FMA/F16C versions of the small-batch products in `dot.rs`: the same integer sums per block (ggml's
+//! `mul_sum_i8_pairs_float` idiom: `maddubs` of |w| and sign-adjusted x, then `madd` to i32), scaled and accumulated
+//! in eight f32 lanes. Only called after `Isa::detect` found the features.
+
+use std::arch::x86_64::*;
+
+use nano_vllm_bundle::gguf::{GgmlType, dequantize};
+
+use super::dot::f32_dot;
+use super::{Q8Acts, Q8Row, QMatrix};
+
+/// As `dot::rows_portable`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn rows(
+    part: &QMatrix,
+    r0: usize,
+    rows: usize,
+    x: &[f32],
+    acts: Option<&Q8Acts>,
+    t: usize,
+    vals: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let k = part.cols;
+    for r in 0..rows {
+        let w = part.row(r0 + r);
+        // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; `w` is whole blocks of the type
+        // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
+        match (part.ty, acts) {
+            (GgmlType::Q8_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = unsafe { q8_0(w, a.row(i)) }),
+            (GgmlType::Q4_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = unsafe { q4_0(w, a.row(i)) }),
+            (GgmlType::Q4_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = unsafe { q4_1(w, a.row(i)) }),
+            _ => {
+                scratch.clear();
+                dequantize(part.ty, w, scratch);
+                (0..t).for_each(|i| vals[r * t + i] = f32_dot(scratch, &x[i * k..(i + 1) * k]));
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half(b: &[u8], i: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[i], b[i + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Unsigned bytes times signed bytes, summed in pairs then fours, as f32 (no saturation: |u| <= 128, |s| <= 127).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_u8_i8(u: __m256i, s: __m256i) -> __m256 {
+    let pairs = _mm256_maddubs_epi16(u, s);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// Signed times signed: |x| against y carrying x's sign.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+    mul_sum_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// 32 nibbles of a Q4 block as bytes: low nibbles (elements 0..16) in the low lane, high nibbles (16..32) high.
+///
+/// # Safety
+/// `p` points at 16 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes (unaligned load).
+    let lo = unsafe { _mm_loadu_si128(p.cast()) };
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(lo, 4), lo), _mm256_set1_epi8(0x0F))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole Q8_0 blocks and `a` at least as many activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, blk) in w.chunks_exact(34).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        // SAFETY: a block is 34 bytes, so 32 bytes from offset 2 are in it; `qx` is 32 bytes.
+        let (qw, qx) =
+            unsafe { (_mm256_loadu_si256(blk.as_ptr().add(2).cast()), _mm256_loadu_si256(qx.as_ptr().cast())) };
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk, 0) * a.d[b]), mul_sum_i8(qw, qx), acc);
+    }
+    hsum(acc)
+}
+
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole Q4_0 blocks and `a` at least as many activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, blk) in w.chunks_exact(18).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        // SAFETY: the nibbles are bytes 2..18 of the block; `qx` is 32 bytes.
+        let (qw, qx) = unsafe { (nibbles(blk.as_ptr().add(2)), _mm256_loadu_si256(qx.as_ptr().cast())) };
+        let qw = _mm256_sub_epi8(qw, _mm256_set1_epi8(8));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk, 0) * a.d[b]), mul_sum_i8(qw, qx), acc);
+    }
+    hsum(acc)
+}
+
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole Q4_1 blocks and `a` at least as many activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (b, blk) in w.chunks_exact(20).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        // SAFETY: the nibbles are bytes 4..20 of the block; `qx` is 32 bytes.
+        let (qw, qx) = unsafe { (nibbles(blk.as_ptr().add(4)), _mm256_loadu_si256(qx.as_ptr().cast())) };
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk, 0) * a.d[b]), mul_sum_u8_i8(qw, qx), acc);
+        mins += half(blk, 2) * a.s[b];
+    }
+    hsum(acc) + mins
+}

@@ -1,0 +1,128 @@
+//! Per-row products on the small-batch path, portable versions: the integer block products ggml computes for Q8_0,
+//! Q4_0 and Q4_1 weights against Q8 activations (`ggml_vec_dot_q8_0_q8_0`, `_q4_0_q8_0`, `_q4_1_q8_1`), and, for the
+//! other types, a dequantized row against f32 activations. The AVX2 versions (`avx2.rs`) compute the same sums; a
+//! test holds the two together.
+
+use half::f16;
+use nano_vllm_bundle::gguf::{GgmlType, dequantize};
+
+use super::{Isa, Q8Acts, Q8Row, QMatrix};
+
+/// Whether products with `ty` take Q8 activations (integer products) rather than f32 ones.
+pub fn wants_q8(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+}
+
+pub(super) fn half(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// `vals[r * t + i]` = row `r0 + r` of `part` times token `i`, for `rows` rows and `t` tokens. `acts` are `x`
+/// quantized (present when [`wants_q8`]); `scratch` holds a dequantized row on the f32 path.
+#[allow(clippy::too_many_arguments)]
+pub fn rows(
+    part: &QMatrix,
+    r0: usize,
+    rows: usize,
+    x: &[f32],
+    acts: Option<&Q8Acts>,
+    t: usize,
+    vals: &mut [f32],
+    scratch: &mut Vec<f32>,
+    isa: Isa,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only made by `Isa::detect` after checking AVX2, FMA and F16C.
+        Isa::Avx2 => unsafe { super::avx2::rows(part, r0, rows, x, acts, t, vals, scratch) },
+        Isa::Portable => rows_portable(part, r0, rows, x, acts, t, vals, scratch),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rows_portable(
+    part: &QMatrix,
+    r0: usize,
+    rows: usize,
+    x: &[f32],
+    acts: Option<&Q8Acts>,
+    t: usize,
+    vals: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let k = part.cols;
+    for r in 0..rows {
+        let w = part.row(r0 + r);
+        match (part.ty, acts) {
+            (GgmlType::Q8_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q8_0(w, a.row(i))),
+            (GgmlType::Q4_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q4_0(w, a.row(i))),
+            (GgmlType::Q4_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q4_1(w, a.row(i))),
+            _ => {
+                scratch.clear();
+                dequantize(part.ty, w, scratch);
+                (0..t).for_each(|i| vals[r * t + i] = f32_dot(scratch, &x[i * k..(i + 1) * k]));
+            }
+        }
+    }
+}
+
+/// Q8_0 weights (d, 32 signed bytes) against Q8_0 activations: `sum_b d_w d_x sum_j q_w q_x`.
+pub fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, blk) in w.chunks_exact(34).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        let sumi: i32 = blk[2..].iter().zip(qx).map(|(&q, &x)| q as i8 as i32 * x as i32).sum();
+        acc += half(blk, 0) * a.d[b] * sumi as f32;
+    }
+    acc
+}
+
+/// Q4_0 weights (d, 16 bytes: element j low nibble of byte j, j + 16 high) against Q8_0: `(q - 8)` products.
+pub fn q4_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, blk) in w.chunks_exact(18).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        let mut sumi = 0i32;
+        for (j, &q) in blk[2..18].iter().enumerate() {
+            sumi += ((q & 0x0F) as i32 - 8) * qx[j] as i32 + ((q >> 4) as i32 - 8) * qx[j + 16] as i32;
+        }
+        acc += half(blk, 0) * a.d[b] * sumi as f32;
+    }
+    acc
+}
+
+/// Q4_1 weights (d, m, nibbles) against Q8_1: `d_w d_x sum q_w q_x + m_w s_x`.
+pub fn q4_1(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, blk) in w.chunks_exact(20).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        let mut sumi = 0i32;
+        for (j, &q) in blk[4..20].iter().enumerate() {
+            sumi += (q & 0x0F) as i32 * qx[j] as i32 + (q >> 4) as i32 * qx[j + 16] as i32;
+        }
+        acc += half(blk, 0) * a.d[b] * sumi as f32 + half(blk, 2) * a.s[b];
+    }
+    acc
+}
+
+/// f32 dot product with 32 independent lanes (vectorized by the compiler; the same order under every ISA).
+#[inline(always)]
+pub(super) fn f32_dot(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 32];
+    let (wc, xc) = (w.chunks_exact(32), x.chunks_exact(32));
+    let (wr, xr) = (wc.remainder(), xc.remainder());
+    for (wb, xb) in wc.zip(xc) {
+        for l in 0..32 {
+            acc[l] += wb[l] * xb[l];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (a, b) in wr.iter().zip(xr) {
+        tail += a * b;
+    }
+    let mut s = [0.0f32; 8];
+    for (l, v) in acc.iter().enumerate() {
+        s[l % 8] += v;
+    }
+    ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + tail
+}

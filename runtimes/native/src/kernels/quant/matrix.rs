@@ -1,0 +1,117 @@
+//! A weight matrix in a GGUF block type, `[rows, cols]` with each row a whole number of blocks.
+
+use std::ops::Deref;
+
+use nano_vllm_bundle::gguf::{GgmlType, MappedBytes, dequantize};
+
+/// Where a quantized matrix's bytes live.
+#[derive(Debug, Clone)]
+pub enum QBytes {
+    /// Quantized at load.
+    Owned(Vec<u8>),
+    /// In a memory-mapped GGUF, as stored.
+    Mapped(MappedBytes),
+}
+
+impl Deref for QBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Mapped(m) => m,
+        }
+    }
+}
+
+/// A matrix that cannot be held as given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuantError {
+    #[error(
+        "{name}: the native runtime has no kernel for {ty} (it runs F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K)"
+    )]
+    Unsupported { name: String, ty: GgmlType },
+    #[error("{name}: rows of {cols} elements are not whole {ty} blocks of {block}")]
+    PartialBlock { name: String, ty: GgmlType, cols: usize, block: usize },
+    #[error("{name}: {len} bytes where {rows} rows of {cols} {ty} elements take {expected}")]
+    Size { name: String, ty: GgmlType, rows: usize, cols: usize, len: usize, expected: usize },
+}
+
+/// A `[rows, cols]` matrix in block type `ty`, row-major (each row its own blocks).
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    bytes: QBytes,
+}
+
+impl PartialEq for QMatrix {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ty, self.rows, self.cols) == (other.ty, other.rows, other.cols) && *self.bytes == *other.bytes
+    }
+}
+
+/// The types this runtime computes on.
+pub fn supported(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, F32 | F16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q6K)
+}
+
+impl QMatrix {
+    /// Checks that `bytes` hold `rows` rows of `cols` elements of `ty`; `name` is for the errors.
+    pub fn new(name: &str, ty: GgmlType, rows: usize, cols: usize, bytes: QBytes) -> Result<Self, QuantError> {
+        if !supported(ty) {
+            return Err(QuantError::Unsupported { name: name.into(), ty });
+        }
+        let block = ty.block_size();
+        if !cols.is_multiple_of(block) {
+            return Err(QuantError::PartialBlock { name: name.into(), ty, cols, block });
+        }
+        let row_bytes = cols / block * ty.block_bytes();
+        if bytes.len() != rows * row_bytes {
+            return Err(QuantError::Size {
+                name: name.into(),
+                ty,
+                rows,
+                cols,
+                len: bytes.len(),
+                expected: rows * row_bytes,
+            });
+        }
+        Ok(Self { ty, rows, cols, row_bytes, bytes })
+    }
+
+    /// Row `r`'s blocks.
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Bytes of weights.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the bytes are the mapped file's (no copy).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.bytes, QBytes::Mapped(_))
+    }
+
+    /// Appends rows `r0..r0 + n`, dequantized, to `out`.
+    pub fn dequantize_rows(&self, r0: usize, n: usize, out: &mut Vec<f32>) {
+        dequantize(self.ty, &self.bytes[r0 * self.row_bytes..(r0 + n) * self.row_bytes], out);
+    }
+
+    /// The whole matrix as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        self.dequantize_rows(0, self.rows, &mut out);
+        out
+    }
+
+    /// These rows in another order: row `i` of the result is row `order[i]` (a copy of the blocks, still quantized).
+    pub fn with_row_order(&self, order: &[usize]) -> Self {
+        let bytes = order.iter().flat_map(|&r| self.row(r).iter().copied()).collect();
+        Self { bytes: QBytes::Owned(bytes), ..self.clone() }
+    }
+}
