@@ -31,9 +31,9 @@ pub(super) unsafe fn rows(
         // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; `w` is whole blocks of the type
         // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
         match (part.ty, acts) {
-            (GgmlType::Q8_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = unsafe { q8_0(w, a.row(i)) }),
-            (GgmlType::Q4_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = unsafe { q4_0(w, a.row(i)) }),
-            (GgmlType::Q4_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = unsafe { q4_1(w, a.row(i)) }),
+            (ty @ (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1), Some(a)) => {
+                (0..t).for_each(|i| vals[r * t + i] = unsafe { dot_q8(ty, w, a.row(i)) })
+            }
             _ => {
                 scratch.clear();
                 dequantize(part.ty, w, scratch);
@@ -86,48 +86,66 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(lo, 4), lo), _mm256_set1_epi8(0x0F))
 }
 
+/// One block's product: `(d_w d_x) * sum(q_w q_x)` in eight lanes, plus the scalar offset term (Q4_1).
+///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole Q8_0 blocks and `a` at least as many activation blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, blk) in w.chunks_exact(34).enumerate() {
-        let qx = &a.qs[32 * b..32 * b + 32];
-        // SAFETY: a block is 34 bytes, so 32 bytes from offset 2 are in it; `qx` is 32 bytes.
-        let (qw, qx) =
-            unsafe { (_mm256_loadu_si256(blk.as_ptr().add(2).cast()), _mm256_loadu_si256(qx.as_ptr().cast())) };
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk, 0) * a.d[b]), mul_sum_i8(qw, qx), acc);
+/// AVX2/FMA/F16C; `blk` one whole block of `ty` and `qx` its 32 activations.
+#[inline(always)]
+unsafe fn block(ty: GgmlType, blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m256, f32) {
+    // SAFETY: Q8_0 blocks are 34 bytes (32 from offset 2), Q4 blocks hold 16 nibble bytes at offset 2 (Q4_0) or 4
+    // (Q4_1); `qx` is 32 bytes.
+    unsafe {
+        let x = _mm256_loadu_si256(qx.as_ptr().cast());
+        match ty {
+            GgmlType::Q8_0 => {
+                let w = _mm256_loadu_si256(blk.as_ptr().add(2).cast());
+                (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
+            }
+            GgmlType::Q4_0 => {
+                let w = _mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8));
+                (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
+            }
+            _ => {
+                let w = nibbles(blk.as_ptr().add(4));
+                (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_u8_i8(w, x)), half(blk, 2) * sx)
+            }
+        }
     }
-    hsum(acc)
 }
 
+/// A row of Q8_0, Q4_0 or Q4_1 blocks against a Q8 activation row: two blocks per iteration into two accumulators
+/// held in registers, so consecutive blocks do not wait on each other.
+///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole Q4_0 blocks and `a` at least as many activation blocks.
+/// AVX2/FMA/F16C; `w` whole blocks of `ty` and `a` at least as many activation blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0(w: &[u8], a: Q8Row<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, blk) in w.chunks_exact(18).enumerate() {
-        let qx = &a.qs[32 * b..32 * b + 32];
-        // SAFETY: the nibbles are bytes 2..18 of the block; `qx` is 32 bytes.
-        let (qw, qx) = unsafe { (nibbles(blk.as_ptr().add(2)), _mm256_loadu_si256(qx.as_ptr().cast())) };
-        let qw = _mm256_sub_epi8(qw, _mm256_set1_epi8(8));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk, 0) * a.d[b]), mul_sum_i8(qw, qx), acc);
+unsafe fn dot_q8(ty: GgmlType, w: &[u8], a: Q8Row<'_>) -> f32 {
+    let bb = ty.block_bytes();
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut off0, mut off1) = (0.0f32, 0.0f32);
+    let pairs = w.chunks_exact(2 * bb);
+    let tail = pairs.remainder();
+    let mut b = 0;
+    for pair in pairs {
+        // SAFETY: as the function's contract; each half of `pair` is one block, `b + 1` an activation block.
+        let ((p0, o0), (p1, o1)) = unsafe {
+            (
+                block(ty, &pair[..bb], &a.qs[32 * b..32 * b + 32], a.d[b], a.s[b]),
+                block(ty, &pair[bb..], &a.qs[32 * b + 32..32 * b + 64], a.d[b + 1], a.s[b + 1]),
+            )
+        };
+        acc0 = _mm256_add_ps(acc0, p0);
+        acc1 = _mm256_add_ps(acc1, p1);
+        off0 += o0;
+        off1 += o1;
+        b += 2;
     }
-    hsum(acc)
-}
-
-/// # Safety
-/// AVX2/FMA/F16C; `w` whole Q4_1 blocks and `a` at least as many activation blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1(w: &[u8], a: Q8Row<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
-    for (b, blk) in w.chunks_exact(20).enumerate() {
-        let qx = &a.qs[32 * b..32 * b + 32];
-        // SAFETY: the nibbles are bytes 4..20 of the block; `qx` is 32 bytes.
-        let (qw, qx) = unsafe { (nibbles(blk.as_ptr().add(4)), _mm256_loadu_si256(qx.as_ptr().cast())) };
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk, 0) * a.d[b]), mul_sum_u8_i8(qw, qx), acc);
-        mins += half(blk, 2) * a.s[b];
+    if !tail.is_empty() {
+        // SAFETY: the last, odd block.
+        let (p, o) = unsafe { block(ty, tail, &a.qs[32 * b..32 * b + 32], a.d[b], a.s[b]) };
+        acc0 = _mm256_add_ps(acc0, p);
+        off0 += o;
     }
-    hsum(acc) + mins
+    hsum(_mm256_add_ps(acc0, acc1)) + (off0 + off1)
 }

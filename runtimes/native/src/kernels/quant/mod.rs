@@ -25,8 +25,10 @@ use super::{OutPtr, for_each_task};
 
 /// Batches of at most this many tokens take the per-row dot products; larger ones dequantize tiles for `gemm`.
 pub const MAX_DOT_TOKENS: usize = 8;
-/// Rows per task on the dot-product path (one task's rows stay in L1 across the batch's tokens).
+/// Fewest rows per task on the dot-product path; a matrix is split into at most [`TASKS_PER_THREAD`] tasks per
+/// thread (a decode step runs ~200 small products: more, smaller tasks cost more in hand-offs than they balance).
 const DOT_ROWS: usize = 16;
+const TASKS_PER_THREAD: usize = 4;
 /// Rows per dequantized tile on the `gemm` path.
 const TILE_ROWS: usize = 32;
 
@@ -68,7 +70,12 @@ pub fn matmul_parts(parts: &[QMatrix], x: &[f32], t: usize, y: &mut [f32], ldy: 
         return;
     }
     let out = OutPtr(y.as_mut_ptr());
-    let rows_per_task = if t <= MAX_DOT_TOKENS { DOT_ROWS } else { TILE_ROWS };
+    let total_rows: usize = parts.iter().map(|p| p.rows).sum();
+    let rows_per_task = if t <= MAX_DOT_TOKENS {
+        total_rows.div_ceil(threads.max(1) * TASKS_PER_THREAD).next_multiple_of(DOT_ROWS).max(DOT_ROWS)
+    } else {
+        TILE_ROWS
+    };
     // (part, first row, column of y) per task.
     let mut tasks = Vec::new();
     let mut col = 0;
@@ -95,12 +102,12 @@ pub fn matmul_parts(parts: &[QMatrix], x: &[f32], t: usize, y: &mut [f32], ldy: 
     };
     if t <= MAX_DOT_TOKENS {
         let acts = parts.iter().any(|p| dot::wants_q8(p.ty)).then(|| Q8Acts::quantize(x, t, k));
-        for_each_task(tasks.len(), threads, |scratch: &mut Vec<f32>, task| {
+        for_each_task(tasks.len(), threads, |(scratch, vals): &mut (Vec<f32>, Vec<f32>), task| {
             let (p, r0, c0) = tasks[task];
             let part = &parts[p];
             let rows = rows_per_task.min(part.rows - r0);
-            let mut vals = [0.0f32; DOT_ROWS * MAX_DOT_TOKENS];
-            dot::rows(part, r0, rows, input(part), acts.as_ref(), t, &mut vals, scratch, isa);
+            vals.resize(rows * t, 0.0);
+            dot::rows(part, r0, rows, input(part), acts.as_ref(), t, vals, scratch, isa);
             for i in 0..t {
                 for r in 0..rows {
                     // SAFETY: element (i, c0 + r) lies inside y (t * ldy elements, asserted); tasks cover disjoint
