@@ -31,7 +31,7 @@ pub(super) unsafe fn rows(
         // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; `w` is whole blocks of the type
         // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
         match (part.ty, acts) {
-            (ty @ (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1), Some(a)) => {
+            (ty @ (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1), Some(a)) => {
                 (0..t).for_each(|i| vals[r * t + i] = unsafe { dot_q8(ty, w, a.row(i)) })
             }
             _ => {
@@ -93,7 +93,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 #[inline(always)]
 unsafe fn block(ty: GgmlType, blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m256, f32) {
     // SAFETY: Q8_0 blocks are 34 bytes (32 from offset 2), Q4 blocks hold 16 nibble bytes at offset 2 (Q4_0) or 4
-    // (Q4_1); `qx` is 32 bytes.
+    // (Q4_1), Q5 blocks at offset 6 (Q5_0) or 8 (Q5_1) after 4 bytes of high bits; `qx` is 32 bytes.
     unsafe {
         let x = _mm256_loadu_si256(qx.as_ptr().cast());
         match ty {
@@ -105,12 +105,37 @@ unsafe fn block(ty: GgmlType, blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m25
                 let w = _mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8));
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
             }
-            _ => {
+            GgmlType::Q4_1 => {
                 let w = nibbles(blk.as_ptr().add(4));
+                (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_u8_i8(w, x)), half(blk, 2) * sx)
+            }
+            // Q5_0: nibble | (1 - bit) * 0xF0 as a signed byte is q - 16 (ggml's `ggml_vec_dot_q5_0_q8_0`).
+            GgmlType::Q5_0 => {
+                let hi = bits_to_bytes(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+                let w = _mm256_or_si256(
+                    nibbles(blk.as_ptr().add(6)),
+                    _mm256_andnot_si256(hi, _mm256_set1_epi8(0xF0u8 as i8)),
+                );
+                (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
+            }
+            // Q5_1: nibble | bit * 16, unsigned.
+            _ => {
+                let hi = bits_to_bytes(u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]));
+                let w = _mm256_or_si256(nibbles(blk.as_ptr().add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_u8_i8(w, x)), half(blk, 2) * sx)
             }
         }
     }
+}
+
+/// 32 bits as 32 bytes, 0xFF where the bit is set (ggml's `bytes_from_bits_32`): byte `j` holds bit `j`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    let shuffle = _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuffle);
+    let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
 
 /// A row of Q8_0, Q4_0 or Q4_1 blocks against a Q8 activation row: two blocks per iteration into two accumulators

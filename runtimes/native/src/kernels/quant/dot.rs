@@ -1,6 +1,6 @@
 //! Per-row products on the small-batch path, portable versions: the integer block products ggml computes for Q8_0,
-//! Q4_0 and Q4_1 weights against Q8 activations (`ggml_vec_dot_q8_0_q8_0`, `_q4_0_q8_0`, `_q4_1_q8_1`), and, for the
-//! other types, a dequantized row against f32 activations. The AVX2 versions (`avx2.rs`) compute the same sums; a
+//! Q4_0, Q4_1, Q5_0 and Q5_1 weights against Q8 activations (`ggml_vec_dot_q8_0_q8_0`, `_q4_0_q8_0`, `_q4_1_q8_1`,
+//! `_q5_0_q8_0`, `_q5_1_q8_1`), and, for the other types (Q4_K, Q6_K, F16, F32), a dequantized row against f32 activations. The AVX2 versions (`avx2.rs`) compute the same sums; a
 //! test holds the two together.
 
 use half::f16;
@@ -10,7 +10,7 @@ use super::{Isa, Q8Acts, Q8Row, QMatrix};
 
 /// Whether products with `ty` take Q8 activations (integer products) rather than f32 ones.
 pub fn wants_q8(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1)
 }
 
 pub(super) fn half(b: &[u8], i: usize) -> f32 {
@@ -57,6 +57,8 @@ fn rows_portable(
             (GgmlType::Q8_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q8_0(w, a.row(i))),
             (GgmlType::Q4_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q4_0(w, a.row(i))),
             (GgmlType::Q4_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q4_1(w, a.row(i))),
+            (GgmlType::Q5_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q5(w, a.row(i), false)),
+            (GgmlType::Q5_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q5(w, a.row(i), true)),
             _ => {
                 scratch.clear();
                 dequantize(part.ty, w, scratch);
@@ -101,6 +103,29 @@ pub fn q4_1(w: &[u8], a: Q8Row<'_>) -> f32 {
             sumi += (q & 0x0F) as i32 * qx[j] as i32 + (q >> 4) as i32 * qx[j + 16] as i32;
         }
         acc += half(blk, 0) * a.d[b] * sumi as f32 + half(blk, 2) * a.s[b];
+    }
+    acc
+}
+
+/// Q5_0 (d, 32 high bits, nibbles; `q - 16`) against Q8_0, or Q5_1 (d, m, high bits, nibbles; `q`, plus `m_w s_x`)
+/// against Q8_1: element `j`'s fifth bit is bit `j` of the high bits.
+pub fn q5(w: &[u8], a: Q8Row<'_>, with_min: bool) -> f32 {
+    let (bb, at) = if with_min { (24, 4) } else { (22, 2) };
+    let mut acc = 0.0f32;
+    for (b, blk) in w.chunks_exact(bb).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        let qh = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+        let offset = if with_min { 0 } else { 16 };
+        let mut sumi = 0i32;
+        for (j, &q) in blk[at + 4..at + 20].iter().enumerate() {
+            let lo = (q & 0x0F) as i32 | (((qh >> j) & 1) << 4) as i32;
+            let hi = (q >> 4) as i32 | (((qh >> (j + 16)) & 1) << 4) as i32;
+            sumi += (lo - offset) * qx[j] as i32 + (hi - offset) * qx[j + 16] as i32;
+        }
+        acc += half(blk, 0) * a.d[b] * sumi as f32;
+        if with_min {
+            acc += half(blk, 2) * a.s[b];
+        }
     }
     acc
 }

@@ -6,7 +6,7 @@
 //! is the one llama.cpp computes from the same file.
 //!
 //! Two paths, as llama.cpp has them. Small batches (decode): each row's blocks are dotted with every token's
-//! activations; for Q8_0, Q4_0 and Q4_1 the products are integer on the 8-bit activations (AVX2 when the CPU has it,
+//! activations; for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 the products are integer on the 8-bit activations (AVX2 when the CPU has it,
 //! detected at run time, else a portable version of the same arithmetic: [`dot`]); the other types dequantize a row
 //! and take f32 products. Large batches (prefill): tiles of rows are dequantized to f32 and multiplied on the `gemm`
 //! crate, where the matrix product's compute, not the weight bytes, is the bound.

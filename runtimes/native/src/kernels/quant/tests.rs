@@ -81,15 +81,19 @@ fn reference(m: &QMatrix, x: &[f32], t: usize) -> (Vec<f64>, Vec<f64>) {
     let w = m.to_f32();
     let xs: Vec<f32> = x[..t * k].chunks_exact(k).flat_map(|row| ActRounding::of(m.ty).apply(row)).collect();
     let (mut y, mut scale) = (vec![0.0; t * m.rows], vec![0.0; t * m.rows]);
-    let acts = (m.ty == GgmlType::Q4_1 && t <= MAX_DOT_TOKENS).then(|| Q8Acts::quantize(x, t, k));
+    let min_at = match m.ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => Some(2),
+        _ => None,
+    };
+    let acts = (min_at.is_some() && t <= MAX_DOT_TOKENS).then(|| Q8Acts::quantize(x, t, k));
     for i in 0..t {
         for r in 0..m.rows {
             let (row, xi) = (&w[r * k..(r + 1) * k], &xs[i * k..(i + 1) * k]);
             let mut v: f64 = row.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
-            // ggml's Q4_1 x Q8_1 takes the offset term from s = f16(d * sum q), not from the exact d * sum q.
+            // ggml's Q4_1 / Q5_1 x Q8_1 take the offset term from s = f16(d * sum q), not the exact d * sum q.
             if let Some(a) = &acts {
                 let ar = a.row(i);
-                for (b, blk) in m.row(r).chunks_exact(20).enumerate() {
+                for (b, blk) in m.row(r).chunks_exact(m.ty.block_bytes()).enumerate() {
                     let exact: f64 = ar.qs[32 * b..32 * b + 32].iter().map(|&q| q as f64 * ar.d[b] as f64).sum();
                     v += dot::half(blk, 2) as f64 * (ar.s[b] as f64 - exact);
                 }
