@@ -69,6 +69,24 @@ impl TeacherForcedFigures {
     }
 }
 
+impl TeacherForcedFigures {
+    /// The figures of compared rows, `expected_rows` of which should have been there.
+    fn from_rows(rows: RowFigures, expected_rows: usize) -> Self {
+        let (mean_kl, p99_kl, max_kl) = rows.kl();
+        Self {
+            rows: rows.rows,
+            missing_rows: expected_rows - rows.rows,
+            mean_kl,
+            p99_kl,
+            max_kl,
+            top1_agreement: rows.argmax_agreement(),
+            max_abs_diff: rows.max_abs_diff,
+            mean_abs_diff: rows.mean_abs_diff(),
+            worst_kl: rows.worst_kl,
+        }
+    }
+}
+
 /// Runs every reference prompt teacher forced (see the module docs) through an engine on `runtime`: one
 /// [`PromptRun`] per prompt, in the reference's order, whose prompt is `teacher_forced_ids()` and whose rows are
 /// every position's logits. `max_model_len` is the model's context (raised to the longest input + 1 if smaller).
@@ -123,18 +141,7 @@ pub fn compare_teacher_forced<'a>(
             rows.add(&run.name, pos, expected, got);
         }
     }
-    let (mean_kl, p99_kl, max_kl) = rows.kl();
-    TeacherForcedFigures {
-        rows: rows.rows,
-        missing_rows: expected_rows - rows.rows,
-        mean_kl,
-        p99_kl,
-        max_kl,
-        top1_agreement: rows.argmax_agreement(),
-        max_abs_diff: rows.max_abs_diff,
-        mean_abs_diff: rows.mean_abs_diff(),
-        worst_kl: rows.worst_kl,
-    }
+    TeacherForcedFigures::from_rows(rows, expected_rows)
 }
 
 /// Compares two runtimes' teacher-forced runs of the same prompts (matched by name and position): `b` plays the
@@ -158,18 +165,7 @@ pub fn compare_runs(a: &[PromptRun], b: &[PromptRun]) -> TeacherForcedFigures {
             }
         }
     }
-    let (mean_kl, p99_kl, max_kl) = rows.kl();
-    TeacherForcedFigures {
-        rows: rows.rows,
-        missing_rows: expected_rows - rows.rows,
-        mean_kl,
-        p99_kl,
-        max_kl,
-        top1_agreement: rows.argmax_agreement(),
-        max_abs_diff: rows.max_abs_diff,
-        mean_abs_diff: rows.mean_abs_diff(),
-        worst_kl: rows.worst_kl,
-    }
+    TeacherForcedFigures::from_rows(rows, expected_rows)
 }
 
 #[cfg(test)]
