@@ -10,22 +10,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
 out="reports/runs/check-$(date +%s)"
 status=0
 echo "== nano-vllm parity (every runtime, every committed fixture)"
-./target/release/nano-vllm parity --out "$out/parity.json" || status=1
+"$bin" parity --out "$out/parity.json" || status=1
 echo "== nano-vllm parity on the real model (fixtures/smollm2: f32 runtimes, Q8_0, the shipped Q4_1 GGUF)"
-./target/release/nano-vllm parity --bundle fixtures/smollm2 --out "$out/parity-smollm2.json" || status=1
+"$bin" parity --bundle fixtures/smollm2 --out "$out/parity-smollm2.json" || status=1
 echo "== instruction counts (ci/instructions-bench.sh) and nano-vllm gate --instructions"
 if bash ci/instructions-bench.sh "$out/instructions.jsonl"; then
-  ./target/release/nano-vllm gate --instructions "$out/instructions.jsonl" --config ci/gate.toml || status=1
+  "$bin" gate --instructions "$out/instructions.jsonl" --config ci/gate.toml || status=1
 else
   echo "the instruction benchmarks failed" >&2
   status=1
 fi
 echo "== wall-clock gate benchmark (ci/gate-bench.sh) and nano-vllm gate"
 if bash ci/gate-bench.sh "$out/gate"; then
-  ./target/release/nano-vllm gate --baseline reports/baselines --current "$out/gate" --config ci/gate.toml || status=1
+  "$bin" gate --baseline reports/baselines --current "$out/gate" --config ci/gate.toml || status=1
 else
   echo "the gate benchmark failed" >&2
   status=1

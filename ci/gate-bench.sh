@@ -8,6 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: ci/gate-bench.sh OUT_DIR}"
-./target/release/nano-vllm bench --bundle fixtures/tiny-llama \
+"${CARGO_TARGET_DIR:-target}/release/nano-vllm" bench --bundle fixtures/tiny-llama \
   --runtime native,native:q8_0,onnx,candle,llama-cpp,llama-cpp:q8_0 --threads 1 \
   --requests 402 --warmup 2 --seed 0 --kv-blocks 24 --repeat 5 --quiet --out "$out"

@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
-./target/release/nano-vllm bench --model fixtures/smollm2 --requests 34 --warmup 2 --seed 0 "$@"
+bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
+"$bin" bench --model fixtures/smollm2 --requests 34 --warmup 2 --seed 0 "$@"
 echo
 gguf="fixtures/smollm2/$(.venv/bin/python -c 'import json; print(json.load(open("fixtures/smollm2/manifest.json"))["formats"]["gguf_shipped"])')"
-./target/release/nano-vllm generate --model "$gguf" --runtime native --chat \
+"$bin" generate --model "$gguf" --runtime native --chat \
   --prompt "What is the capital of France?" --prompt "Name three colours of the rainbow." --max-tokens 48

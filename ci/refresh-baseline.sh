@@ -13,9 +13,9 @@ for i in 1 2 3; do
   bash ci/gate-bench.sh "$out/$i" > /dev/null
   if ls reports/baselines/*.json >/dev/null 2>&1; then
     echo "== run $i against the previous baselines (informational)"
-    ./target/release/nano-vllm gate --baseline reports/baselines --current "$out/$i" --config ci/gate.toml || true
+    "${CARGO_TARGET_DIR:-target}/release/nano-vllm" gate --baseline reports/baselines --current "$out/$i" --config ci/gate.toml || true
   fi
 done
 mkdir -p reports/baselines
-./target/release/nano-vllm gate --config ci/gate.toml --baseline reports/baselines --pick-typical "$out/1,$out/2,$out/3"
+"${CARGO_TARGET_DIR:-target}/release/nano-vllm" gate --config ci/gate.toml --baseline reports/baselines --pick-typical "$out/1,$out/2,$out/3"
 echo "review the new baseline in reports/baselines/ and commit it with the reason."

@@ -9,7 +9,7 @@ cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
 out="reports/runs/instructions-$(date +%s).jsonl"
 bash ci/instructions-bench.sh "$out"
 if [ -f reports/instructions.json ]; then
-  ./target/release/nano-vllm gate --instructions "$out" --config ci/gate.toml || true
+  "${CARGO_TARGET_DIR:-target}/release/nano-vllm" gate --instructions "$out" --config ci/gate.toml || true
 fi
-./target/release/nano-vllm gate --instructions "$out" --record --config ci/gate.toml
+"${CARGO_TARGET_DIR:-target}/release/nano-vllm" gate --instructions "$out" --record --config ci/gate.toml
 echo "reports/instructions.json replaced; review it and commit it with the reason."

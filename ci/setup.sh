@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: llama.cpp (nano-vllm-llama-cpp) builds with cmake and bindgen; the instruction-count gate runs
-# its benchmarks under valgrind (Callgrind).
-APT_PACKAGES=(cmake libclang-dev valgrind)
+# its benchmarks under valgrind (Callgrind); ci/interop.sh waits for its servers with curl.
+APT_PACKAGES=(cmake libclang-dev valgrind curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

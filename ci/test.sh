@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, every test of every crate in one (release) profile, then
-# ci/check.sh (parity of every runtime on every committed fixture, and the regression gate). Fails on the first failure.
+# ci/check.sh (parity of every runtime on every committed fixture, and the regression gate), then ci/interop.sh (real
+# vLLM and llama.cpp servers, installed pinned by ci/peers.sh, benchmarked and checked over HTTP). Fails on the first
+# failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
@@ -15,3 +17,5 @@ echo "== doc tests"
 cargo test --release --workspace --doc --locked
 echo "== conformance and regression check (ci/check.sh)"
 bash ci/check.sh
+echo "== interop with real third-party servers: vLLM and llama.cpp's server (ci/interop.sh)"
+bash ci/interop.sh

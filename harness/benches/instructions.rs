@@ -49,8 +49,13 @@ fn config(max_num_seqs: usize, num_kv_blocks: usize) -> Config {
         .expect("engine settings")
 }
 
-const OFFLINE: fn() -> ReplayOptions =
-    || ReplayOptions { mode: Mode::Offline, warmup: 0, cancel: Arc::new(AtomicBool::new(false)), progress: None };
+const OFFLINE: fn() -> ReplayOptions = || ReplayOptions {
+    mode: Mode::Offline,
+    warmup: 0,
+    cancel: Arc::new(AtomicBool::new(false)),
+    progress: None,
+    max_concurrency: None,
+};
 
 /// An engine on the mock runtime holding 256 requests: a quarter sampled (seeded), 48 KV blocks (preemptions).
 fn serve_setup() -> LlmEngine {

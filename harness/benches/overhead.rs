@@ -109,7 +109,13 @@ fn setup() -> Setup {
 }
 
 fn options() -> ReplayOptions {
-    ReplayOptions { mode: Mode::Offline, warmup: 0, cancel: Arc::new(AtomicBool::new(false)), progress: None }
+    ReplayOptions {
+        mode: Mode::Offline,
+        warmup: 0,
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: None,
+        max_concurrency: None,
+    }
 }
 
 fn kv_spec(config: &Config) -> KvCacheSpec {

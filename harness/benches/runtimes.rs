@@ -157,8 +157,13 @@ fn serve(c: &mut Criterion, s: &Setup) {
     let tokens: usize = requests.iter().map(|r| r.prompt.len() + r.params.max_tokens).sum();
     let mut g = c.benchmark_group(format!("serve/{}", s.bundle.name()));
     g.sample_size(10).throughput(Throughput::Elements(tokens as u64));
-    let options =
-        ReplayOptions { mode: Mode::Offline, warmup: 0, cancel: Arc::new(AtomicBool::new(false)), progress: None };
+    let options = ReplayOptions {
+        mode: Mode::Offline,
+        warmup: 0,
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: None,
+        max_concurrency: None,
+    };
     for name in &s.runtimes {
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| {

@@ -2,6 +2,9 @@
 //! runtimes, one after another under identical engine settings, in rounds (round `i` runs every runtime once, so
 //! repeat `i` of every runtime is measured side by side), into one [`Results`].
 //!
+//! HTTP targets (servers and fleets, [`crate::http`]) are measured in the same rounds after the runtimes, on the
+//! same requests, and are rows of the same results (a fleet adds a row per server).
+//!
 //! A runtime that fails to build or fails mid-run is marked failed with its error and the others go on; a cancel
 //! flag (Ctrl-C) stops the run, keeping what completed.
 
@@ -12,6 +15,7 @@ use nano_vllm_engine::Config;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use crate::http::{self, Endpoint, PromptFormat, Target};
 use crate::machine::{CpuIdentity, git_commit};
 use crate::metrics::Slo;
 use crate::model::ModelSource;
@@ -115,6 +119,53 @@ pub struct BenchSettings {
     pub repeat: usize,
     pub percentiles: Vec<f64>,
     pub slo: Slo,
+    /// Servers and fleets measured over HTTP, after the runtimes in each round.
+    pub targets: Vec<Target>,
+    pub http: HttpSettings,
+}
+
+/// How HTTP targets are driven.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub endpoint: Endpoint,
+    pub prompt_format: PromptFormat,
+    /// Cap on requests in flight, for runtimes and targets alike (arrivals then gated by the client).
+    pub max_concurrency: Option<usize>,
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: Endpoint::Completions,
+            prompt_format: PromptFormat::Text,
+            max_concurrency: None,
+            request_timeout: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+impl HttpSettings {
+    /// How an HTTP row was measured, for its `settings`.
+    fn describe(&self, target: &Target) -> std::collections::BTreeMap<String, String> {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("endpoint".into(), format!("/v1{}", self.endpoint.path()));
+        m.insert("prompt_format".into(), format!("{:?}", self.prompt_format).to_lowercase());
+        m.insert(
+            "max_concurrency".into(),
+            self.max_concurrency
+                .map_or("unlimited (open loop)".into(), |n| format!("{n} (arrivals gated by the client)")),
+        );
+        m.insert("request_timeout_s".into(), self.request_timeout.as_secs_f64().to_string());
+        m.insert(
+            "served_model".into(),
+            target.servers.iter().map(|s| s.served_model.as_str()).collect::<Vec<_>>().join(" "),
+        );
+        if target.fleet {
+            m.insert("balance".into(), target.balance.as_str().into());
+        }
+        m
+    }
 }
 
 /// What a caller sees while a run goes on (progress bars, failure lines).
@@ -154,6 +205,7 @@ pub fn metadata(model: &ModelSource, workload: &BenchWorkload, s: &BenchSettings
             mode: if s.mode == Mode::Online { "online" } else { "offline" }.into(),
             request_rate: workload.rate,
             burstiness: workload.burstiness,
+            max_concurrency: s.http.max_concurrency,
         },
         engine: EngineMeta {
             max_num_seqs: e.max_num_seqs(),
@@ -188,8 +240,14 @@ pub fn run(
     let metadata = metadata(model, workload, settings);
     let names = &settings.runtimes;
     let rounds = settings.repeat.max(1);
-    let mut repeated: Vec<RepeatedRun> = vec![RepeatedRun::default(); names.len()];
+    // Rows: one per runtime, then per target (a fleet: the fleet, then each server).
+    let target_rows: Vec<usize> =
+        settings.targets.iter().map(|t| if t.fleet { 1 + t.servers.len() } else { 1 }).collect();
+    let mut repeated: Vec<RepeatedRun> = vec![RepeatedRun::default(); names.len() + target_rows.iter().sum::<usize>()];
     let mut records: Records = Vec::new();
+    // HTTP request bodies, made once (the prompt decoded to text needs the model's tokenizer).
+    let prepared =
+        if settings.targets.is_empty() { Err(String::new()) } else { prepare_http(model, requests, settings) };
     for round in 0..rounds {
         for (k, name) in names.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) || repeated[k].stopped() {
@@ -197,8 +255,13 @@ pub fn run(
             }
             let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.clone() };
             let progress = events.started(&label, requests.len() - settings.warmup);
-            let options =
-                ReplayOptions { mode: settings.mode, warmup: settings.warmup, cancel: cancel.clone(), progress };
+            let options = ReplayOptions {
+                mode: settings.mode,
+                warmup: settings.warmup,
+                cancel: cancel.clone(),
+                progress,
+                max_concurrency: settings.http.max_concurrency,
+            };
             let outcome = registry::build(name, model, &settings.runtime)
                 .map_err(|e| e.to_string())
                 .and_then(|rt| replay(rt, settings.engine.clone(), requests, &options).map_err(|e| e.to_string()));
@@ -218,6 +281,50 @@ pub fn run(
             events.finished(&label, &result);
             repeated[k].push(result, round, rounds);
         }
+        let mut k = names.len();
+        for (target, &n_rows) in settings.targets.iter().zip(&target_rows) {
+            let first = k;
+            k += n_rows;
+            if cancel.load(Ordering::Relaxed) || repeated[first].stopped() {
+                continue;
+            }
+            let name = &target.name;
+            let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.clone() };
+            let progress = events.started(&label, requests.len() - settings.warmup);
+            let options = http::LoadOptions {
+                endpoint: settings.http.endpoint,
+                mode: settings.mode,
+                warmup: settings.warmup,
+                max_concurrency: settings.http.max_concurrency,
+                request_timeout: settings.http.request_timeout,
+                cancel: cancel.clone(),
+                progress,
+            };
+            let outcome = prepared.clone().and_then(|(bodies, tokenizer)| {
+                http::load::run(target, &bodies, &tokenizer, &options).map_err(|e| e.to_string())
+            });
+            match outcome {
+                Ok(load) => {
+                    let describe = settings.http.describe(target);
+                    let rows = http::result::rows(target, &load, &describe, &settings.percentiles, &settings.slo);
+                    for (i, (result, recs)) in rows.into_iter().enumerate() {
+                        if i == 0 {
+                            events.finished(&label, &result);
+                        }
+                        if round == 0 {
+                            records.push((result.runtime.clone(), recs));
+                        }
+                        repeated[first + i].push(result, round, rounds);
+                    }
+                }
+                Err(error) => {
+                    let mut result = failed_run(name, error);
+                    result.measured = "http".into();
+                    events.finished(&label, &result);
+                    repeated[first].push(result, round, rounds);
+                }
+            }
+        }
     }
     let results = Results {
         schema_version: SCHEMA_VERSION,
@@ -226,6 +333,22 @@ pub fn run(
         runs: repeated.into_iter().filter_map(RepeatedRun::finish).collect(),
     };
     Ok((results, records))
+}
+
+/// Request bodies for the HTTP targets and the tokenizer that counts their output; the error fails every target.
+fn prepare_http(
+    model: &ModelSource,
+    requests: &[ResolvedRequest],
+    settings: &BenchSettings,
+) -> Result<(Vec<http::PreparedRequest>, Tokenizer), String> {
+    let tokenizer = model.tokenizer().map_err(|e| format!("HTTP targets need the model's tokenizer: {e}"))?;
+    let h = &settings.http;
+    let bodies = requests
+        .iter()
+        .map(|r| http::prepare(r, h.endpoint, h.prompt_format, &tokenizer, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok((bodies, tokenizer))
 }
 
 /// The result of a runtime that did not run.
@@ -243,6 +366,8 @@ pub fn failed_run(name: &str, error: String) -> RuntimeResult {
         requests_csv: String::new(),
         output_digest: String::new(),
         repeats: Vec::new(),
+        measured: "in-process".into(),
+        failures: Default::default(),
     }
 }
 
@@ -261,6 +386,8 @@ mod tests {
             repeat,
             percentiles: vec![50.0, 99.0],
             slo: Slo::default(),
+            targets: Vec::new(),
+            http: HttpSettings::default(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! nano-vllm-harness: what users run. The runtime registry, workloads (JSONL traces and seeded synthetic
-//! generators), and metrics defined as vLLM's serving benchmark defines them. The `nano-vllm` binary builds on it.
+//! generators), HTTP targets (OpenAI-compatible servers and fleets), and metrics defined as vLLM's serving benchmark
+//! defines them. The `nano-vllm` binary builds on it.
 
 pub mod bench;
 pub mod gate;
+pub mod http;
 pub mod machine;
 pub mod metrics;
 pub mod model;

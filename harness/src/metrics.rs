@@ -24,8 +24,15 @@ pub struct RequestRecord {
     /// Time of each output token.
     pub token_times_s: Vec<f64>,
     pub finish_reason: String,
-    /// The generated token ids.
+    /// The generated token ids (over HTTP: the returned text tokenized with the model's tokenizer).
     pub output_token_ids: Vec<u32>,
+    /// Why the request failed (`kind: message`, e.g. `timeout: ...`); a failed request is not completed.
+    pub error: Option<String>,
+    /// Where `output_tokens` came from: `engine` (in-process), `usage` (the server's count) or `tokenizer` (the
+    /// returned text counted with the model's tokenizer, for a server that reports no usage).
+    pub count_source: &'static str,
+    /// The server that answered (HTTP targets).
+    pub server: Option<String>,
 }
 
 impl RequestRecord {
@@ -35,9 +42,15 @@ impl RequestRecord {
     pub fn e2el_ms(&self) -> Option<f64> {
         self.token_times_s.last().map(|t| (t - self.arrival_s) * 1e3)
     }
+    /// Over the output tokens, not the token times: a server may stream several tokens in one chunk.
     pub fn tpot_ms(&self) -> Option<f64> {
-        let n = self.token_times_s.len();
-        (n > 1).then(|| (self.e2el_ms().unwrap() - self.ttft_ms().unwrap()) / (n - 1) as f64)
+        let n = self.output_tokens;
+        (n > 1 && !self.token_times_s.is_empty())
+            .then(|| (self.e2el_ms().unwrap() - self.ttft_ms().unwrap()) / (n - 1) as f64)
+    }
+    /// Completed: tokens came back and nothing failed.
+    pub fn completed(&self) -> bool {
+        self.output_tokens > 0 && self.error.is_none() && !self.token_times_s.is_empty()
     }
     pub fn itl_ms(&self) -> impl Iterator<Item = f64> + '_ {
         self.token_times_s.windows(2).map(|w| (w[1] - w[0]) * 1e3)
@@ -138,10 +151,7 @@ impl Slo {
     /// A completed request meets every SLO given (TPOT is met by a one-token request, as in vLLM).
     pub fn met_by(&self, r: &RequestRecord) -> bool {
         let ok = |limit: Option<f64>, v: Option<f64>| limit.is_none_or(|l| v.is_none_or(|v| v <= l));
-        r.output_tokens > 0
-            && ok(self.ttft_ms, r.ttft_ms())
-            && ok(self.tpot_ms, r.tpot_ms())
-            && ok(self.e2el_ms, r.e2el_ms())
+        r.completed() && ok(self.ttft_ms, r.ttft_ms()) && ok(self.tpot_ms, r.tpot_ms()) && ok(self.e2el_ms, r.e2el_ms())
     }
 }
 
@@ -149,6 +159,8 @@ impl Slo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServingMetrics {
     pub completed: usize,
+    /// Requests that failed (HTTP errors, timeouts, dropped streams): excluded from every other figure.
+    pub failed: usize,
     pub total_input_tokens: usize,
     pub total_output_tokens: usize,
     pub duration_s: f64,
@@ -167,7 +179,7 @@ pub struct ServingMetrics {
 
 impl ServingMetrics {
     pub fn compute(records: &[RequestRecord], percentiles: &[f64], slo: &Slo) -> Self {
-        let done: Vec<&RequestRecord> = records.iter().filter(|r| r.output_tokens > 0).collect();
+        let done: Vec<&RequestRecord> = records.iter().filter(|r| r.completed()).collect();
         let start = records.iter().map(|r| r.arrival_s).fold(f64::INFINITY, f64::min);
         let end = done.iter().filter_map(|r| r.completion_s()).fold(f64::NEG_INFINITY, f64::max);
         let duration_s = if done.is_empty() { 0.0 } else { (end - start).max(f64::MIN_POSITIVE) };
@@ -192,6 +204,7 @@ impl ServingMetrics {
         }
         Self {
             completed: done.len(),
+            failed: records.iter().filter(|r| r.error.is_some()).count(),
             total_input_tokens,
             total_output_tokens,
             duration_s,
@@ -212,6 +225,7 @@ impl ServingMetrics {
     pub fn flat(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         m.insert("completed".into(), self.completed as f64);
+        m.insert("failed".into(), self.failed as f64);
         m.insert("total_input_tokens".into(), self.total_input_tokens as f64);
         m.insert("total_output_tokens".into(), self.total_output_tokens as f64);
         m.insert("duration".into(), self.duration_s);
@@ -254,6 +268,9 @@ mod tests {
             arrival_s,
             token_times_s: times.to_vec(),
             finish_reason: "length".into(),
+            error: None,
+            count_source: "engine",
+            server: None,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct ReplayOptions {
     pub cancel: Arc<AtomicBool>,
     /// Called after every step with (completed, total), for progress bars.
     pub progress: Option<Progress>,
+    /// At most this many measured requests in the engine at once, the next released when one finishes; a request's
+    /// t0 is then its release (arrivals gated by the client, as `vllm bench serve --max-concurrency` and the HTTP
+    /// targets do), so in-process rows and servers measured with the same cap compare.
+    pub max_concurrency: Option<usize>,
 }
 
 /// A progress callback: (completed, total).
@@ -152,6 +156,9 @@ pub fn replay(
             token_times_s: Vec::new(),
             finish_reason: "unfinished".into(),
             output_token_ids: Vec::new(),
+            error: None,
+            count_source: "engine",
+            server: None,
         })
         .collect();
     loop {
@@ -160,9 +167,17 @@ pub fn replay(
             break;
         }
         let now = Instant::now();
-        while next < measured.len() && at(arrival(&measured[next])) <= now {
+        while next < measured.len()
+            && at(arrival(&measured[next])) <= now
+            && options.max_concurrency.is_none_or(|n| next - completed < n)
+        {
             let r = &measured[next];
-            let id = engine.add_request_at(r.prompt.clone(), r.params.clone(), at(arrival(r)))?;
+            let mut t0 = at(arrival(r));
+            if options.max_concurrency.is_some() && now > t0 {
+                t0 = now;
+                result.records[next].arrival_s = now.saturating_duration_since(start).as_secs_f64();
+            }
+            let id = engine.add_request_at(r.prompt.clone(), r.params.clone(), t0)?;
             ids.push((id, next));
             next += 1;
         }
@@ -219,7 +234,7 @@ mod tests {
     }
 
     fn options(mode: Mode, warmup: usize) -> ReplayOptions {
-        ReplayOptions { mode, warmup, cancel: Arc::default(), progress: None }
+        ReplayOptions { mode, warmup, cancel: Arc::default(), progress: None, max_concurrency: None }
     }
 
     fn config() -> Config {
@@ -245,6 +260,19 @@ mod tests {
         }
         assert!(r.wall_s >= 0.15);
         assert!(r.steps.windows(2).all(|w| w[0].t_s <= w[1].t_s));
+    }
+
+    #[test]
+    fn a_concurrency_cap_releases_each_request_when_one_finishes() {
+        let options = ReplayOptions { max_concurrency: Some(2), ..options(Mode::Offline, 0) };
+        let r = replay(Box::new(MockRuntime::new(50)), config(), &reqs(6, 0.0), &options).unwrap();
+        let m = crate::metrics::ServingMetrics::compute(&r.records, &[50.0], &crate::metrics::Slo::default());
+        assert_eq!((m.completed, m.max_concurrent_requests), (6, 2));
+        let mut by_arrival = r.records.clone();
+        by_arrival.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
+        // Requests 3.. were released at the completion of an earlier one, not at t = 0.
+        assert!(by_arrival[2..].iter().all(|x| x.arrival_s > 0.0));
+        assert!(r.steps.iter().all(|s| s.num_seqs <= 2));
     }
 
     #[test]

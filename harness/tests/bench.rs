@@ -74,7 +74,7 @@ fn offline_bench_of_two_runtimes_writes_consistent_reports() {
         out,
     ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("| native | f32 | ok |") && stdout.contains("| mock |"), "{stdout}");
+    assert!(stdout.contains("| native | in-process | f32 | ok | 0 |") && stdout.contains("| mock |"), "{stdout}");
     check_run(dir.path(), &["native", "mock"], 18, "offline");
 }
 

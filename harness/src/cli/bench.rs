@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use nano_vllm_engine::Config;
-use nano_vllm_harness::bench::{self, BenchEvents, BenchSettings, BenchWorkload};
+use nano_vllm_harness::bench::{self, BenchEvents, BenchSettings, BenchWorkload, HttpSettings};
+use nano_vllm_harness::http::{self, Balance, Endpoint, PromptFormat, Target};
 use nano_vllm_harness::metrics::{Slo, format_percentile};
 use nano_vllm_harness::model::ModelSource;
 use nano_vllm_harness::registry::{self, RuntimeSettings};
@@ -23,11 +24,14 @@ pub struct BenchArgs {
     /// directory. Each runtime loads the file it reads and says which it needs when the model has none.
     #[arg(long, alias = "bundle", default_value = "fixtures/tiny-llama")]
     model: PathBuf,
-    /// Runtimes, comma-separated, or `all`: every compiled-in runtime that can load the model (a bundle: all of
+    /// Runtimes, comma-separated, `none`, or `all`: every compiled-in runtime that can load the model (a bundle: all of
     /// them, and llama-cpp:q8_0; a GGUF: llama-cpp, and native and candle for Llama, Qwen2, GPT-2; an HF directory:
     /// native, candle, and onnx with model.onnx).
-    #[arg(long, default_value = "all")]
-    runtime: String,
+    /// Default: `all`, or none when `--target` is given.
+    #[arg(long)]
+    runtime: Option<String>,
+    #[command(flatten)]
+    http: HttpArgs,
     /// A JSONL trace; without it a synthetic workload is generated (see the workload options).
     #[arg(long)]
     workload: Option<PathBuf>,
@@ -62,6 +66,65 @@ pub struct BenchArgs {
     quiet: bool,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// HTTP targets: OpenAI-compatible servers measured by this client, rows of the same comparison.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// An OpenAI-compatible server, `openai:http://HOST:PORT/v1` (repeatable; each one a row, or with --fleet
+    /// the members of one fleet).
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// The model name each target serves (the request's `model`): one for all targets, or one per target,
+    /// comma-separated or repeated.
+    #[arg(long, value_delimiter = ',')]
+    served_model: Vec<String>,
+    /// Spread the requests across the --target servers as one fleet of this name: a row for the fleet and one per
+    /// server.
+    #[arg(long)]
+    fleet: Option<String>,
+    /// How the fleet picks each request's server.
+    #[arg(long, value_enum, default_value_t = Balance::RoundRobin)]
+    balance: Balance,
+    /// The API: completions (`/v1/completions`) or chat (`/v1/chat/completions`).
+    #[arg(long, value_enum, default_value_t = Endpoint::Completions)]
+    endpoint: Endpoint,
+    /// How a completion prompt is sent: text (decoded from the workload's tokens, as `vllm bench serve` does) or
+    /// the token ids.
+    #[arg(long, value_enum, default_value_t = PromptFormat::Text)]
+    prompt_format: PromptFormat,
+    /// At most N requests in flight per runtime or target (arrivals are then gated by the client, and TTFT starts
+    /// when a request is released, as in `vllm bench serve --max-concurrency`); default: open loop.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_concurrency: Option<u64>,
+    /// Seconds a request may take from its send to its last chunk before it counts as failed (`timeout`).
+    #[arg(long, default_value_t = 600.0)]
+    request_timeout: f64,
+}
+
+impl HttpArgs {
+    fn targets(&self) -> anyhow::Result<Vec<Target>> {
+        let servers = http::servers(&self.targets, &self.served_model)?;
+        if self.targets.is_empty() && (self.fleet.is_some() || !self.served_model.is_empty()) {
+            bail!("--fleet and --served-model need --target");
+        }
+        if !(self.request_timeout.is_finite() && self.request_timeout > 0.0) {
+            bail!("--request-timeout must be a positive number of seconds");
+        }
+        Ok(match &self.fleet {
+            Some(name) => vec![Target::fleet(name, servers, self.balance)?],
+            None => servers.into_iter().map(Target::single).collect(),
+        })
+    }
+
+    fn settings(&self) -> HttpSettings {
+        HttpSettings {
+            endpoint: self.endpoint,
+            prompt_format: self.prompt_format,
+            max_concurrency: self.max_concurrency.map(|n| n as usize),
+            request_timeout: std::time::Duration::from_secs_f64(self.request_timeout),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -148,7 +211,17 @@ impl EngineArgs {
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let model = ModelSource::open(&a.model)?;
     let tokenizer = model.tokenizer()?;
-    let runtimes = registry::runtime_list(&a.runtime, &registry::default_runtimes_for(&model))?;
+    let targets = a.http.targets()?;
+    let runtime_spec =
+        a.runtime.clone().unwrap_or_else(|| if targets.is_empty() { "all".into() } else { "none".into() });
+    let runtimes = if runtime_spec == "none" {
+        Vec::new()
+    } else {
+        registry::runtime_list(&runtime_spec, &registry::default_runtimes_for(&model))?
+    };
+    if runtimes.is_empty() && targets.is_empty() {
+        bail!("nothing to measure: --runtime none and no --target");
+    }
     let info = model.info().clone();
     let (context, vocab) = (info.context_length, info.vocab_size);
 
@@ -211,6 +284,8 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         repeat: a.repeat as usize,
         percentiles: a.percentiles.clone(),
         slo: a.slo.clone(),
+        targets,
+        http: a.http.settings(),
     };
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -251,7 +326,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         bail!("interrupted: partial results written to {}", out_dir.display());
     }
     if all_results.iter().flat_map(|r| &r.runs).any(|r| r.status == "failed") {
-        bail!("a runtime failed (see the report)");
+        bail!("a runtime or target failed (see the report)");
     }
     Ok(())
 }

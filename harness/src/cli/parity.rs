@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use nano_vllm_harness::http::{self, PromptFormat};
 use nano_vllm_harness::parity::{self, PARITY_SCHEMA_VERSION, ParityReport, ToleranceOverrides};
 use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::report::write_atomic;
@@ -38,9 +39,70 @@ pub struct ParityArgs {
     /// Where to write the JSON report (default: reports/runs/parity-<unix time>.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Check OpenAI-compatible servers instead of runtimes, `openai:http://HOST:PORT/v1` (repeatable): each
+    /// reference prompt of the one --bundle is sent greedy with logprobs, and the tokens and log-probabilities
+    /// that come back are compared with the reference. The server must serve the bundle's model.
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// The model name each target serves: one for all, or one per target.
+    #[arg(long, value_delimiter = ',')]
+    served_model: Vec<String>,
+    /// How prompts are sent to a target: token ids (exact), or text (the server tokenizes it; a prompt it tokenizes
+    /// differently is reported as not comparable). Default: ids, or text when the server refuses ids.
+    #[arg(long, value_enum)]
+    prompt_format: Option<PromptFormat>,
+    /// Seconds a target may take for one prompt.
+    #[arg(long, default_value_t = 300.0)]
+    request_timeout: f64,
+}
+
+/// `parity --target`: servers against one bundle's reference.
+fn run_targets(a: &ParityArgs) -> anyhow::Result<()> {
+    let [dir] = a.bundle.as_slice() else {
+        bail!("--target needs exactly one --bundle: the reference of the model the servers serve");
+    };
+    if !(a.request_timeout.is_finite() && a.request_timeout > 0.0) {
+        bail!("--request-timeout must be a positive number of seconds");
+    }
+    let servers = http::servers(&a.targets, &a.served_model)?;
+    let bundle = nano_vllm_bundle::Bundle::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let reference = bundle.reference()?;
+    let tokenizer = tokenizers::Tokenizer::from_file(bundle.dir().join("tokenizer.json"))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.dir().join("tokenizer.json").display()))?;
+    let timeout = std::time::Duration::from_secs_f64(a.request_timeout);
+    let mut reports = Vec::new();
+    for server in &servers {
+        let p = http::parity::check_server(server, &reference.prompts, &tokenizer, a.prompt_format, timeout)?;
+        print!("{}", http::parity::table(&p));
+        reports.push(p);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("reports/runs/parity-http-{now}.json")));
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let json = serde_json::json!({
+        "schema_version": 1,
+        "created_unix_s": now,
+        "bundle": bundle.dir().display().to_string(),
+        "servers": reports,
+    });
+    write_atomic(&out, &serde_json::to_vec_pretty(&json)?)?;
+    println!("JSON: {}", out.display());
+    let bad: Vec<&str> = reports.iter().filter(|p| !p.exact).map(|p| p.target.as_str()).collect();
+    if !bad.is_empty() {
+        bail!("greedy tokens differ from the reference on {}", bad.join(", "));
+    }
+    Ok(())
 }
 
 pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
+    if !a.targets.is_empty() {
+        return run_targets(a);
+    }
+    if !a.served_model.is_empty() {
+        bail!("--served-model needs --target");
+    }
     // Names are checked before anything runs; `all` is resolved per bundle (a bundle with a shipped GGUF adds the
     // runtimes that read it).
     registry::runtime_list(&a.runtime, &registry::default_runtimes())?;

@@ -331,6 +331,8 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
                 requests_csv: String::new(),
                 output_digest: "00ff".into(),
                 repeats,
+                measured: "in-process".into(),
+                failures: Default::default(),
             }
         };
         Results {
@@ -351,6 +353,7 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
                     mode: "offline".into(),
                     request_rate: None,
                     burstiness: None,
+                    max_concurrency: None,
                 },
                 engine: EngineMeta {
                     max_num_seqs: 16,

@@ -97,14 +97,17 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
             m.cores,
             m.git_commit.as_deref().unwrap_or("unknown")
         );
-        html.push_str("<table><tr><th>runtime</th><th>status</th><th>req/s</th><th>output tok/s</th><th>median TTFT ms</th><th>p99 TTFT ms</th><th>median TPOT ms</th><th>p99 TPOT ms</th><th>median ITL ms</th><th>median E2EL ms</th><th>preemptions</th><th>prefix hit rate</th><th>seqs/step</th><th>settings</th></tr>");
+        html.push_str("<table><tr><th>runtime</th><th>measured</th><th>status</th><th>failed</th><th>req/s</th><th>output tok/s</th><th>median TTFT ms</th><th>p99 TTFT ms</th><th>median TPOT ms</th><th>p99 TPOT ms</th><th>median ITL ms</th><th>median E2EL ms</th><th>preemptions</th><th>prefix hit rate</th><th>seqs/step</th><th>settings</th></tr>");
         for run in &res.runs {
             let f = |k: &str| run.metric(k).map_or("-".to_string(), |v| format!("{v:.2}"));
             let status = run.error.as_ref().map_or(run.status.clone(), |e| format!("failed: {}", escape(e)));
+            let cells = super::markdown::RowCells::of(run, m.engine.max_num_seqs);
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td><small>{}</small></td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><small>{}</small></td></tr>",
                 escape(&run.runtime),
+                cells.measured,
+                escape(&cells.failed),
                 f("request_throughput"),
                 f("output_throughput"),
                 f("median_ttft_ms"),
@@ -113,9 +116,9 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
                 f("p99_tpot_ms"),
                 f("median_itl_ms"),
                 f("median_e2el_ms"),
-                run.engine.preemptions,
-                100.0 * run.engine.prefix_hit_rate,
-                escape(&super::markdown::seqs_per_step(run, m.engine.max_num_seqs)),
+                cells.preemptions,
+                cells.hit_rate,
+                escape(&cells.seqs),
                 escape(
                     &run.settings
                         .iter()

@@ -11,20 +11,23 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
         let w = &res.metadata.workload;
         let _ = writeln!(
             out,
-            "### {} on {} ({} mode, {} requests{})\n",
+            "### {} on {} ({} mode, {} requests{}{})\n",
             w.source,
             res.metadata.bundle.name,
             w.mode,
             w.num_requests,
-            w.request_rate.map(|r| format!(", {r} req/s")).unwrap_or_default()
+            w.request_rate.map(|r| format!(", {r} req/s")).unwrap_or_default(),
+            w.max_concurrency
+                .map(|n| format!(", at most {n} in flight per row: arrivals gated by the client, TTFT from release"))
+                .unwrap_or_default()
         );
         let base = baseline.and_then(|b| res.runs.iter().find(|r| r.runtime == b)).or(res.runs.first());
         let base_name = base.map_or("-", |b| b.runtime.as_str());
         let _ = writeln!(
             out,
-            "| runtime | dtype | status | req/s | output tok/s | x {base_name} | median TTFT ms | p99 TTFT ms | median TPOT ms | p99 TPOT ms | median ITL ms | median E2EL ms | preemptions | prefix hit rate | seqs/step |"
+            "| runtime | measured | dtype | status | failed | req/s | output tok/s | x {base_name} | median TTFT ms | p99 TTFT ms | median TPOT ms | p99 TPOT ms | median ITL ms | median E2EL ms | preemptions | prefix hit rate | seqs/step |"
         );
-        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for run in &res.runs {
             let f = |k: &str| run.metric(k).map_or("-".to_string(), |v| format!("{v:.2}"));
             let ratio = match (run.metric("output_throughput"), base.and_then(|b| b.metric("output_throughput"))) {
@@ -35,12 +38,16 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
                 Some(e) => format!("failed: {}", e.replace('|', "/")),
                 None => run.status.clone(),
             };
+            let RowCells { measured, failed, preemptions, hit_rate, seqs } =
+                RowCells::of(run, res.metadata.engine.max_num_seqs);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 run.runtime,
+                measured,
                 run.dtype,
                 status,
+                failed,
                 f("request_throughput"),
                 f("output_throughput"),
                 ratio,
@@ -50,9 +57,18 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
                 f("p99_tpot_ms"),
                 f("median_itl_ms"),
                 f("median_e2el_ms"),
-                run.engine.preemptions,
-                100.0 * run.engine.prefix_hit_rate,
-                seqs_per_step(run, res.metadata.engine.max_num_seqs)
+                preemptions,
+                hit_rate,
+                seqs
+            );
+        }
+        if res.runs.iter().any(|r| r.is_http()) {
+            let _ = writeln!(
+                out,
+                "\nHTTP rows: a server measured by this harness's client on the same machine (vLLM `bench serve` \
+                 definitions: TTFT from the scheduled send to the first content chunk; output tokens from the \
+                 server's usage, else the model's tokenizer). In-process rows: a runtime driven by this harness's \
+                 engine. Engine settings above apply to in-process rows only; a server schedules with its own."
             );
         }
         let _ = writeln!(out, "\nRuntime settings (what changes a runtime's speed):\n");
@@ -68,6 +84,42 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The cells of a row that depend on how the row was measured (in process or over HTTP).
+#[derive(Debug)]
+pub struct RowCells {
+    pub measured: &'static str,
+    /// Failed requests, with their kinds.
+    pub failed: String,
+    pub preemptions: String,
+    pub hit_rate: String,
+    pub seqs: String,
+}
+
+impl RowCells {
+    pub fn of(run: &super::RuntimeResult, engine_max_num_seqs: usize) -> Self {
+        let n = run.metric("failed").map_or("-".to_string(), |v| format!("{v:.0}"));
+        let failed = if run.failures.is_empty() {
+            n
+        } else {
+            let kinds: Vec<String> = run.failures.iter().map(|(k, c)| format!("{k} {c}")).collect();
+            format!("{n} ({})", kinds.join(", "))
+        };
+        if run.is_http() {
+            // A server's scheduler is its own: the engine's figures exist only for in-process runtimes.
+            let dash = || "-".to_string();
+            Self { measured: "HTTP", failed, preemptions: dash(), hit_rate: dash(), seqs: dash() }
+        } else {
+            Self {
+                measured: "in-process",
+                failed,
+                preemptions: run.engine.preemptions.to_string(),
+                hit_rate: format!("{:.1}%", 100.0 * run.engine.prefix_hit_rate),
+                seqs: seqs_per_step(run, engine_max_num_seqs),
+            }
+        }
+    }
 }
 
 /// Mean sequences per engine step, and the runtime's cap when it holds fewer sequences than the engine's

@@ -118,6 +118,8 @@ mod tests {
             requests_csv: String::new(),
             output_digest: "d".into(),
             repeats: Vec::new(),
+            measured: "in-process".into(),
+            failures: Default::default(),
         }
     }
 

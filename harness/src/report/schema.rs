@@ -6,7 +6,8 @@
 //! { "schema_version": 1, "created_unix_s": 1795000000,
 //!   "metadata": { "git_commit", "cpu_model", "cores", "cpu": {vendor, model_name, family, model, stepping, simd,
 //!                 caches_kib, cores}, "bundle": {name, dir, manifest_sha256},
-//!                 "workload": {source, num_requests, warmup, sha256, seed, mode, request_rate, burstiness},
+//!                 "workload": {source, num_requests, warmup, sha256, seed, mode, request_rate, burstiness,
+//!                              max_concurrency},
 //!                 "engine": {max_num_seqs, max_num_batched_tokens, max_model_len, block_size, num_kv_blocks,
 //!                            prefix_caching, chunked_prefill},
 //!                 "percentiles": [50, 90, 99], "slo": {ttft_ms, tpot_ms, e2el_ms} },
@@ -14,7 +15,8 @@
 //!               "error", "metrics": {..}, "engine": {steps, preemptions, prefix_hit_tokens, admitted_prompt_tokens,
 //!               prefix_hit_rate, peak_kv_blocks, num_kv_blocks, mean_batch_seqs, schedule_ms, runtime_ms,
 //!               postprocess_ms, kv_blocks_timeline: [[t_s, blocks], ...]}, "requests_csv",
-//!               "output_digest", "repeats": [ {metrics, steps, preemptions, prefix_hit_tokens, output_digest} ] } ] }
+//!               "output_digest", "repeats": [ {metrics, steps, preemptions, prefix_hit_tokens, output_digest} ],
+//!               "measured": "in-process" | "http", "failures": {kind: count} } ] }
 //! ```
 //!
 //! A repeated run (`nano-vllm bench --repeat N`) measures the runtimes in rounds (each round runs every runtime once,
@@ -75,6 +77,9 @@ pub struct WorkloadMeta {
     pub mode: String,
     pub request_rate: Option<f64>,
     pub burstiness: Option<f64>,
+    /// `--max-concurrency`: at most this many requests in flight per row, arrivals gated by the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +129,13 @@ pub struct RuntimeResult {
     /// Every repeat of a repeated run, in round order (empty for a single run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeats: Vec<Repeat>,
+    /// `in-process` (a runtime driven by this harness's engine) or `http` (a server measured over HTTP by a client
+    /// on this machine); empty in files written before it existed (in-process).
+    #[serde(default)]
+    pub measured: String,
+    /// Failed requests by kind (`timeout`, `http_500`, `dropped_stream`, `malformed_chunk`, ...); HTTP targets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, usize>,
 }
 
 /// The digest of [`RuntimeResult::output_digest`]: per request its index, its number of tokens, and its ids.
@@ -187,7 +199,14 @@ impl RuntimeResult {
             requests_csv: super::tables::requests_csv_name(&r.runtime.name),
             output_digest: output_digest(&r.records),
             repeats: Vec::new(),
+            measured: "in-process".into(),
+            failures: BTreeMap::new(),
         }
+    }
+
+    /// Measured over HTTP (a server), not in process.
+    pub fn is_http(&self) -> bool {
+        self.measured == "http"
     }
 
     pub fn metric(&self, key: &str) -> Option<f64> {

@@ -11,7 +11,8 @@ pub fn requests_csv_name(runtime: &str) -> String {
     format!("requests_{safe}.csv")
 }
 
-/// Per-request rows: timings in ms; ITLs joined by `;`.
+/// Per-request rows: timings in ms; ITLs joined by `;`; where the output token count came from (`engine`, the
+/// server's `usage`, or the model's `tokenizer`), the server that answered (fleets) and why a request failed.
 pub fn requests_csv(records: &[RequestRecord]) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header = [
@@ -27,6 +28,9 @@ pub fn requests_csv(records: &[RequestRecord]) -> Vec<u8> {
         "e2el_ms",
         "finish_reason",
         "itl_ms",
+        "output_tokens_from",
+        "server",
+        "error",
     ];
     w.write_record(header).expect("writing to memory");
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
@@ -45,6 +49,9 @@ pub fn requests_csv(records: &[RequestRecord]) -> Vec<u8> {
             opt(r.e2el_ms()),
             r.finish_reason.clone(),
             itl.join(";"),
+            r.count_source.to_owned(),
+            r.server.clone().unwrap_or_default(),
+            r.error.clone().unwrap_or_default(),
         ])
         .expect("writing to memory");
     }
