@@ -12,6 +12,10 @@
 # 3. The same servers as one fleet (round robin): a row for the fleet and one per server, the requests split evenly.
 # 4. `nano-vllm bench --target` and `vllm bench serve` on the same workload shape against each server, alternating
 #    (INTEROP_ROUNDS rounds, default 1), medians side by side.
+# 5. `nano-vllm serve` (the native runtime, and the llama-cpp runtime) on the same model: the official openai SDK
+#    (the version vLLM pins) exercises its API (ci/clients/openai_sdk.py); parity over HTTP is exact; it is one of
+#    the servers of steps 2 and 4 (measured by vllm bench serve too); and a race at saturation (RACE_* below) of our
+#    two servers against vLLM and llama.cpp's server, all measured by the same client on the same workload.
 # Output under reports/runs/interop-<time>/. Fails if any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +59,16 @@ llama_port=$(free_port)
   --interrupt_requests False > "$out/llama-cpp-server.log" 2>&1 &
 pids+=($!)
 
+# nano-vllm serve, twice: the native runtime and the llama-cpp runtime, in float32 as the peers are.
+serve_native_port=$(free_port)
+"$bin" serve --model "$model" --runtime native --served-model-name smollm2 --max-model-len 512 --threads "$threads" \
+  --port "$serve_native_port" > "$out/serve-native.log" 2>&1 &
+pids+=($!)
+serve_llama_port=$(free_port)
+"$bin" serve --model "$model" --runtime llama-cpp --served-model-name smollm2 --max-model-len 512 \
+  --threads "$threads" --port "$serve_llama_port" > "$out/serve-llama-cpp.log" 2>&1 &
+pids+=($!)
+
 wait_up() {
   local name="$1" port="$2" log="$3" limit="$4" t=0
   until curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null; do
@@ -66,17 +80,26 @@ wait_up() {
   echo "interop: $name up on port $port after ${t}s"
 }
 wait_up "llama.cpp server" "$llama_port" "$out/llama-cpp-server.log" 120
+wait_up "nano-vllm serve (native)" "$serve_native_port" "$out/serve-native.log" 120
+wait_up "nano-vllm serve (llama-cpp)" "$serve_llama_port" "$out/serve-llama-cpp.log" 120
 wait_up vLLM "$vllm_port" "$out/vllm.log" 600
 vllm="openai:http://127.0.0.1:$vllm_port/v1"
 llama="openai:http://127.0.0.1:$llama_port/v1"
+ours="openai:http://127.0.0.1:$serve_native_port/v1"
+ours_llama="openai:http://127.0.0.1:$serve_llama_port/v1"
+
+echo "== the openai SDK against nano-vllm serve"
+"$vllm_env/bin/python" ci/clients/openai_sdk.py "http://127.0.0.1:$serve_native_port/v1" smollm2 | tee "$out/openai-sdk.txt"
 
 echo "== parity over HTTP (greedy tokens and logprobs against the transformers reference)"
-"$bin" parity --bundle "$model" --target "$vllm" --target "$llama" --served-model smollm2 --out "$out/parity-http.json"
+"$bin" parity --bundle "$model" --target "$vllm" --target "$llama" --target "$ours" --served-model smollm2 \
+  --out "$out/parity-http.json"
 
 echo "== bench: native in process, vLLM and llama.cpp's server over HTTP, one comparison"
 workload=(--requests 12 --warmup 2 --input-len 32 --output-len 16 --seed 7)
 "$bin" bench --model "$model" --runtime native --threads "$threads" --target "$vllm" \
-  --target "$llama" --served-model smollm2 --max-concurrency 2 "${workload[@]}" --quiet --out "$out/bench"
+  --target "$llama" --target "$ours" --served-model smollm2 --max-concurrency 2 "${workload[@]}" --quiet \
+  --out "$out/bench"
 
 echo "== bench: both servers as one fleet (round robin)"
 "$bin" bench --model "$model" --target "$vllm" --target "$llama" --served-model smollm2 --fleet pair \
@@ -94,8 +117,9 @@ vllm_bench() {
 }
 mkdir -p "$out/side"
 for r in $(seq 1 "$rounds"); do
-  for name in vllm llama-cpp; do
-    if [ "$name" = vllm ]; then port=$vllm_port; target=$vllm; extra=(); else
+  for name in vllm llama-cpp nano-vllm-serve; do
+    if [ "$name" = vllm ]; then port=$vllm_port; target=$vllm; extra=();
+    elif [ "$name" = nano-vllm-serve ]; then port=$serve_native_port; target=$ours; extra=(); else
       port=$llama_port; target=$llama
       # llama.cpp's Python server ignores ignore_eos and penalizes repeats unless told (the body nano-vllm sends),
       # and answers 400 to an x-request-id that is not a UUID: 31 hex digits + the one-digit request index.
@@ -107,10 +131,21 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
+# The race: the same workload at a concurrency that saturates these 2 cores, against the four servers, by one
+# client (one comparison). RACE_REQUESTS / RACE_CONCURRENCY / RACE_INPUT / RACE_OUTPUT size it (CI: small).
+race_requests="${RACE_REQUESTS:-24}"
+race_concurrency="${RACE_CONCURRENCY:-8}"
+echo "== race at saturation: nano-vllm serve (native, llama-cpp) vs vLLM vs llama.cpp's server, $race_requests requests, concurrency $race_concurrency"
+"$bin" bench --model "$model" --target "$ours" --target "$ours_llama" --target "$vllm" --target "$llama" \
+  --served-model smollm2 --max-concurrency "$race_concurrency" --requests "$((race_requests + 2))" \
+  --warmup 2 --input-len "${RACE_INPUT:-64}" --output-len "${RACE_OUTPUT:-32}" --seed 3 --quiet \
+  --out "$out/race"
+
 echo "== checks"
-python3 - "$out" "$vllm" "$llama" "$rounds" <<'PY'
+python3 - "$out" "$vllm" "$llama" "$rounds" "$ours" "$ours_llama" <<'PY'
 import csv, json, sys
 out, vllm, llama = sys.argv[1:4]
+serve_native, serve_llama = sys.argv[5:7]
 problems = []
 def check(cond, what):
     print(("ok    " if cond else "FAIL  ") + what)
@@ -119,7 +154,8 @@ def check(cond, what):
 
 bench = json.load(open(f"{out}/bench/results.json"))
 runs = {r["runtime"]: r for r in bench["runs"]}
-check(set(runs) == {"native", vllm, llama}, f"one comparison with native, vLLM and llama.cpp's server: {sorted(runs)}")
+check(set(runs) == {"native", vllm, llama, serve_native},
+      f"one comparison with native in process, vLLM, llama.cpp's server and nano-vllm serve: {sorted(runs)}")
 for name, run in runs.items():
     m = run["metrics"]
     check(run["status"] == "ok" and m.get("completed") == 10 and m.get("failed", 0) == 0,
@@ -135,6 +171,10 @@ l = rows(runs[llama])
 check(all(r["output_tokens_from"] == "tokenizer" for r in l), "llama.cpp server: no usage in its stream, tokens counted with the tokenizer")
 check(all(15 <= int(r["output_tokens"]) <= 17 for r in l), "llama.cpp server: min_tokens held (16 +/- 1 tokens of returned text per request)")
 check(all(len(r["itl_ms"].split(";")) + 1 == 16 for r in l), "llama.cpp server: 16 streamed chunks per request")
+o = rows(runs[serve_native])
+check(all(r["output_tokens_from"] == "usage" and int(r["output_tokens"]) == 16 for r in o),
+      "nano-vllm serve: usage says 16 output tokens per request")
+check(all(len(r["itl_ms"].split(";")) + 1 == 16 for r in o), "nano-vllm serve: one streamed chunk per token")
 for f in ("report.md", "report.html", "summary.csv"):
     text = open(f"{out}/bench/{f}").read()
     check(vllm in text and llama in text and "native" in text, f"bench/{f} has all three rows")
@@ -157,7 +197,7 @@ import statistics
 rounds = int(sys.argv[4])
 keys = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms", "median_itl_ms",
         "median_e2el_ms", "p99_ttft_ms")
-for name, target in (("vllm", vllm), ("llama-cpp", llama)):
+for name, target in (("vllm", vllm), ("llama-cpp", llama), ("nano-vllm-serve", serve_native)):
     ours = [json.load(open(f"{out}/side/{r}-nano-vllm-{name}/results.json"))["runs"][0]["metrics"]
             for r in range(1, rounds + 1)]
     theirs = [json.load(open(f"{out}/side/{r}-vllm-bench-{name}.json")) for r in range(1, rounds + 1)]
@@ -172,6 +212,21 @@ for name, target in (("vllm", vllm), ("llama-cpp", llama)):
         print(f"{key:<22}{ca:>28}{cb:>28}{a / b if b else float('nan'):>8.2f}")
     check(all(o.get("completed") == 10 and o.get("failed") == 0 for o in ours), f"nano-vllm bench against {name}: 10 of 10 completed every round")
     check(all(t.get("completed") == 10 for t in theirs), f"vllm bench serve against {name}: 10 of 10 completed every round")
+race = {r["runtime"]: r for r in json.load(open(f"{out}/race/results.json"))["runs"]}
+names = {serve_native: "nano-vllm serve (native)", serve_llama: "nano-vllm serve (llama-cpp)", vllm: "vLLM",
+         llama: "llama.cpp server"}
+print(f"\nrace at saturation (one client, one workload):")
+print(f"{'server':<30}{'completed':>10}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'ITL p50':>9}")
+for target, label in names.items():
+    m = race[target]["metrics"]
+    print(f"{label:<30}{int(m.get('completed', 0)):>10}{m.get('output_throughput', 0):>11.1f}"
+          f"{m.get('request_throughput', 0):>8.2f}{m.get('median_ttft_ms', 0):>10.1f}{m.get('median_tpot_ms', 0):>10.1f}"
+          f"{m.get('median_itl_ms', 0):>9.1f}")
+    check(race[target]["status"] == "ok" and m.get("failed", 0) == 0, f"race: {label} completed every request")
+for label, peer in (("vLLM", vllm), ("llama.cpp server", llama)):
+    a, b = race[serve_native]["metrics"], race[peer]["metrics"]
+    print(f"nano-vllm serve (native) / {label}: output throughput x{a['output_throughput'] / b['output_throughput']:.2f}, "
+          f"median TPOT x{a['median_tpot_ms'] / b['median_tpot_ms']:.2f}")
 if problems:
     sys.exit(f"interop FAILED: {len(problems)} checks")
 print("interop passed")

@@ -23,6 +23,9 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
+# `ci/setup.sh system`: only the above (what the Rust build needs); ci/test.sh installs the rest in the background.
+[ "${1:-}" = system ] && exit 0
+
 # gungraun-runner, the driver of the instruction-count benchmarks, must be the version of the gungraun library in
 # Cargo.lock; installed from crates.io into the project-local .tools (git-ignored), once per version.
 gungraun_version=$(awk '/^name = "gungraun"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)

@@ -2,20 +2,40 @@
 # The project's test command: formatting, lints, every test of every crate in one (release) profile, then
 # ci/check.sh (parity of every runtime on every committed fixture, and the regression gate), then ci/interop.sh (real
 # vLLM and llama.cpp servers, installed pinned by ci/peers.sh, benchmarked and checked over HTTP). Fails on the first
-# failure.
+# failure. Prints the minutes each stage took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ci/setup.sh
+start=$SECONDS
+stage() { echo "== [$(( (SECONDS - start) / 60 )) min] $*"; }
+bash ci/setup.sh system
 
-echo "== cargo fmt --check"
+# What downloads or builds outside cargo (the project venv with torch, the generated bundles, gungraun-runner, vLLM
+# and llama.cpp's server) installs in the background while the Rust code compiles: most of it waits on the network
+# and the disk, not the CPU. The tests wait for it; its failure is the run's failure.
+setup_log=$(mktemp)
+(bash ci/setup.sh && bash ci/peers.sh) > "$setup_log" 2>&1 &
+setup_pid=$!
+trap 'kill "$setup_pid" 2>/dev/null || true; rm -f "$setup_log"' EXIT
+
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (release, all targets and features, -D warnings)"
+stage "cargo clippy (release, all targets and features, -D warnings)"
 cargo clippy --release --workspace --all-targets --all-features --locked -- -D warnings
-echo "== cargo test (release: unit, integration, property tests; benches run once as smoke tests)"
+stage "cargo test --no-run (release: build every test and bench)"
+cargo test --release --workspace --all-targets --locked --no-run
+stage "waiting for ci/setup.sh and ci/peers.sh (in the background since the start)"
+if ! wait "$setup_pid"; then
+  cat "$setup_log" >&2
+  echo "ci/test.sh: ci/setup.sh or ci/peers.sh failed" >&2
+  exit 1
+fi
+cat "$setup_log"
+stage "cargo test (release: unit, integration, property tests; benches run once as smoke tests)"
 cargo test --release --workspace --all-targets --locked
-echo "== doc tests"
+stage "doc tests"
 cargo test --release --workspace --doc --locked
-echo "== conformance and regression check (ci/check.sh)"
+stage "conformance and regression check (ci/check.sh)"
 bash ci/check.sh
-echo "== interop with real third-party servers: vLLM and llama.cpp's server (ci/interop.sh)"
+stage "interop with real third-party servers: vLLM, llama.cpp's server, the openai SDK, nano-vllm serve (ci/interop.sh)"
 bash ci/interop.sh
+stage "all passed"

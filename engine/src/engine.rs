@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::{AddRequestError, EngineError};
 use crate::input_batch::{BatchCounts, InputBatch};
 use crate::runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeInfo};
-use crate::sampling::{LogitsCapture, Sampler, SamplingParams, argmax};
+use crate::sampling::{LogitsCapture, Sampler, SamplingParams, TokenLogprobs, argmax};
 use crate::scheduler::Scheduler;
 use crate::sequence::{SeqId, Sequence};
 
@@ -43,6 +43,8 @@ pub struct StepStats {
 pub struct StepResult {
     /// Each token sampled this step.
     pub new_tokens: Vec<(SeqId, u32)>,
+    /// The log-probabilities of this step's tokens, for the requests that asked for them (`SamplingParams::logprobs`).
+    pub logprobs: Vec<(SeqId, TokenLogprobs)>,
     /// Sequences that finished this step (blocks freed, runtime released).
     pub finished: Vec<Sequence>,
     /// `None` when there was nothing to do.
@@ -61,6 +63,10 @@ pub struct LlmEngine {
     input: InputBatch,
     /// The token sampled for each batch entry (`None`: the entry did not end its pending tokens).
     sampled: Vec<Option<u32>>,
+    /// This step's logprobs (moved into the result).
+    logprobs: Vec<(SeqId, TokenLogprobs)>,
+    /// A logit row with EOS and stop tokens masked (requests below their `min_tokens`).
+    masked_row: Vec<f32>,
     num_kv_blocks: usize,
     next_id: SeqId,
 }
@@ -98,6 +104,8 @@ impl LlmEngine {
             sampler: Sampler::default(),
             input,
             sampled: Vec::new(),
+            logprobs: Vec::new(),
+            masked_row: Vec::new(),
             num_kv_blocks,
             next_id: 0,
         })
@@ -194,7 +202,7 @@ impl LlmEngine {
         let t0 = Instant::now();
         let num_seqs = self.schedule()?;
         if num_seqs == 0 {
-            return Ok(StepResult { new_tokens: Vec::new(), finished: Vec::new(), stats: None });
+            return Ok(StepResult { new_tokens: Vec::new(), logprobs: Vec::new(), finished: Vec::new(), stats: None });
         }
         let (running, scheduled) = self.scheduler.running_mut_and_scheduled();
         let counts = self.input.build(running, scheduled);
@@ -206,7 +214,8 @@ impl LlmEngine {
         let t3 = Instant::now();
         let finished = self.postprocess(t3);
         let stats = self.stats(num_seqs, counts, [t0, t1, t2, t3]);
-        Ok(StepResult { new_tokens, finished, stats: Some(stats) })
+        let logprobs = std::mem::take(&mut self.logprobs);
+        Ok(StepResult { new_tokens, logprobs, finished, stats: Some(stats) })
     }
 
     /// Chooses the step's sequences; the runtime forgets those the scheduler preempted. Returns how many run.
@@ -257,11 +266,13 @@ impl LlmEngine {
         }
     }
 
-    /// Samples a token for every entry that ended its pending tokens, from its last logit row.
+    /// Samples a token for every entry that ended its pending tokens, from its last logit row (EOS and stop tokens
+    /// masked while a request is below its `min_tokens`), with its logprobs where asked.
     fn sample(&mut self, out: &StepOutput) -> Result<Vec<(SeqId, u32)>, EngineError> {
         let batch = self.input.batch();
         let running = self.scheduler.running_mut();
         self.sampled.clear();
+        self.logprobs.clear();
         let mut new_tokens = Vec::with_capacity(batch.seqs.len());
         for (entry, &index) in batch.seqs.iter().zip(self.input.entry_index()) {
             if !entry.samples {
@@ -269,11 +280,26 @@ impl LlmEngine {
                 continue;
             }
             let seq = &mut running[index];
-            let row = out.row(entry.logits_start + entry.num_logits - 1);
+            let raw = out.row(entry.logits_start + entry.num_logits - 1);
+            let row = if seq.num_output_tokens() < seq.params.min_tokens {
+                self.masked_row.clear();
+                self.masked_row.extend_from_slice(raw);
+                for &t in self.config.eos_token_ids.iter().chain(&seq.params.stop_token_ids) {
+                    if let Some(x) = self.masked_row.get_mut(t as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                &self.masked_row[..]
+            } else {
+                raw
+            };
             let token =
                 if seq.params.is_greedy() { argmax(row) } else { self.sampler.sample(row, &seq.params, &mut seq.rng) };
             let token = token
                 .ok_or_else(|| EngineError::NonFiniteLogits { runtime: self.info.name.clone(), seq_id: seq.id })?;
+            if let Some(top_n) = seq.params.logprobs {
+                self.logprobs.push((seq.id, TokenLogprobs::from_logits(raw, token, top_n)));
+            }
             self.sampled.push(Some(token));
             new_tokens.push((seq.id, token));
         }

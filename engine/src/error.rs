@@ -39,6 +39,10 @@ pub enum SamplingError {
     TopP(f32),
     #[error("max_tokens must be at least 1")]
     MaxTokens,
+    #[error("min_tokens ({min_tokens}) must not exceed max_tokens ({max_tokens})")]
+    MinTokens { min_tokens: usize, max_tokens: usize },
+    #[error("logprobs must be at most {max}, got {got}")]
+    Logprobs { got: usize, max: usize },
 }
 
 /// Why a request was refused by [`crate::LlmEngine::add_request`]. It is refused at once, never left waiting forever.

@@ -39,6 +39,6 @@ pub use error::{AddRequestError, ConfigError, EngineError, RuntimeError, Samplin
 pub use mock::{MockError, MockRuntime};
 pub use null::NullRuntime;
 pub use runtime::{Capabilities, KvCacheKind, KvCacheSpec, PrefixReuse, Runtime, RuntimeInfo};
-pub use sampling::{LogitsCapture, Sampler, SamplingParams, argmax};
+pub use sampling::{LogitsCapture, MAX_LOGPROBS, Sampler, SamplingParams, TokenLogprobs, argmax};
 pub use scheduler::{Scheduled, Scheduler};
 pub use sequence::{CapturedLogits, FinishReason, SeqId, Sequence, SequenceStatus, SequenceTiming};

@@ -41,6 +41,12 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<u32>,
     /// Seed of this request's generator; `None` derives one from the request id.
     pub seed: Option<u64>,
+    /// EOS and stop tokens can neither be sampled nor end the request before this many output tokens (vLLM's
+    /// `min_tokens`: their logits are masked).
+    pub min_tokens: usize,
+    /// Report the sampled token's log-probability and this many most likely alternatives with each token
+    /// (`Some(0)`: the sampled token's alone), from the raw logits as vLLM does.
+    pub logprobs: Option<usize>,
     /// Which logits to keep.
     pub logits: LogitsCapture,
 }
@@ -55,6 +61,8 @@ impl Default for SamplingParams {
             ignore_eos: false,
             stop_token_ids: Vec::new(),
             seed: None,
+            min_tokens: 0,
+            logprobs: None,
             logits: LogitsCapture::None,
         }
     }
@@ -76,12 +84,55 @@ impl SamplingParams {
         if self.max_tokens == 0 {
             return Err(SamplingError::MaxTokens);
         }
+        if self.min_tokens > self.max_tokens {
+            return Err(SamplingError::MinTokens { min_tokens: self.min_tokens, max_tokens: self.max_tokens });
+        }
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_LOGPROBS) {
+            return Err(SamplingError::Logprobs { got: n, max: MAX_LOGPROBS });
+        }
         Ok(())
     }
 
     #[inline]
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0 || self.top_k == Some(1)
+    }
+}
+
+/// The most alternatives `logprobs` may ask for (vLLM's default `max_logprobs`).
+pub const MAX_LOGPROBS: usize = 20;
+
+/// A sampled token's log-probability and the most likely alternatives at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The `top_n` most likely tokens, most likely first (ties towards the lower id).
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    /// Log-softmax of `logits` at `token` and at the `top_n` most likely tokens (non-finite logits count as
+    /// impossible).
+    pub fn from_logits(logits: &[f32], token: u32, top_n: usize) -> Self {
+        let max = logits.iter().copied().filter(|x| x.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().filter(|x| x.is_finite()).map(|&x| ((x - max) as f64).exp()).sum();
+        let log_z = max as f64 + sum.ln();
+        let lp = |x: f32| if x.is_finite() { (x as f64 - log_z) as f32 } else { f32::NEG_INFINITY };
+        let mut top: Vec<(u32, f32)> = Vec::with_capacity(top_n);
+        if top_n > 0 {
+            let mut order: Vec<u32> = (0..logits.len() as u32).filter(|&i| logits[i as usize].is_finite()).collect();
+            let by_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+            let n = top_n.min(order.len());
+            if n > 0 && n < order.len() {
+                order.select_nth_unstable_by(n - 1, by_desc);
+            }
+            order.truncate(n);
+            order.sort_unstable_by(by_desc);
+            top.extend(order.into_iter().map(|i| (i, lp(logits[i as usize]))));
+        }
+        let logprob = logits.get(token as usize).map_or(f32::NEG_INFINITY, |&x| lp(x));
+        Self { token, logprob, top }
     }
 }
 
@@ -176,12 +227,29 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_are_the_log_softmax_and_rank_the_top_tokens() {
+        let logits = [1.0f32, 3.0, 3.0, f32::NEG_INFINITY, 0.0];
+        let z = (1.0f64.exp() + 2.0 * 3.0f64.exp() + 1.0).ln();
+        let lp = TokenLogprobs::from_logits(&logits, 0, 3);
+        assert!((lp.logprob as f64 - (1.0 - z)).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert!((lp.top[0].1 as f64 - (3.0 - z)).abs() < 1e-6);
+        let none = TokenLogprobs::from_logits(&logits, 3, 0);
+        assert!(none.top.is_empty() && none.logprob == f32::NEG_INFINITY);
+        assert_eq!(TokenLogprobs::from_logits(&logits, 1, 10).top.len(), 4, "impossible tokens are not alternatives");
+    }
+
+    #[test]
     fn validate_names_the_parameter() {
         let p = SamplingParams { temperature: -1.0, ..SamplingParams::default() };
         assert!(p.validate().unwrap_err().to_string().contains("temperature"));
         let p = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
         assert!(p.validate().unwrap_err().to_string().contains("top_p"));
         assert_eq!(SamplingParams::greedy(0).validate(), Err(SamplingError::MaxTokens));
+        let p = SamplingParams { min_tokens: 5, ..SamplingParams::greedy(4) };
+        assert!(p.validate().unwrap_err().to_string().contains("min_tokens (5)"));
+        let p = SamplingParams { logprobs: Some(21), ..SamplingParams::default() };
+        assert!(p.validate().unwrap_err().to_string().contains("logprobs must be at most 20"));
     }
 
     #[test]

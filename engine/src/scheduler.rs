@@ -268,12 +268,13 @@ impl Scheduler {
     }
 }
 
-/// vLLM's order: EOS (unless ignored), then stop tokens, then length.
+/// vLLM's order: EOS (unless ignored), then stop tokens (neither before `min_tokens`), then length.
 fn stop_reason(seq: &Sequence, token: u32, eos: &[u32], max_model_len: usize) -> Option<FinishReason> {
     let p = &seq.params;
-    if !p.ignore_eos && eos.contains(&token) {
+    let may_stop = seq.num_output_tokens() >= p.min_tokens;
+    if may_stop && !p.ignore_eos && eos.contains(&token) {
         Some(FinishReason::Eos)
-    } else if p.stop_token_ids.contains(&token) {
+    } else if may_stop && p.stop_token_ids.contains(&token) {
         Some(FinishReason::Stop)
     } else if seq.num_output_tokens() >= p.max_tokens || seq.len() >= max_model_len {
         Some(FinishReason::Length)

@@ -149,6 +149,48 @@ fn eos_stop_tokens_and_ignore_eos_end_requests_with_their_reasons() {
 }
 
 #[test]
+fn min_tokens_masks_eos_and_stop_tokens_until_reached() {
+    let vocab = 4; // EOS (0) comes up at once
+    let config = cfg().eos_token_ids(vec![0]).build().unwrap();
+    let mut e = engine(config, vocab);
+    let free = e.generate(vec![vec![1, 2, 3]], &SamplingParams::greedy(30)).unwrap();
+    let eos_at = free[0].output_token_ids().iter().position(|&t| t == 0).expect("EOS within 30 tokens of 4");
+    let min = eos_at + 3;
+    let p = SamplingParams { min_tokens: min, stop_token_ids: vec![1], ..SamplingParams::greedy(30) };
+    let out = e.generate(vec![vec![1, 2, 3]], &p).unwrap();
+    let tokens = out[0].output_token_ids();
+    assert!(tokens.len() > min, "{tokens:?}");
+    assert!(tokens[..min].iter().all(|&t| t != 0 && t != 1), "EOS or stop sampled below min_tokens: {tokens:?}");
+    assert!(matches!(out[0].finish_reason(), Some(FinishReason::Eos | FinishReason::Stop | FinishReason::Length)));
+    let too_many = SamplingParams { min_tokens: 31, ..SamplingParams::greedy(30) };
+    assert!(matches!(e.add_request(vec![1], too_many), Err(AddRequestError::Sampling(_))));
+}
+
+#[test]
+fn logprobs_come_with_each_token_that_asked_for_them() {
+    let mut e = engine(cfg().build().unwrap(), 50);
+    let asks = SamplingParams { logprobs: Some(3), ..SamplingParams::greedy(5) };
+    let a = e.add_request(vec![1, 2, 3], asks).unwrap();
+    let b = e.add_request(vec![4, 5, 6], SamplingParams::greedy(5)).unwrap();
+    let mut got = Vec::new();
+    while e.has_unfinished() {
+        let step = e.step().unwrap();
+        for (id, lp) in &step.logprobs {
+            assert_eq!(*id, a, "only the request that asked gets logprobs");
+            let token = step.new_tokens.iter().find(|(i, _)| i == id).unwrap().1;
+            assert_eq!(lp.token, token);
+            // Greedy: the sampled token is the most likely one.
+            assert_eq!(lp.top.len(), 3);
+            assert_eq!((lp.top[0].0, lp.top[0].1), (token, lp.logprob));
+            assert!(lp.logprob <= 0.0 && lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            got.push(token);
+        }
+    }
+    assert_eq!(got.len(), 5);
+    let _ = b;
+}
+
+#[test]
 fn abort_frees_blocks_of_waiting_and_running_requests() {
     let mut e = engine(cfg().max_num_seqs(1).build().unwrap(), 40);
     let a = e.add_request(vec![1, 2, 3, 4, 5], SamplingParams::greedy(20)).unwrap();

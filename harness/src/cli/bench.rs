@@ -137,25 +137,25 @@ enum ModeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
     #[arg(long, default_value_t = 16)]
-    max_num_seqs: usize,
+    pub(super) max_num_seqs: usize,
     #[arg(long, default_value_t = 512)]
-    max_num_batched_tokens: usize,
+    pub(super) max_num_batched_tokens: usize,
     #[arg(long, default_value_t = 16)]
-    block_size: usize,
+    pub(super) block_size: usize,
     /// KV blocks (default: enough for max_num_seqs sequences of max_model_len).
     #[arg(long)]
-    kv_blocks: Option<usize>,
+    pub(super) kv_blocks: Option<usize>,
     /// Longest sequence (prompt + output) the engine admits (default: the workload's longest request; at most the
     /// model's context). Runtimes size per-sequence caches from it.
     #[arg(long)]
-    max_model_len: Option<usize>,
+    pub(super) max_model_len: Option<usize>,
     #[arg(long)]
-    no_prefix_caching: bool,
+    pub(super) no_prefix_caching: bool,
     #[arg(long)]
-    no_chunked_prefill: bool,
+    pub(super) no_chunked_prefill: bool,
     /// Runtime threads (0: one per core).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub(super) threads: usize,
 }
 
 /// Progress bars (unless quiet) and a line for each failed runtime.
@@ -191,7 +191,7 @@ impl BenchEvents for Bars {
 
 impl EngineArgs {
     /// The engine configuration for `max_model_len`-token sequences.
-    fn config(&self, max_model_len: usize, eos_token_ids: Vec<u32>) -> anyhow::Result<Config> {
+    pub(super) fn config(&self, max_model_len: usize, eos_token_ids: Vec<u32>) -> anyhow::Result<Config> {
         let num_kv_blocks =
             self.kv_blocks.unwrap_or(self.max_num_seqs * max_model_len.div_ceil(self.block_size.max(1)));
         Config::builder()

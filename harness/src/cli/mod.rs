@@ -6,6 +6,7 @@ mod gate;
 mod generate;
 mod parity;
 mod report;
+mod serve;
 mod simulate;
 mod workload;
 
@@ -57,6 +58,11 @@ enum Command {
     /// Examples: nano-vllm gate --baseline reports/baselines --current reports/runs/gate
     ///           nano-vllm gate --instructions reports/runs/instructions.jsonl
     Gate(gate::GateArgs),
+    /// Serve a model with a runtime through the engine behind an OpenAI-compatible API (completions, chat,
+    /// streaming, /v1/models, /health, /metrics).
+    ///
+    /// Example: nano-vllm serve --model fixtures/smollm2 --runtime native --port 8000
+    Serve(Box<serve::ServeArgs>),
     /// Run the engine on the model-free mock runtime and print scheduling statistics.
     ///
     /// Example: nano-vllm simulate --requests 200 --prompt-len 64 --max-tokens 32 --kv-blocks 256
@@ -83,6 +89,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Parity(args) => parity::run(&args),
         Command::Gate(args) => gate::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
