@@ -133,7 +133,7 @@ done
 
 # The race: the same workload at a concurrency that saturates these 2 cores, against the four servers, by one
 # client (one comparison). RACE_REQUESTS / RACE_CONCURRENCY / RACE_INPUT / RACE_OUTPUT size it (CI: small).
-race_requests="${RACE_REQUESTS:-24}"
+race_requests="${RACE_REQUESTS:-16}"
 race_concurrency="${RACE_CONCURRENCY:-8}"
 echo "== race at saturation: nano-vllm serve (native, llama-cpp) vs vLLM vs llama.cpp's server, $race_requests requests, concurrency $race_concurrency"
 "$bin" bench --model "$model" --target "$ours" --target "$ours_llama" --target "$vllm" --target "$llama" \

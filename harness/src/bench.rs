@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nano_vllm_engine::Config;
+use nano_vllm_engine::{Config, SamplingParams};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
@@ -88,9 +88,29 @@ pub fn resolve(
 pub fn workload_hash(requests: &[ResolvedRequest]) -> String {
     let mut h = Sha256::new();
     for r in requests {
-        h.update(format!("{}|{:?}|{:?}\n", r.arrival_s, r.prompt, r.params).as_bytes());
+        h.update(format!("{}|{:?}|{}\n", r.arrival_s, r.prompt, params_key(&r.params)).as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// The sampling parameters as the workload hash sees them: the engine's original fields as `Debug` printed them,
+/// and fields added since (`min_tokens`, `logprobs`) only when set, so that a workload that does not use them keeps
+/// the hash recorded in committed baselines.
+fn params_key(p: &SamplingParams) -> String {
+    use std::fmt::Write;
+    let mut s = format!(
+        "SamplingParams {{ temperature: {:?}, top_k: {:?}, top_p: {:?}, max_tokens: {:?}, ignore_eos: {:?}, \
+         stop_token_ids: {:?}, seed: {:?}",
+        p.temperature, p.top_k, p.top_p, p.max_tokens, p.ignore_eos, p.stop_token_ids, p.seed
+    );
+    if p.min_tokens != 0 {
+        let _ = write!(s, ", min_tokens: {:?}", p.min_tokens);
+    }
+    if let Some(n) = p.logprobs {
+        let _ = write!(s, ", logprobs: {n:?}");
+    }
+    let _ = write!(s, ", logits: {:?} }}", p.logits);
+    s
 }
 
 /// One workload to measure: its requests (warm-up first) and where they came from.
@@ -374,6 +394,18 @@ pub fn failed_run(name: &str, error: String) -> RuntimeResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workload_hash_of_unset_new_parameters_is_the_one_baselines_recorded() {
+        let p = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(16) };
+        assert_eq!(
+            params_key(&p),
+            "SamplingParams { temperature: 0.0, top_k: None, top_p: 1.0, max_tokens: 16, ignore_eos: true, \
+             stop_token_ids: [], seed: None, logits: None }"
+        );
+        let with = SamplingParams { min_tokens: 4, logprobs: Some(2), ..p };
+        assert!(params_key(&with).ends_with("seed: None, min_tokens: 4, logprobs: 2, logits: None }"));
+    }
     use crate::workload::TraceRequest;
 
     fn settings(runtimes: &[&str], repeat: usize) -> BenchSettings {

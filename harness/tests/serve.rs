@@ -325,7 +325,14 @@ fn a_full_server_answers_429_and_a_client_that_leaves_frees_its_blocks() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         })
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // Terminate once the request is in the engine.
+    rt().block_on(async {
+        let start = std::time::Instant::now();
+        while sample(&metrics(&server.base).await, "vllm:num_requests_running") < 1.0 {
+            assert!(start.elapsed() < Duration::from_secs(20), "the request never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
     server.terminate();
     let (status, r) = pending.join().unwrap();
     assert_eq!(status, 200, "{r}");
