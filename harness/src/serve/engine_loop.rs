@@ -77,11 +77,6 @@ impl EngineHandle {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// Requests in the server now.
-    pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
-    }
-
     /// Hands a request to the engine; its events arrive on the receiver, which the request holds with the permit.
     pub fn submit(
         &self,

@@ -131,38 +131,26 @@ fn start(s: &AppState, api: Api, body: &[u8], arrival: Instant) -> Result<Starte
     Ok(Started { request, events, permit, generation })
 }
 
-/// An error the engine reported for a request.
-fn engine_error(event: Event) -> ApiError {
+/// Applies one engine event: the text (and logprobs) it adds, or the error the engine reported. The request is over
+/// once `g.finish` is set (finished by the engine, or ended by a stop string).
+fn apply(s: &AppState, g: &mut Generation, event: Option<Event>) -> Result<Delta, ApiError> {
     match event {
-        Event::Refused(e) => ApiError::bad_request(e.to_string()),
-        Event::Failed(m) => ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: m, param: None },
-        _ => ApiError::unavailable("the engine stopped before the request finished"),
-    }
-}
-
-/// Applies one engine event; `Ok(None)` when the request is over (finished, or ended by a stop string).
-fn apply(s: &AppState, g: &mut Generation, event: Option<Event>) -> Result<Option<Delta>, (ApiError, bool)> {
-    match event {
-        Some(Event::Token { token, logprobs }) => {
-            let delta = g.token(&s.model, token, logprobs).map_err(|e| (e, false))?;
-            Ok(Some(delta))
-        }
+        Some(Event::Token { token, logprobs }) => g.token(&s.model, token, logprobs),
         Some(Event::Finished { reason, prompt_tokens, cached_tokens }) => {
-            Ok(Some(g.finished(reason, prompt_tokens, cached_tokens)))
+            Ok(g.finished(reason, prompt_tokens, cached_tokens))
         }
-        Some(other) => Err((engine_error(other), false)),
-        None => Err((engine_error(Event::Failed(String::new())), true)),
+        Some(Event::Refused(e)) => Err(ApiError::bad_request(e.to_string())),
+        Some(Event::Failed(m)) => Err(ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: m, param: None }),
+        None => Err(ApiError::unavailable("the engine stopped before the request finished")),
     }
 }
 
 async fn whole(s: &AppState, mut st: Started) -> Result<Response, ApiError> {
     let (mut text, mut entries): (String, Vec<LogprobEntry>) = (String::new(), Vec::new());
     while st.generation.finish.is_none() {
-        let delta = apply(s, &mut st.generation, st.events.recv().await).map_err(|(e, _)| e)?;
-        if let Some(d) = delta {
-            text.push_str(&d.text);
-            entries.extend(d.logprobs);
-        }
+        let d = apply(s, &mut st.generation, st.events.recv().await)?;
+        text.push_str(&d.text);
+        entries.extend(d.logprobs);
     }
     // A stop string ended it: the engine aborts the request when the receiver goes.
     drop(st.events);
@@ -209,7 +197,7 @@ fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEve
                 Phase::Tokens => {
                     let event = x.st.events.recv().await;
                     match apply(&x.s, &mut x.st.generation, event) {
-                        Ok(Some(delta)) => {
+                        Ok(delta) => {
                             let last = x.st.generation.finish.is_some();
                             if last {
                                 // Ended (by the engine, or by a stop string: then the engine aborts it now).
@@ -222,8 +210,7 @@ fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEve
                             x.offset += delta.text.len();
                             return Some((Ok(data(&chunk)), x));
                         }
-                        Ok(None) => continue,
-                        Err((e, _)) => {
+                        Err(e) => {
                             x.phase = Phase::Done;
                             return Some((Ok(data(&e.body())), x));
                         }
