@@ -198,17 +198,13 @@ impl HfConfig {
             other => return Err(r.err("hidden_act", format!("'{other}' is not supported for {model_type} (silu)"))),
         };
         let attention_bias = r.bool_or("attention_bias", false)?;
-        let sliding_window = match architecture {
-            HfArchitecture::Mistral | HfArchitecture::Qwen2 if r.bool_or("use_sliding_window", true)? => {
-                r.opt_usize("sliding_window")?
-            }
-            _ => None,
-        };
+        let num_layers = r.positive("num_hidden_layers")?;
+        let sliding_window = Self::sliding_window(&r, architecture, num_layers)?;
         Ok(Self {
             architecture,
             vocab_size: r.positive("vocab_size")?,
             hidden_size,
-            num_layers: r.positive("num_hidden_layers")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -228,6 +224,63 @@ impl HfConfig {
         })
     }
 
+    /// The attention window every layer applies, as transformers decides it: Mistral applies `sliding_window` (when
+    /// set) in every layer; Qwen2 only with `use_sliding_window` (default false), and then only from layer
+    /// `max_window_layers` on (transformers' `layer_types`: full attention below it). The runtimes apply one window to
+    /// all layers, so a model whose layers differ (some windowed, some not) is refused, naming the field, rather than
+    /// computed with the wrong mask. A `layer_types` list, when present, decides instead.
+    fn sliding_window(
+        r: &Reader<'_>,
+        architecture: HfArchitecture,
+        num_layers: usize,
+    ) -> Result<Option<usize>, BundleError> {
+        let window = r.opt_usize("sliding_window")?;
+        let windowed_layers = if let Some(types) = r.v.get("layer_types").filter(|t| !t.is_null()) {
+            let types = types.as_array().ok_or_else(|| r.err("layer_types", "expected a list of layer types"))?;
+            if types.len() != num_layers {
+                return Err(r.err(
+                    "layer_types",
+                    format!("{} entries for {num_layers} layers (num_hidden_layers)", types.len()),
+                ));
+            }
+            let mut n = 0;
+            for (i, t) in types.iter().enumerate() {
+                match t.as_str() {
+                    Some("sliding_attention") => n += 1,
+                    Some("full_attention") => {}
+                    _ => {
+                        return Err(r.err(
+                            &format!("layer_types[{i}]"),
+                            format!("{t} is not supported (full_attention, sliding_attention)"),
+                        ));
+                    }
+                }
+            }
+            n
+        } else {
+            match architecture {
+                HfArchitecture::Mistral => num_layers,
+                HfArchitecture::Qwen2 if r.bool_or("use_sliding_window", false)? => {
+                    let first = r.opt_usize("max_window_layers")?.unwrap_or(28);
+                    num_layers.saturating_sub(first)
+                }
+                _ => 0,
+            }
+        };
+        match (window, windowed_layers) {
+            (_, 0) | (None, _) => Ok(None),
+            (Some(0), _) => Err(r.err("sliding_window", "0 would hide every key, the token's own too")),
+            (Some(w), n) if n == num_layers => Ok(Some(w)),
+            (Some(w), n) => Err(r.err(
+                if r.v.get("layer_types").is_some_and(|t| !t.is_null()) { "layer_types" } else { "max_window_layers" },
+                format!(
+                    "a sliding window of {w} in {n} of {num_layers} layers (full attention in the others) is not \
+                     supported: the runtimes apply one window to every layer"
+                ),
+            )),
+        }
+    }
+
     fn gpt2(r: &Reader<'_>) -> Result<Self, BundleError> {
         let hidden_size = r.positive("n_embd")?;
         let num_heads = r.positive("n_head")?;
@@ -239,8 +292,16 @@ impl HfConfig {
             "gelu" => Activation::Gelu,
             other => return Err(r.err("activation_function", format!("'{other}' is not supported for gpt2"))),
         };
-        if r.bool_or("scale_attn_by_inverse_layer_idx", false)? || r.bool_or("reorder_and_upcast_attn", false)? {
-            return Err(r.err("scale_attn_by_inverse_layer_idx", "GPT-2 attention variants are not supported"));
+        for variant in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
+            if r.bool_or(variant, false)? {
+                return Err(r.err(variant, "true: this GPT-2 attention variant is not supported"));
+            }
+        }
+        if !r.bool_or("scale_attn_weights", true)? {
+            return Err(r.err(
+                "scale_attn_weights",
+                "false (attention scores not divided by sqrt(head_dim)) is not supported: the runtimes always scale",
+            ));
         }
         Ok(Self {
             architecture: HfArchitecture::Gpt2,
@@ -355,6 +416,55 @@ mod tests {
         let none = LLAMA.replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, "");
         let err = parse(&none).unwrap_err().to_string();
         assert!(err.contains("rope_theta") && err.contains("missing"), "{err}");
+    }
+
+    const QWEN2: &str = r#"{"model_type":"qwen2","vocab_size":512,"hidden_size":64,"num_hidden_layers":4,
+        "num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"max_position_embeddings":256,
+        "rope_theta":10000.0,"eos_token_id":1,"sliding_window":32"#;
+
+    #[test]
+    fn qwen2_sliding_window_follows_use_sliding_window_and_max_window_layers() {
+        let qwen2 = |extra: &str| parse(&format!("{QWEN2}{extra}}}"));
+        // transformers: use_sliding_window defaults to false, and then no layer has a window.
+        assert_eq!(qwen2("").unwrap().sliding_window, None);
+        assert_eq!(qwen2(r#","use_sliding_window":false,"max_window_layers":0"#).unwrap().sliding_window, None);
+        // On: layers from max_window_layers (default 28) on are windowed.
+        assert_eq!(qwen2(r#","use_sliding_window":true"#).unwrap().sliding_window, None);
+        assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":4"#).unwrap().sliding_window, None);
+        assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":0"#).unwrap().sliding_window, Some(32));
+        let err = qwen2(r#","use_sliding_window":true,"max_window_layers":2"#).unwrap_err().to_string();
+        assert!(err.contains("max_window_layers") && err.contains("in 2 of 4 layers"), "{err}");
+        // layer_types decides when present.
+        let all = r#","layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"]"#;
+        assert_eq!(qwen2(all).unwrap().sliding_window, Some(32));
+        let mixed = r#","layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"]"#;
+        let err = qwen2(mixed).unwrap_err().to_string();
+        assert!(err.contains("layer_types") && err.contains("in 2 of 4 layers"), "{err}");
+        let err = qwen2(r#","layer_types":["full_attention"]"#).unwrap_err().to_string();
+        assert!(err.contains("1 entries for 4 layers"), "{err}");
+        let err = qwen2(r#","layer_types":["chunked_attention","full_attention","full_attention","full_attention"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer_types[0]") && err.contains("chunked_attention"), "{err}");
+        // Mistral: every layer, whenever sliding_window is set.
+        let mistral = QWEN2.replace("qwen2", "mistral") + "}";
+        assert_eq!(parse(&mistral).unwrap().sliding_window, Some(32));
+        let err = parse(&mistral.replace(r#""sliding_window":32"#, r#""sliding_window":0"#)).unwrap_err().to_string();
+        assert!(err.contains("sliding_window") && err.contains("0 would hide"), "{err}");
+    }
+
+    #[test]
+    fn gpt2_attention_variants_are_refused_by_name() {
+        let gpt2 = |extra: &str| {
+            parse(&format!(
+                r#"{{"model_type":"gpt2","vocab_size":512,"n_embd":64,"n_head":4,"n_layer":2,"n_positions":256{extra}}}"#
+            ))
+        };
+        assert!(gpt2("").is_ok() && gpt2(r#","scale_attn_weights":true"#).is_ok());
+        let err = gpt2(r#","scale_attn_weights":false"#).unwrap_err().to_string();
+        assert!(err.contains("scale_attn_weights") && err.contains("not supported"), "{err}");
+        let err = gpt2(r#","reorder_and_upcast_attn":true"#).unwrap_err().to_string();
+        assert!(err.contains("reorder_and_upcast_attn"), "{err}");
     }
 
     #[test]

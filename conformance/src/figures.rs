@@ -11,6 +11,8 @@ use crate::run::PromptRun;
 pub struct ParityFigures {
     /// Logit rows compared.
     pub rows: usize,
+    /// Of them, rows recomputed after a preemption (compared as well as the first row of their position).
+    pub recomputed_rows: usize,
     pub max_abs_diff: f32,
     pub mean_abs_diff: f64,
     pub nmse: f64,
@@ -118,6 +120,7 @@ impl RowFigures {
 /// compared (their inputs differ); the divergence is reported.
 pub fn compare<'a>(runs: impl IntoIterator<Item = &'a PromptRun>, reference: &[ReferencePrompt]) -> ParityFigures {
     let mut rows = RowFigures::default();
+    let mut recomputed_rows = 0;
     let (mut greedy_match, mut first_divergence) = (true, None);
     for run in runs {
         let Some(r) = reference.iter().find(|r| r.name == run.name) else { continue };
@@ -140,10 +143,25 @@ pub fn compare<'a>(runs: impl IntoIterator<Item = &'a PromptRun>, reference: &[R
                 rows.add_mismatched(&run.name, pos);
             }
         }
+        // Rows recomputed after a preemption: held to the same reference.
+        for (k, &pos) in run.recomputed_positions.iter().enumerate() {
+            if pos as usize > last_valid {
+                continue;
+            }
+            let Some(expected) = reference_row(r, pos as usize) else { continue };
+            let got = &run.recomputed_logits[k * run.vocab..(k + 1) * run.vocab];
+            recomputed_rows += 1;
+            if got.len() == expected.len() {
+                rows.add(&run.name, pos, expected, got);
+            } else {
+                rows.add_mismatched(&run.name, pos);
+            }
+        }
     }
     let (mean_kl, p99_kl, max_kl) = rows.kl();
     ParityFigures {
         rows: rows.rows,
+        recomputed_rows,
         max_abs_diff: rows.max_abs_diff,
         mean_abs_diff: rows.mean_abs_diff(),
         nmse: rows.nmse(),
@@ -196,7 +214,11 @@ impl ParityFigures {
             self.p99_kl,
             self.max_kl,
             if self.greedy_match { "match" } else { "DIVERGED" }
-        )
+        ) + &if self.recomputed_rows > 0 {
+            format!(" (recomputed rows {})", self.recomputed_rows)
+        } else {
+            String::new()
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub struct PromptRun {
     pub positions: Vec<u32>,
     /// One row of `vocab` logits per position.
     pub logits: Vec<f32>,
+    /// Positions computed again after a preemption (each also in `positions`, with its first row there), and their
+    /// rows: compared with the reference like the first ones.
+    pub recomputed_positions: Vec<u32>,
+    pub recomputed_logits: Vec<f32>,
     pub vocab: usize,
     /// The greedy continuation the engine sampled from these logits.
     pub output_tokens: Vec<u32>,
@@ -58,6 +62,8 @@ impl PromptRun {
             prompt_len: seq.num_prompt_tokens(),
             positions: captured.positions,
             logits: captured.values,
+            recomputed_positions: captured.recomputed_positions,
+            recomputed_logits: captured.recomputed_values,
             vocab: captured.vocab_size,
             output_tokens: seq.output_token_ids().to_vec(),
             cached_tokens: seq.num_cached_tokens(),

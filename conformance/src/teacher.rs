@@ -199,6 +199,8 @@ mod tests {
             output_tokens: vec![1],
             cached_tokens: 0,
             preemptions: 0,
+            recomputed_positions: Vec::new(),
+            recomputed_logits: Vec::new(),
         }
     }
 

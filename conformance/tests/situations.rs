@@ -46,6 +46,8 @@ fn compare_is_zero_against_the_reference_itself_and_sees_a_perturbation() {
                 output_tokens: r.greedy_tokens.clone(),
                 cached_tokens: 0,
                 preemptions: 0,
+                recomputed_positions: Vec::new(),
+                recomputed_logits: Vec::new(),
             }
         })
         .collect();
@@ -66,6 +68,20 @@ fn compare_is_zero_against_the_reference_itself_and_sees_a_perturbation() {
     assert_eq!(f.first_divergence, Some((bad[2].name.clone(), 3)));
     let err = f.check(&tol).unwrap_err().to_string();
     assert!(err.contains("max |diff| 5.000e-1") && err.contains("diverges at step 3"), "{err}");
+
+    // A row recomputed after a preemption is compared too: equal to the reference it passes, off by 0.25 it fails
+    // (its first row being right does not hide it).
+    let mut recomputed = runs.clone();
+    let vocab = recomputed[0].vocab;
+    recomputed[0].recomputed_positions = vec![2];
+    recomputed[0].recomputed_logits = recomputed[0].logits[2 * vocab..3 * vocab].to_vec();
+    let f = compare(&recomputed, &reference.prompts);
+    assert_eq!((f.rows, f.recomputed_rows, f.max_abs_diff), (rows + 1, 1, 0.0));
+    assert!(f.summary().ends_with("(recomputed rows 1)"), "{}", f.summary());
+    recomputed[0].recomputed_logits[7] += 0.25;
+    let f = compare(&recomputed, &reference.prompts);
+    assert_eq!((f.max_abs_diff, f.worst.clone()), (0.25, Some((recomputed[0].name.clone(), 2))));
+    assert!(f.check(&tol).is_err());
 }
 
 #[test]

@@ -77,21 +77,35 @@ pub struct CapturedLogits {
     pub positions: Vec<u32>,
     pub vocab_size: usize,
     pub values: Vec<f32>,
+    /// Rows computed again for a position already held (a sequence preempted and recomputed), in the order they
+    /// came: `recomputed_positions[i]`'s row is `recomputed_values[i * vocab_size..]`. Parity checks compare them too.
+    pub recomputed_positions: Vec<u32>,
+    pub recomputed_values: Vec<f32>,
 }
 
 impl CapturedLogits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.values[i * self.vocab_size..(i + 1) * self.vocab_size]
     }
-    /// Keeps the row for a position, in position order; a position already held keeps its first row (a recompute
-    /// after preemption yields the same logits, up to rounding).
+    /// Keeps the row for a position, in position order; a position already held keeps its first row, and the new
+    /// one goes to the recomputed rows (a recompute after preemption must give the same logits, up to rounding).
     pub(crate) fn insert(&mut self, position: u32, row: &[f32]) {
         self.vocab_size = row.len();
-        if let Err(i) = self.positions.binary_search(&position) {
-            self.positions.insert(i, position);
-            let at = i * self.vocab_size;
-            self.values.splice(at..at, row.iter().copied());
+        match self.positions.binary_search(&position) {
+            Err(i) => {
+                self.positions.insert(i, position);
+                let at = i * self.vocab_size;
+                self.values.splice(at..at, row.iter().copied());
+            }
+            Ok(_) => {
+                self.recomputed_positions.push(position);
+                self.recomputed_values.extend_from_slice(row);
+            }
         }
+    }
+    /// The `i`th recomputed row.
+    pub fn recomputed_row(&self, i: usize) -> &[f32] {
+        &self.recomputed_values[i * self.vocab_size..(i + 1) * self.vocab_size]
     }
     /// The row for a position, if it was captured.
     pub fn at_position(&self, position: u32) -> Option<&[f32]> {

@@ -28,7 +28,7 @@ use crate::report::{
 use crate::workload::{Prompt, Workload};
 
 /// A workload that cannot run on the model; names the request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BenchError {
     #[error("request {request}: cannot tokenize the prompt: {message}")]
     Tokenize { request: String, message: String },
@@ -42,9 +42,18 @@ pub enum BenchError {
         "request {request}: prompt ({prompt} tokens) + max_tokens ({max_tokens}) exceeds the model's context ({context})"
     )]
     TooLong { request: String, prompt: usize, max_tokens: usize, context: usize },
+    #[error(
+        "request {request}: arrives at {arrival_s:.3e} s, beyond the longest run this harness replays ({MAX_ARRIVAL_S} s): \
+         a rate or trace in other units?"
+    )]
+    ArrivalTooLate { request: String, arrival_s: f64 },
     #[error("--warmup {warmup} leaves no measured request of {requests}")]
     NoMeasuredRequest { warmup: usize, requests: usize },
 }
+
+/// The latest arrival time a workload may have (about 11.6 days): a replay waits for every arrival, so a rate given
+/// in the wrong units (or an arrival time of 1e300) would otherwise wait forever.
+pub const MAX_ARRIVAL_S: f64 = 1e6;
 
 /// Tokenizes text prompts (`tokenizer`; a workload of token ids needs none) and checks every request against the
 /// model's limits.
@@ -76,7 +85,10 @@ pub fn resolve(
             if let Some(&token) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
                 return Err(BenchError::TokenOutOfRange { request, token, vocab_size });
             }
-            if prompt.len() + r.max_tokens > context {
+            if r.arrival_s > MAX_ARRIVAL_S {
+                return Err(BenchError::ArrivalTooLate { request, arrival_s: r.arrival_s });
+            }
+            if prompt.len().saturating_add(r.max_tokens) > context {
                 return Err(BenchError::TooLong { request, prompt: prompt.len(), max_tokens: r.max_tokens, context });
             }
             Ok(ResolvedRequest { id: r.id.clone(), arrival_s: r.arrival_s, prompt, params: r.sampling_params() })
@@ -241,6 +253,7 @@ pub fn metadata(model: &ModelSource, workload: &BenchWorkload, s: &BenchSettings
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
             .collect(),
+        provenance: Some(crate::provenance::Provenance::current(s.runtime.threads)),
     }
 }
 
@@ -388,6 +401,7 @@ pub fn failed_run(name: &str, error: String) -> RuntimeResult {
         repeats: Vec::new(),
         measured: "in-process".into(),
         failures: Default::default(),
+        tool: String::new(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod machine;
 pub mod metrics;
 pub mod model;
 pub mod parity;
+pub mod provenance;
 pub mod quantized;
 pub mod registry;
 pub mod replay;

@@ -111,3 +111,150 @@ fn bad_model_files_are_named_with_what_is_missing() {
     assert!(!ok && err.contains("has no chat template; drop --chat"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn bad_flag_values_are_named_errors_not_unknown_arguments() {
+    let mock = ["bench", "--runtime", "mock", "--requests", "4", "--quiet"];
+    let bench = |extra: &[&str]| nano_vllm(&[&mock[..], extra].concat());
+    let (ok, _, err) = bench(&["--threads", "1000000"]);
+    assert!(!ok && err.contains("--threads") && err.contains("1000000 threads: at most 1024"), "{err}");
+    let (ok, _, err) = bench(&["--threads", "-1"]);
+    assert!(!ok && err.contains("invalid value '-1' for '--threads"), "{err}");
+    for rate in ["-1", "NaN", "0", "-inf"] {
+        let (ok, _, err) = bench(&["--mode", "online", "--rate", rate]);
+        assert!(!ok && err.contains("request rate must be > 0 (or inf)"), "--rate {rate}: {err}");
+    }
+    let (ok, _, err) = bench(&["--mode", "online", "--rate", "4", "--burstiness", "-2"]);
+    assert!(!ok && err.contains("burstiness must be > 0, got -2"), "{err}");
+    let (ok, _, err) = bench(&["--warmup", "-3"]);
+    assert!(!ok && err.contains("invalid value '-3' for '--warmup"), "{err}");
+    for n in ["-1", "0", "1001"] {
+        let (ok, _, err) = bench(&["--repeat", n]);
+        assert!(!ok && err.contains(&format!("invalid value '{n}' for '--repeat")), "{err}");
+    }
+    let (ok, _, err) = nano_vllm(&["parity", "--threads", "5000"]);
+    assert!(!ok && err.contains("5000 threads: at most 1024"), "{err}");
+    let (ok, _, err) = nano_vllm(&["generate", "--threads", "5000"]);
+    assert!(!ok && err.contains("5000 threads: at most 1024"), "{err}");
+}
+
+#[test]
+fn a_run_directory_is_never_overwritten_and_an_unwritable_one_is_found_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let bench = |out: &str| nano_vllm(&["bench", "--runtime", "mock", "--requests", "4", "--quiet", "--out", out]);
+    let (ok, _, err) = bench(out.to_str().unwrap());
+    assert!(ok, "{err}");
+    let before = std::fs::read(out.join("results.json")).unwrap();
+    // A second run into the same directory is refused before it runs; the first run's files stay as they were.
+    let (ok, _, err) = bench(out.to_str().unwrap());
+    assert!(!ok && err.contains("already holds a run") && err.contains("results.json"), "{err}");
+    assert_eq!(std::fs::read(out.join("results.json")).unwrap(), before);
+    // `report RUN --out RUN` would replace the run's own report (and its latency charts).
+    let (ok, _, err) = nano_vllm(&["report", out.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("is the run directory"), "{err}");
+    // A directory that cannot be created (below a file) fails before the benchmark.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let (ok, _, err) = bench(file.join("run").to_str().unwrap());
+    assert!(!ok && err.contains("cannot create the directory"), "{err}");
+    // The new run's results.json records where it came from.
+    let results: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    let p = &results["metadata"]["provenance"];
+    assert!(p["rustc"].as_str().unwrap().starts_with("rustc "), "{p}");
+    assert_eq!(p["libraries"]["llama-cpp-2"], "0.1.160");
+    assert!(p["git_dirty"].is_boolean() && p["kernel"].is_string() && p["cargo_features"].is_array(), "{p}");
+}
+
+#[test]
+fn bench_verifies_the_bundles_checksums_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("tiny-llama");
+    std::fs::create_dir(&bundle).unwrap();
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-llama"));
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), bundle.join(e.file_name())).unwrap();
+        }
+    }
+    let tokenizer = bundle.join("tokenizer.json");
+    let mut bytes = std::fs::read(&tokenizer).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] = if bytes[last] == b' ' { b'\n' } else { b' ' };
+    std::fs::write(&tokenizer, bytes).unwrap();
+    let out = dir.path().join("run");
+    let (ok, _, err) = nano_vllm(&[
+        "bench",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--runtime",
+        "mock",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("tokenizer.json: sha256 is") && err.contains("but the manifest says"), "{err}");
+    assert!(!out.exists(), "nothing is written for a run that did not start");
+}
+
+#[test]
+fn hostile_traces_end_in_named_errors_and_a_million_lines_replay_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |trace: &std::path::Path, extra: &[&str]| {
+        let out = dir.path().join(format!("out-{}", trace.file_name().unwrap().to_string_lossy()));
+        let args = ["bench", "--runtime", "mock", "--warmup", "0", "--quiet", "--workload", trace.to_str().unwrap()];
+        nano_vllm(&[&args[..], extra, &["--out", out.to_str().unwrap()]].concat())
+    };
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // An arrival beyond any run (or a rate in the wrong units) would make the replay wait forever.
+    let far = write("far.jsonl", "{\"arrival_s\": 1e300, \"prompt_ids\": [5], \"max_tokens\": 4}\n");
+    let (ok, _, err) = bench(&far, &["--mode", "online"]);
+    assert!(!ok && err.contains("request #0: arrives at 1.000e300 s, beyond the longest run"), "{err}");
+    let (ok, _, err) = nano_vllm(&["bench", "--runtime", "mock", "--mode", "online", "--rate", "1e-300", "--quiet"]);
+    assert!(!ok && err.contains("beyond the longest run this harness replays"), "{err}");
+    for (name, line, expected) in [
+        ("nan.jsonl", "{\"arrival_s\": NaN, \"prompt_ids\": [5], \"max_tokens\": 4}", "nan.jsonl:1: expected value"),
+        (
+            "neg.jsonl",
+            "{\"arrival_s\": -1, \"prompt_ids\": [5], \"max_tokens\": 4}",
+            "`arrival_s` must be a finite number >= 0",
+        ),
+        (
+            "oov.jsonl",
+            "{\"prompt_ids\": [999999], \"max_tokens\": 4}",
+            "token id 999999 is outside the vocabulary (512)",
+        ),
+        ("empty.jsonl", "{\"prompt_ids\": [], \"max_tokens\": 4}", "empty.jsonl:1: `prompt_ids` is empty"),
+        ("zero.jsonl", "{\"prompt_ids\": [5], \"max_tokens\": 0}", "zero.jsonl:1: max_tokens must be at least 1"),
+        ("huge.jsonl", "{\"prompt_ids\": [5], \"max_tokens\": 1000000000}", "exceeds the model's context (256)"),
+        (
+            "max.jsonl",
+            "{\"prompt_ids\": [5], \"max_tokens\": 18446744073709551615}",
+            "exceeds the model's context (256)",
+        ),
+    ] {
+        let (ok, _, err) = bench(&write(name, &format!("{line}\n")), &[]);
+        assert!(!ok && err.contains(expected), "{name}: {err}");
+    }
+    // A million requests: the replay is linear in the requests (a per-completion search made this one never finish).
+    let mut text = String::with_capacity(40 << 20);
+    for i in 0..1_000_000 {
+        text.push_str(&format!(
+            "{{\"prompt_ids\": [5, 6], \"max_tokens\": 1, \"arrival_s\": {:.6}}}\n",
+            i as f64 * 1e-6
+        ));
+    }
+    let million = write("million.jsonl", &text);
+    let (ok, stdout, err) = bench(&million, &[]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("| mock |"), "{stdout}");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out-million.jsonl").join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["runs"][0]["metrics"]["completed"], 1_000_000.0);
+}

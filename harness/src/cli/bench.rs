@@ -41,22 +41,22 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = ModeArg::Offline)]
     mode: ModeArg,
     /// Run the synthetic workload at each of these request rates (online), e.g. 2,4,8.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     rate_sweep: Vec<f64>,
     /// Unmeasured requests first (the workload's first N).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     warmup: usize,
     /// Goodput SLOs, e.g. ttft=200ms,tpot=50ms.
     #[arg(long, default_value = "")]
     slo: Slo,
-    #[arg(long, value_delimiter = ',', default_value = "50,90,99")]
+    #[arg(long, value_delimiter = ',', default_value = "50,90,99", allow_hyphen_values = true)]
     percentiles: Vec<f64>,
     /// Run directory (default: reports/runs/<unix time>-<bundle>).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Measure every runtime N times in rounds (round i runs each runtime once, so repeats are measured side by
     /// side); metrics are each metric's median over the repeats, every repeat is kept in results.json.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000), allow_negative_numbers = true)]
     repeat: u32,
     /// Ratios in the comparison table are against this runtime (default: the first).
     #[arg(long)]
@@ -95,10 +95,10 @@ pub struct HttpArgs {
     prompt_format: PromptFormat,
     /// At most N requests in flight per runtime or target (arrivals are then gated by the client, and TTFT starts
     /// when a request is released, as in `vllm bench serve --max-concurrency`); default: open loop.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     max_concurrency: Option<u64>,
     /// Seconds a request may take from its send to its last chunk before it counts as failed (`timeout`).
-    #[arg(long, default_value_t = 600.0)]
+    #[arg(long, default_value_t = 600.0, allow_hyphen_values = true)]
     request_timeout: f64,
 }
 
@@ -136,25 +136,25 @@ enum ModeArg {
 /// Engine settings, identical for every runtime of a run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
     pub(super) max_num_seqs: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
     pub(super) max_num_batched_tokens: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
     pub(super) block_size: usize,
     /// KV blocks (default: enough for max_num_seqs sequences of max_model_len).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(super) kv_blocks: Option<usize>,
     /// Longest sequence (prompt + output) the engine admits (default: the workload's longest request; at most the
     /// model's context). Runtimes size per-sequence caches from it.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(super) max_model_len: Option<usize>,
     #[arg(long)]
     pub(super) no_prefix_caching: bool,
     #[arg(long)]
     pub(super) no_chunked_prefill: bool,
     /// Runtime threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::thread_count, allow_negative_numbers = true)]
     pub(super) threads: usize,
 }
 
@@ -210,6 +210,13 @@ impl EngineArgs {
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let model = ModelSource::open(&a.model)?;
+    // A bundle's identity in results.json (and the gate's) is its manifest's hash: the files must be the ones the
+    // manifest lists, or the run would be filed under a model it did not measure.
+    if let Some(bundle) = model.bundle() {
+        bundle
+            .verify()
+            .with_context(|| format!("{}: the bundle's files do not match its manifest", bundle.dir().display()))?;
+    }
     let tokenizer = model.tokenizer()?;
     let targets = a.http.targets()?;
     let runtime_spec =
@@ -298,6 +305,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         PathBuf::from("reports/runs").join(format!("{now}-{}", model.name()))
     });
+    prepare_out_dir(&out_dir)?;
     let mut events = Bars { quiet: a.quiet, bar: None };
     let (mut all_results, mut all_records) = (Vec::new(), Vec::new());
     for workload in &workloads {
@@ -328,5 +336,26 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if all_results.iter().flat_map(|r| &r.runs).any(|r| r.status == "failed") {
         bail!("a runtime or target failed (see the report)");
     }
+    Ok(())
+}
+
+/// Checks before the benchmark runs that its results can be written to `dir`, and that they would not mix with an
+/// earlier run's: a directory that already holds a run (its `results.json` or reports) is refused, so a run never
+/// replaces another's results or leaves its CSVs beside new ones; an unwritable directory is found now, not after
+/// the measurements.
+fn prepare_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    const RUN_FILES: [&str; 4] = ["results.json", "summary.csv", "report.md", "report.html"];
+    if let Some(f) = RUN_FILES.iter().map(|f| dir.join(f)).find(|f| f.exists()) {
+        bail!(
+            "--out {} already holds a run ({}): choose a new directory, or remove it; a new run's files would mix with \
+             that run's",
+            dir.display(),
+            f.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: cannot create the directory", dir.display()))?;
+    let probe = dir.join(format!(".nano-vllm-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("--out {}: cannot write there", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -39,9 +39,11 @@ enum Command {
     ///
     /// Example: nano-vllm workload --out trace.jsonl --requests 100 --rate 8 --burstiness 0.5 --input-len normal:64:16
     Workload(workload::WorkloadArgs),
-    /// Compare existing run directories.
+    /// Compare existing runs, A/B with their noise when two, and import other tools' results (vllm bench serve,
+    /// llama-bench, GuideLLM JSON) into the same table.
     ///
     /// Example: nano-vllm report reports/runs/a reports/runs/b --out reports/compare
+    ///          nano-vllm report reports/runs/a vllm-bench.json llama-bench.json guidellm.json --out reports/all
     Report(report::ReportArgs),
     /// Generate text from prompts through the engine with a runtime, streaming the first prompt's tokens.
     ///
@@ -98,4 +100,17 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Most runtime threads a command accepts: beyond this a machine has no cores for them, and a typo (`--threads
+/// 1000000`) would otherwise start that many.
+pub const MAX_THREADS: usize = 1024;
+
+/// `--threads`: 0 (one per core) to [`MAX_THREADS`].
+fn thread_count(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a thread count: {e}"))?;
+    if n > MAX_THREADS {
+        return Err(format!("{n} threads: at most {MAX_THREADS} (0: one per core)"));
+    }
+    Ok(n)
 }

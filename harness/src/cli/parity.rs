@@ -22,19 +22,19 @@ pub struct ParityArgs {
     #[arg(long, default_value = "all")]
     runtime: String,
     /// Runtime threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::thread_count, allow_negative_numbers = true)]
     threads: usize,
     /// Override the manifest's element-wise tolerance: largest |runtime - reference| logit difference.
     #[arg(long)]
     max_abs_diff: Option<f32>,
     /// Override the manifest's element-wise tolerance: smallest fraction of rows with the reference's argmax.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     argmax_agreement: Option<f64>,
     /// Override the manifest's q8_0 tolerance: largest mean KL(reference || runtime), teacher forced.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     max_mean_kl: Option<f64>,
     /// Override the manifest's q8_0 tolerance: smallest top-1 agreement, teacher forced.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     min_top1_agreement: Option<f64>,
     /// Where to write the JSON report (default: reports/runs/parity-<unix time>.json).
     #[arg(long)]
@@ -52,7 +52,7 @@ pub struct ParityArgs {
     #[arg(long, value_enum)]
     prompt_format: Option<PromptFormat>,
     /// Seconds a target may take for one prompt.
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = 300.0, allow_hyphen_values = true)]
     request_timeout: f64,
 }
 

@@ -1,15 +1,20 @@
-//! `nano-vllm report`: a comparison over existing run directories.
+//! `nano-vllm report`: a comparison over existing runs, and other tools' results imported into it; two runs of this
+//! harness are also compared A/B, with their spread over repeats.
 
 use std::path::PathBuf;
 
-use nano_vllm_harness::report;
+use anyhow::bail;
+use nano_vllm_harness::report::{self, ab, import};
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// Run directories (each with a results.json).
+    /// Runs: run directories or results.json files of this harness, or other tools' results files (vllm bench serve
+    /// --save-result JSON, llama-bench -o json/jsonl, a GuideLLM report), recognized by their content. Exactly two
+    /// runs of this harness are also compared A/B (the first is A).
     #[arg(required = true)]
     runs: Vec<PathBuf>,
-    /// Where to write summary.csv, report.md and report.html.
+    /// Where to write summary.csv, report.md and report.html (and ab.md, ab.json for an A/B comparison); not one of
+    /// the run directories, whose own report (with its latency charts) it would replace.
     #[arg(long)]
     out: PathBuf,
     #[arg(long)]
@@ -17,10 +22,42 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
-    let results =
-        a.runs.iter().map(|d| report::read_results(&d.join("results.json"))).collect::<Result<Vec<_>, _>>()?;
+    for run in &a.runs {
+        if run.is_dir() && same_dir(run, &a.out) {
+            bail!(
+                "--out {} is the run directory {}: its report.html (with the latency charts of its per-request records) \
+                 would be replaced; write the comparison elsewhere",
+                a.out.display(),
+                run.display()
+            );
+        }
+    }
+    let mut results = Vec::new();
+    let mut formats = Vec::new();
+    for run in &a.runs {
+        let (r, format) = import::read_any(run)?;
+        results.push(r);
+        formats.push(format);
+    }
+    let ab = (results.len() == 2 && formats.iter().all(|f| *f == import::Format::NanoVllm)).then(|| {
+        ab::compare(&a.runs[0].display().to_string(), &results[0], &a.runs[1].display().to_string(), &results[1])
+    });
     let html = report::write_comparison(&a.out, &results, &[], a.baseline.as_deref())?;
     print!("{}", report::markdown::comparison(&results, a.baseline.as_deref()));
+    if let Some(ab) = &ab {
+        let md = ab.markdown();
+        report::write_atomic(&a.out.join("ab.md"), md.as_bytes())?;
+        report::write_atomic(&a.out.join("ab.json"), &serde_json::to_vec_pretty(ab)?)?;
+        print!("\n{md}");
+    }
     println!("HTML: {}", html.display());
     Ok(())
+}
+
+/// Whether two paths name the same existing directory.
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }

@@ -30,19 +30,19 @@ pub struct ServeArgs {
     /// Address to bind; the default answers this machine only.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, allow_negative_numbers = true)]
     port: u16,
     /// Requests to /v1/* must carry `Authorization: Bearer KEY`; others get 401.
     #[arg(long, env = "NANO_VLLM_API_KEY")]
     api_key: Option<String>,
     /// Most requests in the server at once (waiting, running or streaming); past it, 429 at once.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), allow_negative_numbers = true)]
     max_pending: u32,
     /// A Jinja chat template for /v1/chat/completions, replacing the model's (or giving one to a model without).
     #[arg(long)]
     chat_template: Option<PathBuf>,
     /// After SIGINT/SIGTERM, seconds to let requests in flight finish before they are aborted.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     shutdown_timeout: u64,
     /// Engine settings. `--max-model-len` defaults to the model's context, at most 2048 tokens.
     #[command(flatten)]

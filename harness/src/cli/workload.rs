@@ -11,7 +11,7 @@ use nano_vllm_harness::workload::{Workload, write_trace};
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkloadSpecArgs {
     /// Number of requests.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     pub requests: usize,
     /// Prompt lengths: N, uniform:MIN:MAX, normal:MEAN:STD or hist:LEN=W,...
     #[arg(long, default_value = "uniform:16:96")]
@@ -20,21 +20,21 @@ pub struct WorkloadSpecArgs {
     #[arg(long, default_value = "uniform:8:32")]
     pub output_len: LengthDist,
     /// Requests per second (inf: all at t=0).
-    #[arg(long, default_value_t = f64::INFINITY)]
+    #[arg(long, default_value_t = f64::INFINITY, allow_hyphen_values = true)]
     pub rate: f64,
     /// Gamma shape of the gaps (1: Poisson; <1 burstier, >1 more regular), as vLLM's --burstiness.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub burstiness: f64,
     /// Groups of requests sharing a prefix (0: none).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     pub prefix_groups: usize,
     /// Tokens of each group's shared prefix.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     pub prefix_len: usize,
     /// Import prompts from a local ShareGPT JSON file instead (first human turn; reply length as max_tokens).
     #[arg(long)]
     pub sharegpt: Option<PathBuf>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
 }
 

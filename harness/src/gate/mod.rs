@@ -333,6 +333,7 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
                 repeats,
                 measured: "in-process".into(),
                 failures: Default::default(),
+                tool: String::new(),
             }
         };
         Results {
@@ -366,6 +367,7 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
                 },
                 percentiles: vec![50.0],
                 slo: Default::default(),
+                provenance: None,
             },
             runs: runtimes.iter().map(|(n, t)| run(n, t)).collect(),
         }

@@ -77,6 +77,7 @@ fn row(
         repeats: Vec::new(),
         measured: "http".into(),
         failures,
+        tool: String::new(),
     };
     (result, records.to_vec())
 }

@@ -97,6 +97,9 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
             m.cores,
             m.git_commit.as_deref().unwrap_or("unknown")
         );
+        if let Some(p) = &m.provenance {
+            let _ = write!(html, "<p><small>Provenance: {}.</small></p>", escape(&p.describe()));
+        }
         html.push_str("<table><tr><th>runtime</th><th>measured</th><th>status</th><th>failed</th><th>req/s</th><th>output tok/s</th><th>median TTFT ms</th><th>p99 TTFT ms</th><th>median TPOT ms</th><th>p99 TPOT ms</th><th>median ITL ms</th><th>median E2EL ms</th><th>preemptions</th><th>prefix hit rate</th><th>seqs/step</th><th>settings</th></tr>");
         for run in &res.runs {
             let f = |k: &str| run.metric(k).map_or("-".to_string(), |v| format!("{v:.2}"));

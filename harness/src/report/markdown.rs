@@ -71,6 +71,9 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
                  engine. Engine settings above apply to in-process rows only; a server schedules with its own."
             );
         }
+        if let Some(p) = &res.metadata.provenance {
+            let _ = writeln!(out, "\nProvenance: {}.", p.describe());
+        }
         let _ = writeln!(out, "\nRuntime settings (what changes a runtime's speed):\n");
         for run in &res.runs {
             let settings: Vec<String> = run
@@ -89,7 +92,7 @@ pub fn comparison(results: &[Results], baseline: Option<&str>) -> String {
 /// The cells of a row that depend on how the row was measured (in process or over HTTP).
 #[derive(Debug)]
 pub struct RowCells {
-    pub measured: &'static str,
+    pub measured: String,
     /// Failed requests, with their kinds.
     pub failed: String,
     pub preemptions: String,
@@ -106,13 +109,15 @@ impl RowCells {
             let kinds: Vec<String> = run.failures.iter().map(|(k, c)| format!("{k} {c}")).collect();
             format!("{n} ({})", kinds.join(", "))
         };
-        if run.is_http() {
-            // A server's scheduler is its own: the engine's figures exist only for in-process runtimes.
+        if run.is_http() || !run.tool.is_empty() {
+            // A server's scheduler is its own, and so is another tool's: the engine's figures exist only for runtimes
+            // this harness drove.
             let dash = || "-".to_string();
-            Self { measured: "HTTP", failed, preemptions: dash(), hit_rate: dash(), seqs: dash() }
+            let measured = with_tool(if run.is_http() { "HTTP" } else { "in-process" }, run);
+            Self { measured, failed, preemptions: dash(), hit_rate: dash(), seqs: dash() }
         } else {
             Self {
-                measured: "in-process",
+                measured: with_tool("in-process", run),
                 failed,
                 preemptions: run.engine.preemptions.to_string(),
                 hit_rate: format!("{:.1}%", 100.0 * run.engine.prefix_hit_rate),
@@ -120,6 +125,11 @@ impl RowCells {
             }
         }
     }
+}
+
+/// How a row was measured, with the tool when it was imported (`HTTP (vllm bench serve)`).
+fn with_tool(measured: &str, run: &super::RuntimeResult) -> String {
+    if run.tool.is_empty() { measured.to_owned() } else { format!("{measured} ({})", run.tool) }
 }
 
 /// Mean sequences per engine step, and the runtime's cap when it holds fewer sequences than the engine's

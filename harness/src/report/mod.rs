@@ -2,8 +2,10 @@
 //! runtime, `summary.csv` (one row per runtime x workload), `report.md` (a comparison table with ratios against a
 //! baseline runtime) and `report.html` (charts). Every file is written atomically: a temporary file, then a rename.
 
+pub mod ab;
 mod atomic;
 pub mod html;
+pub mod import;
 pub mod markdown;
 mod repeats;
 mod schema;

@@ -120,6 +120,7 @@ mod tests {
             repeats: Vec::new(),
             measured: "in-process".into(),
             failures: Default::default(),
+            tool: String::new(),
         }
     }
 

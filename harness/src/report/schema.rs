@@ -16,7 +16,10 @@
 //!               prefix_hit_rate, peak_kv_blocks, num_kv_blocks, mean_batch_seqs, schedule_ms, runtime_ms,
 //!               postprocess_ms, kv_blocks_timeline: [[t_s, blocks], ...]}, "requests_csv",
 //!               "output_digest", "repeats": [ {metrics, steps, preemptions, prefix_hit_tokens, output_digest} ],
-//!               "measured": "in-process" | "http", "failures": {kind: count} } ] }
+//!               "measured": "in-process" | "http", "failures": {kind: count}, "tool" } ],
+//!   "metadata.provenance": {nano_vllm_version, git_commit, git_dirty, rustc, profile, opt_level, target, rustflags,
+//!                           target_features, cargo_features, libraries, os, kernel, threads_requested,
+//!                           cores_available, env} }
 //! ```
 //!
 //! A repeated run (`nano-vllm bench --repeat N`) measures the runtimes in rounds (each round runs every runtime once,
@@ -57,6 +60,10 @@ pub struct RunMetadata {
     pub engine: EngineMeta,
     pub percentiles: Vec<f64>,
     pub slo: BTreeMap<String, f64>,
+    /// How, where and from what the run was made (absent in files written before it existed, and in imports of
+    /// other tools' results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +143,10 @@ pub struct RuntimeResult {
     /// Failed requests by kind (`timeout`, `http_500`, `dropped_stream`, `malformed_chunk`, ...); HTTP targets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failures: BTreeMap<String, usize>,
+    /// The tool that measured this row when it was imported from another tool's results (`vllm bench serve`,
+    /// `llama-bench`, `guidellm`); empty for this harness's own rows.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool: String,
 }
 
 /// The digest of [`RuntimeResult::output_digest`]: per request its index, its number of tokens, and its ids.
@@ -201,6 +212,7 @@ impl RuntimeResult {
             repeats: Vec::new(),
             measured: "in-process".into(),
             failures: BTreeMap::new(),
+            tool: String::new(),
         }
     }
 
