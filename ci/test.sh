@@ -28,6 +28,8 @@ stage "cargo clippy (release, all targets and features, -D warnings)"
 cargo clippy --release --workspace --all-targets --all-features --locked -- -D warnings
 stage "cargo test --no-run (release: build every test and bench)"
 cargo test --release --workspace --all-targets --locked --no-run
+stage "fuzzing the user-file parsers for a bounded time (ci/fuzz.sh, ${FUZZ_SECONDS:-20} s a target)"
+bash ci/fuzz.sh
 stage "waiting for ci/setup.sh and ci/peers.sh (in the background since the start)"
 if ! wait "$setup_pid"; then
   cat "$setup_log" >&2

@@ -30,7 +30,8 @@ fn main() {
     println!("cargo:rustc-env=NANO_VLLM_LIBRARIES={}", library_versions(&text));
     println!("cargo:rerun-if-changed={}", lock.display());
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["RUSTC", "CARGO_ENCODED_RUSTFLAGS"] {
+    // CARGO_ENCODED_RUSTFLAGS is cargo's own; the variables users set are watched too.
+    for var in ["RUSTC", "CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 }

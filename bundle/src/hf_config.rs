@@ -115,6 +115,14 @@ impl Reader<'_> {
             Some(x) => x.as_f64().map(Some).ok_or_else(|| self.err(field, format!("expected a number, got {x}"))),
         }
     }
+    /// `vocab_size`: token ids are 32-bit everywhere (the engine, the runtimes, GGUF), so at most 2^32.
+    fn vocab_size(&self) -> Result<usize, BundleError> {
+        let v = self.positive("vocab_size")?;
+        if v as u64 > u64::from(u32::MAX) + 1 {
+            return Err(self.err("vocab_size", format!("{v} exceeds 2^32 (token ids are 32-bit)")));
+        }
+        Ok(v)
+    }
     fn bool_or(&self, field: &str, default: bool) -> Result<bool, BundleError> {
         match self.v.get(field) {
             None | Some(Value::Null) => Ok(default),
@@ -202,7 +210,7 @@ impl HfConfig {
         let sliding_window = Self::sliding_window(&r, architecture, num_layers)?;
         Ok(Self {
             architecture,
-            vocab_size: r.positive("vocab_size")?,
+            vocab_size: r.vocab_size()?,
             hidden_size,
             num_layers,
             num_heads,
@@ -224,18 +232,29 @@ impl HfConfig {
         })
     }
 
-    /// The attention window every layer applies, as transformers decides it: Mistral applies `sliding_window` (when
-    /// set) in every layer; Qwen2 only with `use_sliding_window` (default false), and then only from layer
-    /// `max_window_layers` on (transformers' `layer_types`: full attention below it). The runtimes apply one window to
-    /// all layers, so a model whose layers differ (some windowed, some not) is refused, naming the field, rather than
-    /// computed with the wrong mask. A `layer_types` list, when present, decides instead.
+    /// The attention window every layer applies, as transformers decides it. Mistral: `sliding_window` (absent:
+    /// 4096, MistralConfig's default; null: none) in every layer. Qwen2: only with `use_sliding_window` (default
+    /// false; off, `sliding_window` is ignored), absent `sliding_window` 4096, and only from layer `max_window_layers`
+    /// (default 28) on: full attention below it. Either: a `layer_types` list, when present, says which layers are
+    /// windowed. Llama has no window. The runtimes apply one window to all layers, so a model whose layers differ
+    /// (some windowed, some not) is refused naming the field, rather than computed with the wrong mask.
     fn sliding_window(
         r: &Reader<'_>,
         architecture: HfArchitecture,
         num_layers: usize,
     ) -> Result<Option<usize>, BundleError> {
-        let window = r.opt_usize("sliding_window")?;
-        let windowed_layers = if let Some(types) = r.v.get("layer_types").filter(|t| !t.is_null()) {
+        let enabled = match architecture {
+            HfArchitecture::Mistral => true,
+            HfArchitecture::Qwen2 => r.bool_or("use_sliding_window", false)?,
+            _ => return Ok(None),
+        };
+        let window = match r.v.get("sliding_window") {
+            _ if !enabled => None,
+            None => Some(4096),
+            Some(_) => r.opt_usize("sliding_window")?,
+        };
+        let layer_types = r.v.get("layer_types").filter(|t| !t.is_null());
+        let windowed_layers = if let Some(types) = layer_types {
             let types = types.as_array().ok_or_else(|| r.err("layer_types", "expected a list of layer types"))?;
             if types.len() != num_layers {
                 return Err(r.err(
@@ -256,23 +275,26 @@ impl HfConfig {
                     }
                 }
             }
-            n
-        } else {
-            match architecture {
-                HfArchitecture::Mistral => num_layers,
-                HfArchitecture::Qwen2 if r.bool_or("use_sliding_window", false)? => {
-                    let first = r.opt_usize("max_window_layers")?.unwrap_or(28);
-                    num_layers.saturating_sub(first)
-                }
-                _ => 0,
+            if n > 0 && window.is_none() {
+                return Err(r.err(
+                    "layer_types",
+                    "sliding_attention layers without a sliding_window (or with use_sliding_window false)",
+                ));
             }
+            n
+        } else if architecture == HfArchitecture::Qwen2 && enabled {
+            num_layers.saturating_sub(r.opt_usize("max_window_layers")?.unwrap_or(28))
+        } else if enabled {
+            num_layers
+        } else {
+            0
         };
         match (window, windowed_layers) {
             (_, 0) | (None, _) => Ok(None),
             (Some(0), _) => Err(r.err("sliding_window", "0 would hide every key, the token's own too")),
             (Some(w), n) if n == num_layers => Ok(Some(w)),
             (Some(w), n) => Err(r.err(
-                if r.v.get("layer_types").is_some_and(|t| !t.is_null()) { "layer_types" } else { "max_window_layers" },
+                if layer_types.is_some() { "layer_types" } else { "max_window_layers" },
                 format!(
                     "a sliding window of {w} in {n} of {num_layers} layers (full attention in the others) is not \
                      supported: the runtimes apply one window to every layer"
@@ -305,7 +327,7 @@ impl HfConfig {
         }
         Ok(Self {
             architecture: HfArchitecture::Gpt2,
-            vocab_size: r.positive("vocab_size")?,
+            vocab_size: r.vocab_size()?,
             hidden_size,
             num_layers: r.positive("n_layer")?,
             num_heads,
@@ -434,10 +456,19 @@ mod tests {
         assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":0"#).unwrap().sliding_window, Some(32));
         let err = qwen2(r#","use_sliding_window":true,"max_window_layers":2"#).unwrap_err().to_string();
         assert!(err.contains("max_window_layers") && err.contains("in 2 of 4 layers"), "{err}");
+        // Off, sliding_window is ignored; on without one, transformers' default 4096.
+        let no_key = QWEN2.replace(r#","sliding_window":32"#, "");
+        let on = |extra: &str| parse(&format!("{no_key}{extra}}}"));
+        assert_eq!(on(r#","use_sliding_window":true,"max_window_layers":0"#).unwrap().sliding_window, Some(4096));
         // layer_types decides when present.
-        let all = r#","layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"]"#;
-        assert_eq!(qwen2(all).unwrap().sliding_window, Some(32));
-        let mixed = r#","layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"]"#;
+        let all_sliding =
+            r#","layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"]"#;
+        let all = format!(r#","use_sliding_window":true{all_sliding}"#);
+        assert_eq!(qwen2(&all).unwrap().sliding_window, Some(32));
+        // Sliding layers with the window off: transformers has no window to apply either.
+        let err = qwen2(all_sliding).unwrap_err().to_string();
+        assert!(err.contains("layer_types") && err.contains("without a sliding_window"), "{err}");
+        let mixed = r#","use_sliding_window":true,"layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"]"#;
         let err = qwen2(mixed).unwrap_err().to_string();
         assert!(err.contains("layer_types") && err.contains("in 2 of 4 layers"), "{err}");
         let err = qwen2(r#","layer_types":["full_attention"]"#).unwrap_err().to_string();
@@ -446,11 +477,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("layer_types[0]") && err.contains("chunked_attention"), "{err}");
-        // Mistral: every layer, whenever sliding_window is set.
+        // Mistral: every layer, whenever sliding_window is set (null: none; absent: 4096).
         let mistral = QWEN2.replace("qwen2", "mistral") + "}";
         assert_eq!(parse(&mistral).unwrap().sliding_window, Some(32));
+        let null = mistral.replace(r#""sliding_window":32"#, r#""sliding_window":null"#);
+        assert_eq!(parse(&null).unwrap().sliding_window, None);
+        let absent = mistral.replace(r#","sliding_window":32"#, "");
+        assert_eq!(parse(&absent).unwrap().sliding_window, Some(4096));
+        // Llama has no window, whatever the config carries.
+        let llama = QWEN2.replace("qwen2", "llama") + r#","layer_types":["sliding_attention"]}"#;
+        assert_eq!(parse(&llama).unwrap().sliding_window, None);
         let err = parse(&mistral.replace(r#""sliding_window":32"#, r#""sliding_window":0"#)).unwrap_err().to_string();
         assert!(err.contains("sliding_window") && err.contains("0 would hide"), "{err}");
+    }
+
+    #[test]
+    fn a_vocabulary_beyond_32_bit_ids_is_refused() {
+        let err =
+            parse(&LLAMA.replace(r#""vocab_size":512"#, r#""vocab_size":1099511627776"#)).unwrap_err().to_string();
+        assert!(err.contains("vocab_size") && err.contains("exceeds 2^32"), "{err}");
     }
 
     #[test]

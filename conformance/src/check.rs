@@ -73,8 +73,8 @@ pub fn check_situations<'a, E: std::fmt::Display>(
         let mut fail = |what: String| out.failures.push(format!("{label} {name}: {what}"));
         let rows: usize = run.prompts.iter().map(|p| p.prompt_len + p.output_tokens.len() - 1 - p.cached_tokens).sum();
         // After a diverged continuation `compare` stops (the inputs differ); the divergence is the failure then.
-        if figures.greedy_match && figures.rows - figures.recomputed_rows != rows {
-            fail(format!("{} rows compared of {rows} computed", figures.rows - figures.recomputed_rows));
+        if figures.greedy_match && figures.rows.saturating_sub(figures.recomputed_rows) != rows {
+            fail(format!("{} rows compared of {rows} computed", figures.rows.saturating_sub(figures.recomputed_rows)));
         }
         match situation {
             Situation::Alone if run.max_batch != 1 => fail(format!("max batch {} (expected 1)", run.max_batch)),

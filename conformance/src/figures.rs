@@ -150,8 +150,8 @@ pub fn compare<'a>(runs: impl IntoIterator<Item = &'a PromptRun>, reference: &[R
             }
             let Some(expected) = reference_row(r, pos as usize) else { continue };
             let got = &run.recomputed_logits[k * run.vocab..(k + 1) * run.vocab];
-            recomputed_rows += 1;
             if got.len() == expected.len() {
+                recomputed_rows += 1;
                 rows.add(&run.name, pos, expected, got);
             } else {
                 rows.add_mismatched(&run.name, pos);

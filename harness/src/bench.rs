@@ -85,9 +85,6 @@ pub fn resolve(
             if let Some(&token) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
                 return Err(BenchError::TokenOutOfRange { request, token, vocab_size });
             }
-            if r.arrival_s > MAX_ARRIVAL_S {
-                return Err(BenchError::ArrivalTooLate { request, arrival_s: r.arrival_s });
-            }
             if prompt.len().saturating_add(r.max_tokens) > context {
                 return Err(BenchError::TooLong { request, prompt: prompt.len(), max_tokens: r.max_tokens, context });
             }
@@ -269,6 +266,13 @@ pub fn run(
     let requests = &workload.requests;
     if settings.warmup >= requests.len() {
         return Err(BenchError::NoMeasuredRequest { warmup: settings.warmup, requests: requests.len() });
+    }
+    // Online, the replay waits for every arrival (offline ignores them: a trace of epoch timestamps runs).
+    if settings.mode == Mode::Online
+        && let Some((i, r)) = requests.iter().enumerate().find(|(_, r)| r.arrival_s > MAX_ARRIVAL_S)
+    {
+        let request = r.id.clone().unwrap_or_else(|| format!("#{i}"));
+        return Err(BenchError::ArrivalTooLate { request, arrival_s: r.arrival_s });
     }
     let metadata = metadata(model, workload, settings);
     let names = &settings.runtimes;

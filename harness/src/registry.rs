@@ -148,7 +148,7 @@ fn compiled_in(name: &str) -> bool {
 }
 
 /// The model-free mock, with options: `mock`, `mock:fail-at=N` (its N-th step fails), `mock:delay-us=N` (each step
-/// sleeps N microseconds), combinable as `mock:fail-at=9,delay-us=200`.
+/// sleeps N microseconds, at most 10 s), combinable as `mock:fail-at=9,delay-us=200`.
 fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
     let mut m = MockRuntime::new(vocab);
     let Some(options) = spec.strip_prefix("mock:") else { return Ok(m) };
@@ -158,7 +158,8 @@ fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
         let n: u64 = value.parse().map_err(|_| bad())?;
         m = match key {
             "fail-at" => m.fail_at_step(n as usize),
-            "delay-us" => m.step_delay(std::time::Duration::from_micros(n)),
+            // At most 10 s a step: a stand-in for a runtime, not a way to stall a run for days.
+            "delay-us" if n <= 10_000_000 => m.step_delay(std::time::Duration::from_micros(n)),
             _ => return Err(bad()),
         };
     }

@@ -126,6 +126,10 @@ fn bad_flag_values_are_named_errors_not_unknown_arguments() {
     }
     let (ok, _, err) = bench(&["--mode", "online", "--rate", "4", "--burstiness", "-2"]);
     assert!(!ok && err.contains("burstiness must be > 0, got -2"), "{err}");
+    for p in ["-5", "NaN", "150", "0"] {
+        let (ok, _, err) = bench(&["--percentiles", p]);
+        assert!(!ok && err.contains("is not a percentile (0 < p <= 100)"), "--percentiles {p}: {err}");
+    }
     let (ok, _, err) = bench(&["--warmup", "-3"]);
     assert!(!ok && err.contains("invalid value '-3' for '--warmup"), "{err}");
     for n in ["-1", "0", "1001"] {
@@ -153,6 +157,9 @@ fn a_run_directory_is_never_overwritten_and_an_unwritable_one_is_found_first() {
     // `report RUN --out RUN` would replace the run's own report (and its latency charts).
     let (ok, _, err) = nano_vllm(&["report", out.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!ok && err.contains("is the run directory"), "{err}");
+    let results_file = out.join("results.json");
+    let (ok, _, err) = nano_vllm(&["report", results_file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("is the run directory"), "{err}");
     // A directory that cannot be created (below a file) fails before the benchmark.
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
@@ -162,7 +169,7 @@ fn a_run_directory_is_never_overwritten_and_an_unwritable_one_is_found_first() {
     let results: serde_json::Value = serde_json::from_slice(&before).unwrap();
     let p = &results["metadata"]["provenance"];
     assert!(p["rustc"].as_str().unwrap().starts_with("rustc "), "{p}");
-    assert_eq!(p["libraries"]["llama-cpp-2"], "0.1.160");
+    assert!(p["libraries"]["llama-cpp-2"].is_string() && p["libraries"]["ort"].is_string(), "{p}");
     assert!(p["git_dirty"].is_boolean() && p["kernel"].is_string() && p["cargo_features"].is_array(), "{p}");
 }
 
@@ -215,6 +222,10 @@ fn hostile_traces_end_in_named_errors_and_a_million_lines_replay_in_seconds() {
     let far = write("far.jsonl", "{\"arrival_s\": 1e300, \"prompt_ids\": [5], \"max_tokens\": 4}\n");
     let (ok, _, err) = bench(&far, &["--mode", "online"]);
     assert!(!ok && err.contains("request #0: arrives at 1.000e300 s, beyond the longest run"), "{err}");
+    // Offline ignores arrival times (a trace of epoch timestamps runs).
+    let epoch = write("epoch.jsonl", "{\"arrival_s\": 1.8e9, \"prompt_ids\": [5], \"max_tokens\": 4}\n");
+    let (ok, _, err) = bench(&epoch, &[]);
+    assert!(ok, "{err}");
     let (ok, _, err) = nano_vllm(&["bench", "--runtime", "mock", "--mode", "online", "--rate", "1e-300", "--quiet"]);
     assert!(!ok && err.contains("beyond the longest run this harness replays"), "{err}");
     for (name, line, expected) in [

@@ -259,3 +259,16 @@ fn ab_says_what_makes_two_runs_incomparable() {
     assert!(cmp.runtimes[0].metrics.iter().all(|m| m.verdict == Verdict::NoiseUnknown && m.interval.is_none()));
     assert!(cmp.markdown().contains("**Not comparable**"));
 }
+
+#[test]
+fn guidellm_tpot_is_left_out_when_output_lengths_differ() {
+    // GuideLLM's inter-token summary is weighted by each request's tokens: not vLLM's TPOT when lengths differ.
+    let mut raw = json("imports/guidellm.json");
+    raw["benchmarks"][0]["metrics"]["output_token_count"]["successful"]["min"] = 8.0.into();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.json");
+    std::fs::write(&path, serde_json::to_vec(&raw).unwrap()).unwrap();
+    let (r, _) = import::read_any(&path).unwrap();
+    assert!(r.runs[0].metric("median_tpot_ms").is_none() && r.runs[0].metric("mean_itl_ms").is_some());
+    assert!(r.runs[1].metric("median_tpot_ms").is_some());
+}

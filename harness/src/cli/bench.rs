@@ -136,18 +136,18 @@ enum ModeArg {
 /// Engine settings, identical for every runtime of a run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
-    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 16, value_parser = |s: &str| super::bounded(s, 1, 1 << 16), allow_negative_numbers = true)]
     pub(super) max_num_seqs: usize,
-    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 512, value_parser = |s: &str| super::bounded(s, 1, 1 << 24), allow_negative_numbers = true)]
     pub(super) max_num_batched_tokens: usize,
-    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 16, value_parser = |s: &str| super::bounded(s, 1, 1024), allow_negative_numbers = true)]
     pub(super) block_size: usize,
     /// KV blocks (default: enough for max_num_seqs sequences of max_model_len).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, value_parser = |s: &str| super::bounded(s, 1, 1 << 24), allow_negative_numbers = true)]
     pub(super) kv_blocks: Option<usize>,
     /// Longest sequence (prompt + output) the engine admits (default: the workload's longest request; at most the
     /// model's context). Runtimes size per-sequence caches from it.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, value_parser = |s: &str| super::bounded(s, 1, 1 << 27), allow_negative_numbers = true)]
     pub(super) max_model_len: Option<usize>,
     #[arg(long)]
     pub(super) no_prefix_caching: bool,
@@ -209,6 +209,9 @@ impl EngineArgs {
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(p) = a.percentiles.iter().find(|p| !(p.is_finite() && **p > 0.0 && **p <= 100.0)) {
+        bail!("--percentiles: {p} is not a percentile (0 < p <= 100)");
+    }
     let model = ModelSource::open(&a.model)?;
     // A bundle's identity in results.json (and the gate's) is its manifest's hash: the files must be the ones the
     // manifest lists, or the run would be filed under a model it did not measure.
@@ -345,7 +348,13 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
 /// the measurements.
 fn prepare_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     const RUN_FILES: [&str; 4] = ["results.json", "summary.csv", "report.md", "report.html"];
-    if let Some(f) = RUN_FILES.iter().map(|f| dir.join(f)).find(|f| f.exists()) {
+    // A rate sweep's runs are in rate-<R>/ below it.
+    let sweeps = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("results.json")))
+        .filter(|p| p.parent().and_then(|d| d.file_name()).is_some_and(|n| n.to_string_lossy().starts_with("rate-")));
+    if let Some(f) = RUN_FILES.iter().map(|f| dir.join(f)).chain(sweeps).find(|f| f.exists()) {
         bail!(
             "--out {} already holds a run ({}): choose a new directory, or remove it; a new run's files would mix with \
              that run's",

@@ -114,3 +114,13 @@ fn thread_count(s: &str) -> Result<usize, String> {
     }
     Ok(n)
 }
+
+/// A whole number in `min..=max`, for resource knobs: a typo (`--kv-blocks 10^15`) is an error naming the bound, not an
+/// allocation the machine cannot make.
+fn bounded(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a whole number: {e}"))?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("{n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}

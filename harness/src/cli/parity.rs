@@ -25,7 +25,7 @@ pub struct ParityArgs {
     #[arg(long, default_value_t = 0, value_parser = super::thread_count, allow_negative_numbers = true)]
     threads: usize,
     /// Override the manifest's element-wise tolerance: largest |runtime - reference| logit difference.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     max_abs_diff: Option<f32>,
     /// Override the manifest's element-wise tolerance: smallest fraction of rows with the reference's argmax.
     #[arg(long, allow_hyphen_values = true)]
@@ -152,14 +152,16 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
     let checks: Vec<_> = report.bundles.iter().flat_map(|b| b.runtimes.iter().map(|r| r.status)).collect();
     let tokenizers: Vec<_> = report.bundles.iter().flat_map(|b| b.tokenizers.iter().map(|t| t.status)).collect();
     let failed = |v: &[parity::Status]| v.iter().filter(|s| **s != parity::Status::Pass).count();
-    let bad_bundles = report.bundles.iter().filter(|b| b.error.is_some()).count();
+    let bad_bundles: Vec<&str> = report.bundles.iter().filter_map(|b| b.error.as_deref()).collect();
     if !report.passed {
+        let why = if bad_bundles.is_empty() { String::new() } else { format!(": {}", bad_bundles.join("; ")) };
         bail!(
-            "parity failed: {} of {} runtime checks, {} of {} tokenizer checks, {bad_bundles} unreadable bundles",
+            "parity failed: {} of {} runtime checks, {} of {} tokenizer checks, {} unreadable bundles{why}",
             failed(&checks),
             checks.len(),
             failed(&tokenizers),
-            tokenizers.len()
+            tokenizers.len(),
+            bad_bundles.len()
         );
     }
     println!(

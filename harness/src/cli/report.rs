@@ -23,7 +23,10 @@ pub struct ReportArgs {
 
 pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
     for run in &a.runs {
-        if run.is_dir() && same_dir(run, &a.out) {
+        // A run directory, or the directory of its results.json.
+        let run_dir = if run.is_dir() { run.as_path() } else { run.parent().unwrap_or(std::path::Path::new(".")) };
+        let holds_run = run_dir.join("results.json").is_file() || run.is_dir();
+        if holds_run && same_dir(run_dir, &a.out) {
             bail!(
                 "--out {} is the run directory {}: its report.html (with the latency charts of its per-request records) \
                  would be replaced; write the comparison elsewhere",

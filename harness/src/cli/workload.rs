@@ -11,7 +11,7 @@ use nano_vllm_harness::workload::{Workload, write_trace};
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkloadSpecArgs {
     /// Number of requests.
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = |s: &str| super::bounded(s, 1, 1 << 24), allow_negative_numbers = true)]
     pub requests: usize,
     /// Prompt lengths: N, uniform:MIN:MAX, normal:MEAN:STD or hist:LEN=W,...
     #[arg(long, default_value = "uniform:16:96")]

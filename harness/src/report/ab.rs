@@ -261,8 +261,8 @@ fn median_sorted(v: &[f64]) -> f64 {
     crate::metrics::percentile(v, 50.0)
 }
 
-fn short(s: &str) -> &str {
-    &s[..s.len().min(12)]
+fn short(s: &str) -> String {
+    s.chars().take(12).collect()
 }
 
 impl AbComparison {

@@ -199,8 +199,10 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Workload, String> {
     spec.output_len.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let token = |rng: &mut ChaCha8Rng| rng.random_range(spec.first_token..spec.vocab_size as u32);
-    let prefixes: Vec<Vec<u32>> =
-        (0..spec.prefix_groups).map(|_| (0..spec.prefix_len).map(|_| token(&mut rng)).collect()).collect();
+    // Only what prompts use: a prefix is cut to each prompt's length, and there are no more groups than requests (so
+    // `--prefix-len 10^12` allocates nothing absurd).
+    let (groups, prefix_len) = (spec.prefix_groups.min(spec.num_requests), spec.prefix_len.min(spec.input_len.max()));
+    let prefixes: Vec<Vec<u32>> = (0..groups).map(|_| (0..prefix_len).map(|_| token(&mut rng)).collect()).collect();
     let times = spec.arrivals.times(spec.num_requests, &mut rng);
     let requests = times
         .into_iter()
@@ -208,7 +210,7 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Workload, String> {
         .map(|(i, arrival_s)| {
             let input = spec.input_len.sample(&mut rng);
             let output = spec.output_len.sample(&mut rng);
-            let mut prompt: Vec<u32> = match prefixes.get(i % spec.prefix_groups.max(1)) {
+            let mut prompt: Vec<u32> = match prefixes.get(i % groups.max(1)) {
                 Some(p) if !prefixes.is_empty() => p[..input.min(p.len())].to_vec(),
                 _ => Vec::new(),
             };

@@ -135,17 +135,32 @@ impl Workload {
     }
 }
 
+/// The longest trace line read (a request with a prompt of millions of tokens fits).
+const MAX_LINE_BYTES: u64 = 64 << 20;
+
 /// Reads a JSONL trace (blank lines and lines starting with `#` are skipped).
 pub fn read_trace(path: &Path) -> Result<Workload, TraceError> {
-    let file = std::fs::File::open(path).map_err(|source| TraceError::Io { path: path.into(), source })?;
+    use std::io::Read;
+    let io = |source| TraceError::Io { path: path.into(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = std::io::BufReader::new(file);
     let mut requests = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| TraceError::Io { path: path.into(), source })?;
-        let text = line.trim();
+    let mut buf = Vec::new();
+    for i in 0.. {
+        // One line at a time, at most MAX_LINE_BYTES: a file with no newline (or /dev/zero) is an error, not a hang.
+        buf.clear();
+        let n = (&mut reader).take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        let bad = |message: String| TraceError::Line { path: path.into(), line: i + 1, message };
+        if buf.len() as u64 > MAX_LINE_BYTES {
+            return Err(bad(format!("longer than {} MiB without a newline: not a JSONL trace", MAX_LINE_BYTES >> 20)));
+        }
+        let text = std::str::from_utf8(&buf).map_err(|e| bad(format!("not UTF-8: {e}")))?.trim();
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let bad = |message: String| TraceError::Line { path: path.into(), line: i + 1, message };
         let request: TraceRequest = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         request.validate().map_err(bad)?;
         requests.push(request);
@@ -220,5 +235,80 @@ mod tests {
         write_trace(&p, &w).unwrap();
         assert_eq!(read_trace(&p).unwrap(), w);
         assert!(w.offline().requests.iter().all(|r| r.arrival_s == 0.0));
+    }
+
+    mod fuzz {
+        //! Random lines (the trace's own keys with values of every JSON type and extreme numbers, and raw bytes):
+        //! each is a request that validates, or an error naming its line; never a panic. proptest, 512 cases per
+        //! run, failures shrunk and kept in proptest-regressions/.
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const KEYS: [&str; 13] = [
+            "id",
+            "arrival_s",
+            "prompt",
+            "prompt_ids",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "seed",
+            "ignore_eos",
+            "stop_token_ids",
+            "min_tokens",
+            "logprobs",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                any::<i64>().prop_map(|v| v.to_string()),
+                any::<u64>().prop_map(|v| v.to_string()),
+                any::<f64>().prop_map(|v| format!("{v:e}")),
+                prop::sample::select(vec!["1e308", "-0", "1e-320", "18446744073709551616", "4294967296", "0.5"])
+                    .prop_map(str::to_owned),
+                "[a-z ]{0,8}".prop_map(|v| format!("{v:?}")),
+                prop::collection::vec(any::<i64>(), 0..6).prop_map(|v| format!("{v:?}")),
+                prop::collection::vec(0u32..600, 0..6).prop_map(|v| format!("{v:?}")),
+            ]
+        }
+
+        fn line() -> impl Strategy<Value = String> {
+            prop::collection::vec((prop::sample::select(KEYS.to_vec()), value()), 0..8).prop_map(|fields| {
+                let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+                format!("{{{}}}", body.join(", "))
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_line_is_a_valid_request_or_a_named_error(lines in prop::collection::vec(line(), 1..4)) {
+                let (_dir, p) = trace(&(lines.join("\n") + "\n"));
+                match read_trace(&p) {
+                    Ok(w) => {
+                        for r in &w.requests {
+                            prop_assert!(r.validate().is_ok());
+                            prop_assert!(r.arrival_s.is_finite() && r.arrival_s >= 0.0 && r.max_tokens >= 1);
+                        }
+                    }
+                    Err(e) => prop_assert!(e.to_string().contains("t.jsonl"), "{e}"),
+                }
+            }
+
+            #[test]
+            fn any_bytes_are_a_trace_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let dir = tempfile::tempdir().unwrap();
+                let p = dir.path().join("t.jsonl");
+                std::fs::write(&p, &bytes).unwrap();
+                if let Err(e) = read_trace(&p) {
+                    prop_assert!(e.to_string().contains("t.jsonl"), "{e}");
+                }
+            }
+        }
     }
 }

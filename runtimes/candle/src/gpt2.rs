@@ -33,7 +33,8 @@ pub(crate) fn load(c: &HfConfig, w: &Weights) -> Result<Transformer, CandleError
     };
     let embed = w.get(&format!("{prefix}wte.weight"), &[c.vocab_size, hidden])?;
     let wpe = w.get(&format!("{prefix}wpe.weight"), &[c.max_position_embeddings, hidden])?;
-    let mut blocks = Vec::with_capacity(c.num_layers);
+    // Grown as layers load: a config's layer count is not trusted before its tensors are found.
+    let mut blocks = Vec::new();
     for i in 0..c.num_layers {
         blocks.push(Block {
             attn_norm: layer_norm(&format!("h.{i}.ln_1"))?,

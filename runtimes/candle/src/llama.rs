@@ -31,7 +31,8 @@ pub(crate) fn load(c: &HfConfig, config_path: &Path, w: &Weights) -> Result<Tran
         Ok(Norm::Rms { weight: w.get(name, &[hidden])?, eps: c.norm_eps as f32 })
     };
     let embed = w.get("model.embed_tokens.weight", &[c.vocab_size, hidden])?;
-    let mut blocks = Vec::with_capacity(c.num_layers);
+    // Grown as layers load: a config's layer count is not trusted before its tensors are found.
+    let mut blocks = Vec::new();
     for i in 0..c.num_layers {
         let p = format!("model.layers.{i}");
         let q = linear(w, &format!("{p}.self_attn.q_proj"), c.num_heads * d, hidden, c.qkv_bias)?;

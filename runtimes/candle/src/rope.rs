@@ -21,8 +21,13 @@ pub(crate) struct RopeRows {
     sin: Tensor,
 }
 
+/// Most positions tabled (a model's context can be millions of positions, or 10^15 in a broken config): the runtime
+/// serves positions below `min(context, TABLE_POSITIONS)` and refuses later ones by name.
+pub(crate) const TABLE_POSITIONS: usize = 1 << 16;
+
 impl Rope {
     pub(crate) fn new(inv_freq: &[f64], max_positions: usize) -> Result<Self> {
+        let max_positions = max_positions.min(TABLE_POSITIONS);
         let half = inv_freq.len();
         let inv: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
         let mut cos = Vec::with_capacity(max_positions * half);

@@ -221,7 +221,8 @@ impl Model {
         let l = Loader { source };
         let (h, d, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
         let (q_out, kv_out) = (c.num_heads * d, c.num_kv_heads * d);
-        let mut layers = Vec::with_capacity(c.num_layers);
+        // Grown as layers load: a config's layer count is not trusted before its tensors are found.
+        let mut layers = Vec::new();
         for n in 0..c.num_layers {
             let p = format!("model.layers.{n}");
             let qkv = Linear::stack(vec![
@@ -268,7 +269,8 @@ impl Model {
         // GPT2LMHeadModel checkpoints prefix `transformer.`; a bare GPT2Model does not.
         let root = if source.contains("transformer.wte.weight") { "transformer." } else { "" };
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        let mut layers = Vec::with_capacity(c.num_layers);
+        // Grown as layers load: a config's layer count is not trusted before its tensors are found.
+        let mut layers = Vec::new();
         for n in 0..c.num_layers {
             let p = format!("{root}h.{n}");
             layers.push(Layer {

@@ -10,7 +10,7 @@
 //! | `total_input_tokens`, `total_output_tokens` | `prompt_token_count`, `output_token_count`: `successful.total_sum` |
 //! | `request_throughput`, `output_throughput`, `total_token_throughput` | the counts above / `duration`, as vLLM |
 //! | `*_ttft_ms` | `time_to_first_token_ms` |
-//! | `*_tpot_ms` | `inter_token_latency_ms` (per request (latency - TTFT) / (tokens - 1): vLLM's TPOT) |
+//! | `*_tpot_ms` | `inter_token_latency_ms`, when every request made as many tokens (its per request (latency - TTFT) / (tokens - 1) is vLLM's TPOT, but GuideLLM weights its summary by each request's tokens - 1: with unequal output lengths its median and percentiles are not vLLM's, and TPOT is left out) |
 //! | `mean_itl_ms` | `inter_token_latency_ms` mean (token-weighted: the mean of every gap); its median and percentiles are over per-request averages, not gaps, so they are not imported |
 //! | `*_e2el_ms` | `request_latency` (seconds) x 1000 |
 //!
@@ -83,12 +83,19 @@ pub(super) fn read(v: &Value, file: &Path) -> Result<Results, String> {
             ("output_throughput".to_owned(), output / duration),
             ("total_token_throughput".to_owned(), (input + output) / duration),
         ]);
+        // GuideLLM's inter-token summary is token-weighted: it is vLLM's TPOT distribution only when every request
+        // made the same number of tokens.
+        let output_counts = metrics_f.child("output_token_count")?.child("successful")?;
+        let equal_outputs = output_counts.opt_f64("min")? == output_counts.opt_f64("max")?;
         for (ours, theirs, scale, all) in [
             ("ttft", "time_to_first_token_ms", 1.0, true),
             ("tpot", "inter_token_latency_ms", 1.0, true),
             ("itl", "inter_token_latency_ms", 1.0, false),
             ("e2el", "request_latency", 1000.0, true),
         ] {
+            if ours == "tpot" && !equal_outputs {
+                continue;
+            }
             let Ok(dist) = metrics_f.child(theirs) else { continue };
             let s = dist.child("successful")?;
             if s.opt_f64("count")?.unwrap_or(0.0) == 0.0 {

@@ -22,8 +22,13 @@ use serde_json::Value;
 use super::{Fields, Format, ImportedRun, row, stem};
 use crate::report::{Repeat, Results, WorkloadMeta};
 
+/// Parameters that name a row when they differ between the file's tests.
+const VARYING: [&str; 8] =
+    ["model_filename", "n_threads", "n_batch", "n_ubatch", "type_k", "type_v", "flash_attn", "n_gpu_layers"];
+
 /// Settings of a test kept on its row (what changes llama.cpp's speed, and which build and machine measured it).
-const SETTINGS: [&str; 15] = [
+const SETTINGS: [&str; 16] = [
+    "model_filename",
     "build_commit",
     "build_number",
     "cpu_info",
@@ -42,10 +47,28 @@ const SETTINGS: [&str; 15] = [
 ];
 
 pub(super) fn read(v: &Value, file: &Path) -> Result<Results, String> {
-    let Value::Array(tests) = v else { return Err("expected an array of llama-bench tests".into()) };
+    let one;
+    let tests = match v {
+        Value::Array(tests) => tests,
+        // `-o jsonl` with a single test.
+        Value::Object(_) => {
+            one = vec![v.clone()];
+            &one
+        }
+        _ => return Err("expected an array of llama-bench tests".into()),
+    };
     if tests.is_empty() {
         return Err("no llama-bench tests in the file".into());
     }
+    // Parameters that differ between the tests (several -m models, -t thread counts, ...) name the rows apart.
+    let varying: Vec<&str> = VARYING
+        .iter()
+        .copied()
+        .filter(|k| {
+            let first = tests[0].get(*k);
+            tests.iter().any(|t| t.get(*k) != first)
+        })
+        .collect();
     let mut rows = Vec::new();
     let mut model = String::new();
     for (i, t) in tests.iter().enumerate() {
@@ -68,7 +91,12 @@ pub(super) fn read(v: &Value, file: &Path) -> Result<Results, String> {
             (p, g) => format!("pp{p}+tg{g}"),
         };
         let depth = f.opt_f64("n_depth")?.unwrap_or(0.0);
-        let name = if depth > 0.0 { format!("{name} @ d{depth}") } else { name };
+        let mut name = if depth > 0.0 { format!("{name} @ d{depth}") } else { name };
+        for key in &varying {
+            let value = f.text(key).unwrap_or_default();
+            let value = if *key == "model_filename" { stem(Path::new(&value)) } else { value };
+            name.push_str(&format!(" {key}={value}"));
+        }
         let figures = |ns: f64, ts: f64| -> BTreeMap<String, f64> {
             let ms = ns / 1e6;
             let mut m = BTreeMap::from([("total_token_throughput".to_owned(), ts)]);
@@ -186,9 +214,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_test_alone_and_tests_that_differ_in_threads_are_named_apart() {
+        let test = |threads: u32, model: &str| {
+            serde_json::json!({"model_filename": model, "n_threads": threads, "n_prompt": 0, "n_gen": 16,
+                "avg_ns": 2e8, "avg_ts": 80.0, "samples_ns": [2e8], "samples_ts": [80.0]})
+        };
+        let one = read(&test(2, "m.gguf"), Path::new("one.jsonl")).unwrap();
+        assert_eq!(one.runs[0].runtime, "llama-bench tg16");
+        let two = read(&serde_json::json!([test(2, "a/m.gguf"), test(4, "a/m.gguf")]), Path::new("t.json")).unwrap();
+        let names: Vec<&str> = two.runs.iter().map(|r| r.runtime.as_str()).collect();
+        assert_eq!(names, ["llama-bench tg16 n_threads=2", "llama-bench tg16 n_threads=4"]);
+        let models = read(&serde_json::json!([test(2, "a/x.gguf"), test(2, "a/y.gguf")]), Path::new("t.json")).unwrap();
+        assert_eq!(models.runs[1].runtime, "llama-bench tg16 model_filename=y");
+        assert_eq!(models.runs[1].settings["model_filename"], "a/y.gguf");
+    }
+
+    #[test]
     fn bad_tests_name_the_field() {
         let read_str = |s: &str| read(&serde_json::from_str(s).unwrap(), Path::new("lb.json")).unwrap_err();
         assert_eq!(read_str("[]"), "no llama-bench tests in the file");
+        assert_eq!(read_str("3"), "expected an array of llama-bench tests");
         assert_eq!(
             read_str(r#"[{"n_prompt": 0, "n_gen": 0, "avg_ns": 1, "avg_ts": 1}]"#),
             "test [0]: n_prompt and n_gen are both 0"

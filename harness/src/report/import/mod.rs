@@ -72,6 +72,8 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
         Value::Array(tests) if !tests.is_empty() && tests.iter().all(|t| t.get("avg_ts").is_some()) => {
             Some(Format::LlamaBench)
         }
+        // `llama-bench -o jsonl` with one test: one object.
+        Value::Object(o) if o.contains_key("avg_ts") && o.contains_key("n_prompt") => Some(Format::LlamaBench),
         _ => None,
     }
 }
@@ -80,8 +82,17 @@ fn parse(bytes: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))
 }
 
-/// One JSON document, or JSON Lines (llama-bench's `-o jsonl`) as an array of its lines.
+/// One JSON document, or JSON Lines (llama-bench's `-o jsonl`) as an array of its lines. A bare `nan` / `-nan` value
+/// (what llama-bench's printer writes for a NaN, e.g. `stddev_ts` of identical samples; not JSON) reads as null.
 fn parse_json_or_lines(bytes: &[u8]) -> Result<Value, String> {
+    let fixed;
+    let bytes = match nan_as_null(bytes) {
+        Some(b) => {
+            fixed = b;
+            &fixed[..]
+        }
+        None => bytes,
+    };
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
         Err(whole) => {
@@ -98,6 +109,44 @@ fn parse_json_or_lines(bytes: &[u8]) -> Result<Value, String> {
                 .map(Value::Array)
         }
     }
+}
+
+/// `bytes` with every bare `nan` / `-nan` value (after a `:`, outside strings) replaced by `null`; `None` when there is
+/// none.
+fn nan_as_null(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped, mut value_next, mut changed) = (false, false, false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+            value_next = false;
+        } else if matches!(b, b':' | b',' | b'[') {
+            value_next = true;
+        } else if value_next && !b.is_ascii_whitespace() {
+            value_next = false;
+            let bare_nan = [&b"-nan"[..], b"nan"].into_iter().find(|w| {
+                bytes[i..].starts_with(w) && bytes.get(i + w.len()).is_none_or(|c| !c.is_ascii_alphanumeric())
+            });
+            if let Some(word) = bare_nan {
+                out.extend_from_slice(b"null");
+                i += word.len();
+                changed = true;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
 }
 
 /// Typed access to a JSON object's fields, with errors naming the field's path.
@@ -250,8 +299,19 @@ mod tests {
         assert_eq!(detect(b"{\"avg_ts\": 1.0}\n{\"avg_ts\": 2.0}\n"), Some(Format::LlamaBench));
         assert_eq!(detect(br#"{"benchmarks": []}"#), Some(Format::GuideLlm));
         assert_eq!(detect(br#"{"something": "else"}"#), None);
+        assert_eq!(detect(br#"{"avg_ts": 1.0, "n_prompt": 64}"#), Some(Format::LlamaBench));
         assert_eq!(detect(b"not json"), None);
         assert_eq!(detect(b"[]"), None);
+    }
+
+    #[test]
+    fn bare_nan_values_read_as_null_outside_strings() {
+        let fixed = nan_as_null(br#"{"a": nan, "b": -nan,"c":"nan", "d": [1, nan], "nano": 3, "e": nanx}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(fixed).unwrap(),
+            r#"{"a": null, "b": null,"c":"nan", "d": [1, null], "nano": 3, "e": nanx}"#
+        );
+        assert!(nan_as_null(br#"{"a": 1, "s": "x: nan"}"#).is_none());
     }
 
     #[test]

@@ -4,36 +4,64 @@
 #[derive(Debug, Clone)]
 pub struct Rope {
     half: usize,
+    inv: Vec<f32>,
     /// `[positions, half]`.
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
 
+/// Most positions tabled (32 MiB for a 128-wide head): a model's context can be millions of positions (or, in a
+/// broken config, 10^15), and positions past the table are computed when used, with the same arithmetic.
+pub const TABLE_POSITIONS: usize = 1 << 16;
+
 impl Rope {
-    /// Tables for `positions` positions from the config's inverse frequencies (`head_dim / 2` of them).
+    /// Tables for the first `positions` positions (at most [`TABLE_POSITIONS`]) from the config's inverse
+    /// frequencies (`head_dim / 2` of them).
     pub fn new(inv_freq: &[f64], positions: usize) -> Self {
         let half = inv_freq.len();
         let inv: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
+        let positions = positions.min(TABLE_POSITIONS);
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
         for p in 0..positions {
-            for &f in &inv {
-                let angle = (p as f32 * f) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
+            let (c, s) = Self::angles(&inv, p);
+            cos.extend(c);
+            sin.extend(s);
         }
-        Self { half, cos, sin }
+        Self { half, inv, cos, sin }
     }
 
+    /// cos and sin of `position * inv_freq`, as transformers computes them: an f32 angle, rounded from f64.
+    fn angles(inv: &[f32], position: usize) -> (Vec<f32>, Vec<f32>) {
+        inv.iter()
+            .map(|&f| {
+                let angle = (position as f32 * f) as f64;
+                (angle.cos() as f32, angle.sin() as f32)
+            })
+            .unzip()
+    }
+
+    /// Positions held in the table.
     pub fn positions(&self) -> usize {
         self.cos.len() / self.half.max(1)
+    }
+
+    /// The cos and sin rows of `position`: from the table, or computed past it.
+    fn rows(&self, position: usize) -> (std::borrow::Cow<'_, [f32]>, std::borrow::Cow<'_, [f32]>) {
+        let h = self.half;
+        if position < self.positions() {
+            let range = position * h..(position + 1) * h;
+            (self.cos[range.clone()].into(), self.sin[range].into())
+        } else {
+            let (c, s) = Self::angles(&self.inv, position);
+            (c.into(), s.into())
+        }
     }
 
     /// Rotates each head (`head_dim = 2 * half` values) of `x` for `position`.
     pub fn apply(&self, x: &mut [f32], position: usize) {
         let h = self.half;
-        let (cos, sin) = (&self.cos[position * h..(position + 1) * h], &self.sin[position * h..(position + 1) * h]);
+        let (cos, sin) = self.rows(position);
         for head in x.chunks_exact_mut(2 * h) {
             let (a, b) = head.split_at_mut(h);
             for i in 0..h {
@@ -49,7 +77,7 @@ impl Rope {
     /// attention scores are the same: q and k are permuted alike within each head.
     pub fn apply_adjacent(&self, x: &mut [f32], position: usize) {
         let h = self.half;
-        let (cos, sin) = (&self.cos[position * h..(position + 1) * h], &self.sin[position * h..(position + 1) * h]);
+        let (cos, sin) = self.rows(position);
         for head in x.chunks_exact_mut(2 * h) {
             for (i, pair) in head.chunks_exact_mut(2).enumerate() {
                 let (x1, x2) = (pair[0], pair[1]);
@@ -80,5 +108,13 @@ mod tests {
         let before = y;
         rope.apply(&mut y, 0);
         assert_eq!(y, before);
+        // Past the table: computed, the same values.
+        let short = Rope::new(&[1.0, 0.5], 2);
+        let (mut a, mut b) = ([0.3, -0.7, 1.1, 0.2], [0.3, -0.7, 1.1, 0.2]);
+        rope.apply(&mut a, 3);
+        short.apply(&mut b, 3);
+        assert_eq!(a, b);
+        let huge = Rope::new(&[1.0, 0.5], 1 << 50);
+        assert_eq!(huge.positions(), TABLE_POSITIONS);
     }
 }

@@ -1,0 +1,21 @@
+//! A GGUF file: the header, metadata and tensor table parse (and the HF config derived from them) or fail with an
+//! error, never a panic; tensors that parse dequantize (bounded: their data lies inside the file).
+#![no_main]
+
+use std::io::Write;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // The reader maps a file: write the input to one of this process's own (tmpfs when there is one).
+    let dir = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    let path = std::path::PathBuf::from(format!("{dir}/nano-vllm-fuzz-{}.gguf", std::process::id()));
+    std::fs::File::create(&path).and_then(|mut f| f.write_all(data)).expect("scratch file");
+    if let Ok(file) = nano_vllm_bundle::gguf::GgufFile::open(&path) {
+        let names: Vec<String> = file.tensors().iter().take(4).map(|t| t.name.clone()).collect();
+        for name in names {
+            let _ = file.dequantize(&name);
+        }
+    }
+    let _ = nano_vllm_bundle::gguf::GgufModel::open(&path);
+});

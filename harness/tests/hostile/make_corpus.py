@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Writes the hostile-input corpus: broken model files, impossible configs, bad traces, bad command lines and corrupt
+baselines, each with the `nano-vllm` command that reads it and what its error must name. harness/tests/hostile.rs runs
+every case and requires a non-zero exit with that error: never a panic, a signal, a hang, or a run directory replaced.
+
+Usage: make_corpus.py OUT_DIR   (writes OUT_DIR/cases.json and the files it names; paths relative to the repo root)
+Standard library only; derives every broken file from the committed fixtures/tiny-llama bundle.
+"""
+
+import json
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+BUNDLE = REPO / "fixtures" / "tiny-llama"
+
+
+def main() -> None:
+    out = Path(sys.argv[1]).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cases = []
+
+    def case(name, args, *expect, timeout=60, ok=False):
+        # ok: odd but valid input, which must run (and not crash, hang or allocate absurdly).
+        cases.append({"name": name, "args": [str(a) for a in args], "expect": list(expect), "timeout_s": timeout,
+                      "ok": ok})
+
+    def write(rel, data):
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return p
+
+    def hf_dir(name, config=None, safetensors=None, tokenizer=None, onnx=None):
+        d = out / "hf" / name
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = config if config is not None else (BUNDLE / "config.json").read_bytes()
+        (d / "config.json").write_bytes(cfg if isinstance(cfg, bytes) else cfg.encode())
+        st = safetensors if safetensors is not None else (BUNDLE / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(st)
+        tok = tokenizer if tokenizer is not None else (BUNDLE / "tokenizer.json").read_bytes()
+        (d / "tokenizer.json").write_bytes(tok if isinstance(tok, bytes) else tok.encode())
+        if onnx is not None:
+            (d / "model.onnx").write_bytes(onnx)
+        return d
+
+    gen = ["generate", "--prompt", "hi", "--max-tokens", "2", "--threads", "1"]
+
+    # --- safetensors (an HF directory), for each runtime that reads it.
+    st = (BUNDLE / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", st[:8])[0]
+    header = json.loads(st[8 : 8 + n])
+    data = st[8 + n :]
+
+    def with_header(h):
+        body = json.dumps(h).encode()
+        body += b" " * (-len(body) % 8)
+        return struct.pack("<Q", len(body)) + body + data
+
+    broken = {
+        "truncated": st[: len(st) // 2],
+        "empty": b"",
+        "header_length_huge": struct.pack("<Q", 1 << 60) + st[8:],
+        "header_not_json": struct.pack("<Q", n) + b"x" * n + data,
+    }
+    h = json.loads(json.dumps(header))
+    h["model.embed_tokens.weight"]["data_offsets"][1] += 10**9
+    broken["offsets_beyond_file"] = with_header(h)
+    h = json.loads(json.dumps(header))
+    del h["model.layers.0.mlp.down_proj.weight"]
+    broken["missing_tensor"] = with_header(h)
+    h = json.loads(json.dumps(header))
+    h["lm_head.weight"]["shape"] = list(reversed(h["lm_head.weight"]["shape"]))
+    broken["transposed_tensor"] = with_header(h)
+    h = json.loads(json.dumps(header))
+    h["lm_head.weight"]["dtype"] = "BOGUS"
+    broken["unknown_dtype"] = with_header(h)
+    expect_st = {
+        "truncated": ["model.safetensors"],
+        "empty": ["model.safetensors"],
+        "header_length_huge": ["model.safetensors"],
+        "header_not_json": ["model.safetensors"],
+        "offsets_beyond_file": ["model.safetensors"],
+        "missing_tensor": ["model.safetensors", "tensor"],
+        "transposed_tensor": ["lm_head.weight"],
+        "unknown_dtype": ["model.safetensors"],
+    }
+    for name, bytes_ in broken.items():
+        d = hf_dir(f"st-{name}", safetensors=bytes_)
+        for rt in ["native", "candle"]:
+            case(f"safetensors {name} ({rt})", gen + ["--model", d, "--runtime", rt], *expect_st[name])
+
+    # --- GGUF, for native (our reader) and llama.cpp.
+    gguf = (BUNDLE / "model.f32.gguf").read_bytes()
+    ggufs = {
+        "truncated": gguf[: len(gguf) // 2],
+        "header_only": gguf[:24],
+        "empty": b"",
+        "bad_magic": b"GGUX" + gguf[4:],
+        "version_99": gguf[:4] + struct.pack("<I", 99) + gguf[8:],
+        "tensor_count_huge": gguf[:8] + struct.pack("<Q", 1 << 62) + gguf[16:],
+        "kv_count_huge": gguf[:16] + struct.pack("<Q", 1 << 62) + gguf[24:],
+        "key_length_huge": gguf[:24] + struct.pack("<Q", 1 << 60) + gguf[32:],
+    }
+    for name, bytes_ in ggufs.items():
+        p = write(f"gguf/{name}.gguf", bytes_)
+        for rt in ["native", "llama-cpp"]:
+            case(f"gguf {name} ({rt})", gen + ["--model", p, "--runtime", rt], f"{name}.gguf")
+
+    # --- ONNX graph in an HF directory.
+    onnx = (BUNDLE / "model.onnx").read_bytes()
+    for name, bytes_ in {"truncated": onnx[: len(onnx) // 3], "garbage": b"\x08\x07" + b"\xff" * 4096, "empty": b""}.items():
+        d = hf_dir(f"onnx-{name}", onnx=bytes_)
+        case(f"onnx {name}", gen + ["--model", d, "--runtime", "onnx"], "model.onnx")
+
+    # --- tokenizer.json.
+    tok = (BUNDLE / "tokenizer.json").read_text()
+    for name, text in {"not_json": "{oops", "empty": "", "empty_object": "{}", "truncated": tok[: len(tok) // 2]}.items():
+        d = hf_dir(f"tok-{name}", tokenizer=text)
+        case(f"tokenizer.json {name}", gen + ["--model", d, "--runtime", "native"], "tokenizer.json")
+
+    # --- config.json: malformed, impossible, or asking for absurd sizes.
+    cfg = json.loads((BUNDLE / "config.json").read_text())
+
+    def config_case(name, change, *expect, ok=False, names_config=True):
+        c = json.loads(json.dumps(cfg))
+        if callable(change):
+            change(c)
+        text = change if isinstance(change, str) else json.dumps(c)
+        d = hf_dir(f"cfg-{name}", config=text)
+        for rt in ["native", "candle"]:
+            case(f"config.json {name} ({rt})", gen + ["--model", d, "--runtime", rt], *(("config.json",) if names_config and not ok else ()),
+                 *expect, ok=ok)
+
+    config_case("not_json", "{oops")
+    config_case("array", "[]")
+    config_case("empty", "")
+    config_case("no_model_type", lambda c: c.pop("model_type"), "model_type")
+    config_case("falcon", lambda c: c.update(model_type="falcon"), "falcon")
+    config_case("vocab_zero", lambda c: c.update(vocab_size=0), "vocab_size")
+    config_case("vocab_string", lambda c: c.update(vocab_size="512"), "vocab_size")
+    config_case("vocab_2_40", lambda c: c.update(vocab_size=1 << 40), "vocab_size")
+    config_case("vocab_negative", lambda c: c.update(vocab_size=-512), "vocab_size")
+    config_case("hidden_65", lambda c: c.update(hidden_size=65, head_dim=None), "hidden_size")
+    config_case("layers_zero", lambda c: c.update(num_hidden_layers=0), "num_hidden_layers")
+    config_case("heads_zero", lambda c: c.update(num_attention_heads=0), "num_attention_heads")
+    config_case("kv_heads_3", lambda c: c.update(num_key_value_heads=3), "num_key_value_heads")
+    config_case("intermediate_zero", lambda c: c.update(intermediate_size=0), "intermediate_size")
+    # A context of 10^15 positions is odd but valid: runtimes must not size anything by it (a RoPE table did).
+    config_case("context_petabytes", lambda c: c.update(max_position_embeddings=10**15), ok=True)
+    config_case("context_zero", lambda c: c.update(max_position_embeddings=0), "max_position_embeddings")
+    config_case("rope_yarn", lambda c: c.update(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "yarn")
+    # 10^12 layers: the first layer the weights lack is named (no allocation sized by the config's count).
+    config_case("layers_huge", lambda c: c.update(num_hidden_layers=10**12), "model.layers.2.", names_config=False)
+
+    # --- a bundle's manifest.json, read by bench (checksums verified first) and parity.
+    def bundle_case(name, change, *expect):
+        d = out / "bundles" / name
+        shutil.copytree(BUNDLE, d, dirs_exist_ok=True)
+        m = json.loads((d / "manifest.json").read_text())
+        if isinstance(change, str):
+            (d / "manifest.json").write_text(change)
+        else:
+            change(m, d)
+            (d / "manifest.json").write_text(json.dumps(m))
+        run = out / "runs" / f"manifest-{name}"
+        case(f"manifest {name} (bench)", ["bench", "--bundle", d, "--runtime", "mock", "--requests", "3", "--quiet",
+                                            "--out", run], *expect)
+        case(f"manifest {name} (parity)", ["parity", "--bundle", d, "--runtime", "native", "--threads", "1",
+                                             "--out", out / "runs" / f"parity-{name}.json"], *expect)
+
+    bundle_case("not_json", "{oops", "manifest.json")
+    bundle_case("empty_object", "{}", "manifest.json")
+    bundle_case("file_missing", lambda m, d: (d / "model.onnx").unlink(), "model.onnx")
+    bundle_case("checksum_wrong", lambda m, d: d.joinpath("tokenizer.json").write_text(tok + " "), "tokenizer.json")
+    bundle_case("path_escapes", lambda m, d: m["files"][0].update(path="../../../../etc/passwd"), "manifest.json")
+    bundle_case("size_huge", lambda m, d: m["files"][0].update(size=1 << 62), m_first_path(BUNDLE))
+    bundle_case("reference_truncated", lambda m, d: d.joinpath("reference.safetensors").write_bytes(
+        (BUNDLE / "reference.safetensors").read_bytes()[:1000]), "reference.safetensors")
+
+    # --- engine settings that cannot work.
+    def bench(name, extra, *expect, **kw):  # noqa: E306
+        case(name, ["bench", "--runtime", "mock", "--requests", "4", "--quiet", "--out", out / "runs" / name.replace(" ", "_")]
+             + extra, *expect, **kw)
+
+    def cli(name, extra, *expect):
+        case(name, ["bench", "--requests", "4", "--quiet", "--out", out / "runs" / name.replace(" ", "_")] + extra, *expect)
+
+    bench("block size 0", ["--block-size", "0"], "block")
+    bench("max num seqs 0", ["--max-num-seqs", "0"], "--max-num-seqs")
+    bench("kv blocks 0", ["--kv-blocks", "0"], "--kv-blocks")
+    bench("max batched tokens 0", ["--max-num-batched-tokens", "0"], "--max-num-batched-tokens")
+    bench("max model len 0", ["--max-model-len", "0"], "--max-model-len")
+    bench("kv blocks 1e15", ["--kv-blocks", "1000000000000000"], "--kv-blocks")
+    bench("kv blocks usize max", ["--kv-blocks", "18446744073709551615"], "--kv-blocks")
+    bench("max num seqs 1e12", ["--max-num-seqs", "1000000000000"], "--max-num-seqs")
+    bench("block size usize max", ["--block-size", "18446744073709551615"], "--block-size")
+    bench("max model len usize max", ["--max-model-len", "18446744073709551615"], "--max-model-len")
+    bench("requests 0", ["--requests", "0"], "--requests")
+    bench("requests 1e12", ["--requests", "1000000000000"], "--requests")
+    # A shared prefix longer than every prompt is cut to each prompt: valid, and nothing absurd is allocated.
+    bench("prefix len 1e12", ["--prefix-len", "1000000000000"], ok=True)
+    bench("warmup 1e12", ["--warmup", "1000000000000"], "--warmup")
+    bench("input len reversed", ["--input-len", "uniform:50:5"], "uniform:50:5")
+    bench("input len negative std", ["--input-len", "normal:20:-3"], "normal:20:-3")
+    bench("input len empty hist", ["--input-len", "hist:"], "hist:")
+    bench("output len huge", ["--output-len", "18446744073709551615"], "max_tokens")
+    bench("rate sweep zero", ["--rate-sweep", "0"], "rate")
+    bench("percentile 101", ["--percentiles", "101"], "--percentiles")
+    bench("slo negative", ["--slo", "ttft=-5ms"], "ttft=-5ms")
+    bench("slo unknown metric", ["--slo", "latency=5ms"], "latency")
+    bench("max concurrency 0", ["--max-concurrency", "0"], "--max-concurrency")
+    bench("request timeout 0", ["--request-timeout", "0"], "--request-timeout")
+    bench("request timeout nan", ["--request-timeout", "NaN"], "--request-timeout")
+    bench("target not a url", ["--target", "openai:not a url", "--served-model", "m"], "not a url")
+    bench("target unknown scheme", ["--target", "grpc://127.0.0.1:1", "--served-model", "m"], "grpc://127.0.0.1:1")
+    bench("fleet without target", ["--fleet", "f"], "--target")
+    bench("threads 1e6", ["--threads", "1000000"], "at most 1024")
+    bench("rate negative", ["--mode", "online", "--rate", "-1"], "rate")
+    cli("unknown runtime", ["--runtime", "tensorrt"], "tensorrt")
+    cli("unknown runtime option", ["--runtime", "native:bogus"], "bogus")
+    cli("mock option not a number", ["--runtime", "mock:delay-us=abc"], "abc")
+    cli("mock option negative", ["--runtime", "mock:fail-at=-1"], "-1")
+    cli("mock delay absurd", ["--runtime", "mock:delay-us=100000000000"], "delay-us")
+    cli("llama-cpp unknown variant", ["--runtime", "llama-cpp:q9_9"], "q9_9")
+
+    # --- traces.
+    def trace(name, text, *expect, mode=None):
+        p = write(f"traces/{name}.jsonl", text)
+        extra = ["--workload", p, "--warmup", "0"] + (["--mode", mode] if mode else [])
+        bench(f"trace {name}", extra, *expect)
+        return p
+
+    trace("invalid_json", '{"prompt_ids": [5], "max_tokens": 4}\n{oops\n', "invalid_json.jsonl:2")
+    trace("nan_arrival", '{"arrival_s": NaN, "prompt_ids": [5], "max_tokens": 4}\n', "nan_arrival.jsonl:1")
+    trace("negative_arrival", '{"arrival_s": -1, "prompt_ids": [5], "max_tokens": 4}\n', "arrival_s")
+    trace("arrival_1e300", '{"arrival_s": 1e300, "prompt_ids": [5], "max_tokens": 4}\n', "arrives at", mode="online")
+    trace("token_outside_vocab", '{"prompt_ids": [512], "max_tokens": 4}\n', "token id 512")
+    trace("token_negative", '{"prompt_ids": [-1], "max_tokens": 4}\n', "token_negative.jsonl:1")
+    trace("token_u32_overflow", '{"prompt_ids": [4294967296], "max_tokens": 4}\n', "token_u32_overflow.jsonl:1")
+    trace("prompt_ids_string", '{"prompt_ids": "abc", "max_tokens": 4}\n', "prompt_ids_string.jsonl:1")
+    trace("empty_prompt_ids", '{"prompt_ids": [], "max_tokens": 4}\n', "prompt_ids")
+    trace("empty_text", '{"prompt": "", "max_tokens": 4}\n', "empty")
+    trace("no_prompt", '{"max_tokens": 4}\n', "no_prompt.jsonl:1")
+    trace("both_prompts", '{"prompt": "hi", "prompt_ids": [5], "max_tokens": 4}\n', "both_prompts.jsonl:1")
+    trace("max_tokens_zero", '{"prompt_ids": [5], "max_tokens": 0}\n', "max_tokens")
+    trace("max_tokens_1e9", '{"prompt_ids": [5], "max_tokens": 1000000000}\n', "context")
+    trace("max_tokens_negative", '{"prompt_ids": [5], "max_tokens": -1}\n', "max_tokens_negative.jsonl:1")
+    trace("no_max_tokens", '{"prompt_ids": [5]}\n', "max_tokens")
+    trace("top_p_2", '{"prompt_ids": [5], "max_tokens": 4, "top_p": 2}\n', "top_p")
+    trace("temperature_negative", '{"prompt_ids": [5], "max_tokens": 4, "temperature": -1}\n', "temperature")
+    trace("null_line", "null\n", "null_line.jsonl:1")
+    trace("array_line", "[]\n", "array_line.jsonl:1")
+    trace("empty_file", "", "holds no request")
+    trace("blank_lines", "\n\n   \n", "holds no request")
+    trace("binary", "\x00\x01\x02\xff\xfe", "binary.jsonl")
+    write("traces/invalid_utf8.jsonl", b'{"prompt": "\xff\xfe", "max_tokens": 4}\n')
+    bench("trace invalid_utf8", ["--workload", out / "traces/invalid_utf8.jsonl", "--warmup", "0"], "invalid_utf8.jsonl")
+    write("traces/one_long_line.jsonl", b'{"prompt_ids": [' + b"5, " * (3 << 20) + b'5], "max_tokens": 4}')
+    bench("trace one long line", ["--workload", out / "traces/one_long_line.jsonl", "--warmup", "0"], "context")
+    bench("trace is /dev/zero", ["--workload", "/dev/zero", "--warmup", "0"], "/dev/zero:1", "without a newline", timeout=30)
+    bench("trace is a directory", ["--workload", out / "traces", "--warmup", "0"], "traces")
+    bench("trace missing", ["--workload", out / "traces/nope.jsonl"], "nope.jsonl")
+
+    # --- where results go: an earlier run is never replaced, an unwritable place is found before the run.
+    good = out / "runs" / "good"
+    write("runs/good/results.json", (REPO / "harness/tests/data/ab/a/results.json").read_bytes())
+    case("out holds a run", ["bench", "--runtime", "mock", "--requests", "3", "--quiet", "--out", good], "already holds a run")
+    write("runs/file", "x")
+    case("out below a file", ["bench", "--runtime", "mock", "--requests", "3", "--quiet", "--out", out / "runs/file/x"],
+         "--out")
+    case("report out is the run", ["report", good, "--out", good], "is the run directory")
+    case("workload out below a file", ["workload", "--out", out / "runs/file/w.jsonl", "--requests", "3"], "w.jsonl")
+    case("workload requests 1e12", ["workload", "--out", out / "w.jsonl", "--requests", "1000000000000"], "--requests")
+
+    # --- results and baselines read back.
+    results = json.loads((REPO / "harness/tests/data/ab/a/results.json").read_text())
+    for name, text in {
+        "not_json": "{oops",
+        "truncated": json.dumps(results)[:500],
+        "schema_99": json.dumps({**results, "schema_version": 99}),
+        "runs_not_array": json.dumps({**results, "runs": 5}),
+    }.items():
+        run = write(f"results/{name}/results.json", text).parent
+        case(f"report results {name}", ["report", run, "--out", out / "runs" / f"report-{name}"], "results.json")
+        base = out / "baselines" / name
+        base.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / "results.json", base / "bad.json")
+        case(f"gate baseline {name}", ["gate", "--baseline", base, "--current", REPO / "harness/tests/data/ab/a"],
+             "bad.json")
+    instr = write("instructions/bad.jsonl", '{"oops\n')
+    case("gate instructions corrupt", ["gate", "--instructions", instr], "bad.jsonl")
+    case("gate baseline missing", ["gate", "--baseline", out / "nope", "--current", good], "nope")
+
+    # --- serve settings.
+    serve = ["serve", "--model", "fixtures/tiny-llama", "--runtime", "mock"]
+    case("serve port out of range", serve + ["--port", "70000"], "70000")
+    case("serve host not an address", serve + ["--host", "not an address", "--port", "0"],
+         "not an address", timeout=30)
+    case("serve max pending 0", serve + ["--max-pending", "0", "--port", "0"], "--max-pending",
+         timeout=30)
+
+    (out / "cases.json").write_text(json.dumps(cases, indent=1))
+    print(f"{len(cases)} cases in {out / 'cases.json'}")
+
+
+def m_first_path(bundle: Path) -> str:
+    return json.loads((bundle / "manifest.json").read_text())["files"][0]["path"]
+
+
+if __name__ == "__main__":
+    main()
