@@ -152,7 +152,7 @@ impl LlmEngine {
         if prompt_len == 0 {
             return Err(AddRequestError::EmptyPrompt);
         }
-        let total = prompt_len + max_tokens;
+        let total = prompt_len.saturating_add(max_tokens);
         if total > self.config.max_model_len {
             return Err(AddRequestError::TooLong {
                 prompt_len,

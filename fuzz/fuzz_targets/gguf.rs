@@ -7,9 +7,10 @@ use std::io::Write;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // The reader maps a file: write the input to one of this process's own (tmpfs when there is one).
-    let dir = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
-    let path = std::path::PathBuf::from(format!("{dir}/nano-vllm-fuzz-{}.gguf", std::process::id()));
+    // The reader maps a file: write the input to one of this process's own, in ci/fuzz.sh's run directory (else the
+    // temporary directory), removed after each input.
+    let dir = std::env::var_os("NANO_VLLM_FUZZ_SCRATCH").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let path = dir.join(format!("nano-vllm-fuzz-{}.gguf", std::process::id()));
     std::fs::File::create(&path).and_then(|mut f| f.write_all(data)).expect("scratch file");
     if let Ok(file) = nano_vllm_bundle::gguf::GgufFile::open(&path) {
         let names: Vec<String> = file.tensors().iter().take(4).map(|t| t.name.clone()).collect();
@@ -18,4 +19,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = nano_vllm_bundle::gguf::GgufModel::open(&path);
+    let _ = std::fs::remove_file(&path);
 });

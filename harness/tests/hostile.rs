@@ -19,6 +19,9 @@ struct Case {
     /// Odd but valid input: it must run (exit 0), and not crash, hang or allocate absurdly.
     #[serde(default)]
     ok: bool,
+    /// Where it runs (default: the repository root).
+    #[serde(default)]
+    cwd: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,7 +43,7 @@ fn run(case: &Case, scratch: &Path, index: usize) -> (Outcome, String) {
     let (out_path, err_path) = (scratch.join(format!("{index}.out")), scratch.join(format!("{index}.err")));
     let mut child = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
         .args(&case.args)
-        .current_dir(repo())
+        .current_dir(case.cwd.clone().unwrap_or_else(repo))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())

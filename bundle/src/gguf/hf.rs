@@ -225,6 +225,18 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         None => embd.shape()[0],
     };
     let gpt2 = architecture == HfArchitecture::Gpt2;
+    // A window as transformers applies it: Llama has none (the key is ignored), and 0 would hide every key.
+    let sliding_window = match f.get(&key("attention.sliding_window")).and_then(|v| v.as_u64()) {
+        _ if architecture == HfArchitecture::Llama => None,
+        Some(0) => {
+            return Err(GgufError::Metadata {
+                path: f.path().into(),
+                key: key("attention.sliding_window"),
+                reason: "0 would hide every key, the token's own too".into(),
+            });
+        }
+        w => w.map(|v| v as usize),
+    };
     let (rope_theta, norm_eps, activation) = if gpt2 {
         (None, f.f64(&key("attention.layer_norm_epsilon"))?, Activation::GeluTanh)
     } else {
@@ -278,7 +290,7 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         qkv_bias: has("blk.0.attn_q.bias") || has("blk.0.attn_qkv.bias"),
         o_bias: has("blk.0.attn_output.bias"),
         mlp_bias: has("blk.0.ffn_up.bias"),
-        sliding_window: f.get(&key("attention.sliding_window")).and_then(|v| v.as_u64()).map(|v| v as usize),
+        sliding_window,
         bos_token_id: token("tokenizer.ggml.bos_token_id"),
         eos_token_ids: token("tokenizer.ggml.eos_token_id").into_iter().collect(),
     })

@@ -73,7 +73,7 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         }
         prompts.push(encoding.get_ids().to_vec());
     }
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(1) + a.max_tokens;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(1).saturating_add(a.max_tokens);
     if longest > info.context_length {
         bail!("prompt + --max-tokens ({longest} tokens) exceeds the model's context ({})", info.context_length);
     }

@@ -24,7 +24,11 @@ pub struct ReportArgs {
 pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
     for run in &a.runs {
         // A run directory, or the directory of its results.json.
-        let run_dir = if run.is_dir() { run.as_path() } else { run.parent().unwrap_or(std::path::Path::new(".")) };
+        let run_dir = match run.parent() {
+            _ if run.is_dir() => run.as_path(),
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
         let holds_run = run_dir.join("results.json").is_file() || run.is_dir();
         if holds_run && same_dir(run_dir, &a.out) {
             bail!(

@@ -8,28 +8,28 @@ use nano_vllm_engine::{Config, LlmEngine, MockRuntime, SamplingParams, StepStats
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Number of requests, all arriving at t=0.
-    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 200, value_parser = |s: &str| super::bounded(s, 1, 1 << 24), allow_negative_numbers = true)]
     requests: usize,
     /// Prompt length in tokens.
-    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 64, value_parser = |s: &str| super::bounded(s, 1, 1 << 20), allow_negative_numbers = true)]
     prompt_len: usize,
     /// Tokens generated per request (EOS ignored).
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = |s: &str| super::bounded(s, 1, 1 << 20), allow_negative_numbers = true)]
     max_tokens: usize,
     /// Requests share a prefix of this many tokens (0: none).
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = |s: &str| super::bounded(s, 0, 1 << 20), allow_negative_numbers = true)]
     shared_prefix: usize,
     /// KV blocks in the cache (small values force preemption).
-    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 256, value_parser = |s: &str| super::bounded(s, 1, 1 << 24), allow_negative_numbers = true)]
     kv_blocks: usize,
-    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 16, value_parser = |s: &str| super::bounded(s, 1, 1024), allow_negative_numbers = true)]
     block_size: usize,
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = |s: &str| super::bounded(s, 1, 1 << 16), allow_negative_numbers = true)]
     max_num_seqs: usize,
-    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 512, value_parser = |s: &str| super::bounded(s, 1, 1 << 24), allow_negative_numbers = true)]
     max_num_batched_tokens: usize,
     /// Mock vocabulary size.
-    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 512, value_parser = |s: &str| super::bounded(s, 1, 1 << 18), allow_negative_numbers = true)]
     vocab: usize,
 }
 

@@ -22,10 +22,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cases = []
 
-    def case(name, args, *expect, timeout=60, ok=False):
-        # ok: odd but valid input, which must run (and not crash, hang or allocate absurdly).
+    def case(name, args, *expect, timeout=60, ok=False, cwd=None):
+        # ok: odd but valid input, which must run (and not crash, hang or allocate absurdly). cwd: where it runs (default
+        # the repository root).
         cases.append({"name": name, "args": [str(a) for a in args], "expect": list(expect), "timeout_s": timeout,
-                      "ok": ok})
+                      "ok": ok, "cwd": cwd})
 
     def write(rel, data):
         p = out / rel
@@ -301,6 +302,19 @@ def main() -> None:
          "not an address", timeout=30)
     case("serve max pending 0", serve + ["--max-pending", "0", "--port", "0"], "--max-pending",
          timeout=30)
+
+    # --- simulate: the engine on the mock, with its own flags.
+    sim = ["simulate", "--requests", "4"]
+    case("simulate vocab 0", sim + ["--vocab", "0"], "--vocab")
+    case("simulate kv blocks near 2^32", sim + ["--kv-blocks", "4294967294"], "--kv-blocks")
+    case("simulate prompt len usize max", sim + ["--prompt-len", "18446744073709551615"], "--prompt-len")
+    case("simulate shared prefix beyond prompt", sim + ["--shared-prefix", "100", "--prompt-len", "10"], "--shared-prefix")
+    # generate: a --max-tokens that would wrap a sum.
+    case("generate max tokens usize max", ["generate", "--prompt", "hi", "--max-tokens", "18446744073709551615"],
+         "exceeds the model's context")
+    # report: a results.json named bare, from inside its run directory, written over with --out .
+    case("report bare results.json over its own run", ["report", "results.json", "--out", "."], "is the run directory",
+         cwd=str(good))
 
     (out / "cases.json").write_text(json.dumps(cases, indent=1))
     print(f"{len(cases)} cases in {out / 'cases.json'}")

@@ -7,9 +7,12 @@
 
 use candle_core::{Device, Result, Tensor};
 
-/// cos and sin tables, `[max_positions, head_dim / 2]`.
+/// cos and sin tables, `[positions, head_dim / 2]` for the first `min(context, TABLE_POSITIONS)` positions.
 #[derive(Debug, Clone)]
 pub(crate) struct Rope {
+    inv: Vec<f32>,
+    /// Positions held in the tables.
+    positions: usize,
     cos: Tensor,
     sin: Tensor,
 }
@@ -21,34 +24,53 @@ pub(crate) struct RopeRows {
     sin: Tensor,
 }
 
-/// Most positions tabled (a model's context can be millions of positions, or 10^15 in a broken config): the runtime
-/// serves positions below `min(context, TABLE_POSITIONS)` and refuses later ones by name.
+/// Most positions tabled (a model's context can be millions of positions, or 10^15 in a broken config); a step with a
+/// later position computes its rows with the same arithmetic.
 pub(crate) const TABLE_POSITIONS: usize = 1 << 16;
 
 impl Rope {
     pub(crate) fn new(inv_freq: &[f64], max_positions: usize) -> Result<Self> {
-        let max_positions = max_positions.min(TABLE_POSITIONS);
+        let positions = max_positions.min(TABLE_POSITIONS);
         let half = inv_freq.len();
         let inv: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
-        let mut cos = Vec::with_capacity(max_positions * half);
-        let mut sin = Vec::with_capacity(max_positions * half);
-        for p in 0..max_positions {
-            for &f in &inv {
-                let angle = p as f32 * f;
-                cos.push((angle as f64).cos() as f32);
-                sin.push((angle as f64).sin() as f32);
-            }
-        }
+        let (cos, sin) = angles(&inv, 0..positions as u32);
         Ok(Self {
-            cos: Tensor::from_vec(cos, (max_positions, half), &Device::Cpu)?,
-            sin: Tensor::from_vec(sin, (max_positions, half), &Device::Cpu)?,
+            cos: Tensor::from_vec(cos, (positions, half), &Device::Cpu)?,
+            sin: Tensor::from_vec(sin, (positions, half), &Device::Cpu)?,
+            inv,
+            positions,
         })
     }
 
-    /// The table rows of `positions` (u32, `[tokens]`, each below `max_positions`).
+    /// The rows of `positions` (u32, `[tokens]`): from the tables, or computed when one is past them.
     pub(crate) fn rows(&self, positions: &Tensor) -> Result<RopeRows> {
-        Ok(RopeRows { cos: self.cos.index_select(positions, 0)?, sin: self.sin.index_select(positions, 0)? })
+        let ps: Vec<u32> = positions.to_vec1()?;
+        if ps.iter().all(|&p| (p as usize) < self.positions) {
+            return Ok(RopeRows {
+                cos: self.cos.index_select(positions, 0)?,
+                sin: self.sin.index_select(positions, 0)?,
+            });
+        }
+        let (cos, sin) = angles(&self.inv, ps.iter().copied());
+        let shape = (ps.len(), self.inv.len());
+        Ok(RopeRows {
+            cos: Tensor::from_vec(cos, shape, &Device::Cpu)?,
+            sin: Tensor::from_vec(sin, shape, &Device::Cpu)?,
+        })
     }
+}
+
+/// cos and sin of `position * inv_freq` for each position, row after row: an f32 angle, as transformers computes it.
+fn angles(inv: &[f32], positions: impl Iterator<Item = u32>) -> (Vec<f32>, Vec<f32>) {
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in positions {
+        for &f in inv {
+            let angle = p as f32 * f;
+            cos.push((angle as f64).cos() as f32);
+            sin.push((angle as f64).sin() as f32);
+        }
+    }
+    (cos, sin)
 }
 
 impl RopeRows {
@@ -76,5 +98,15 @@ mod tests {
         for (a, b) in y.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{y:?} vs {expected:?}");
         }
+    }
+
+    #[test]
+    fn positions_past_the_table_are_computed_alike() {
+        let (full, short) = (Rope::new(&[1.0, 0.5], 8).unwrap(), Rope::new(&[1.0, 0.5], 3).unwrap());
+        let positions = Tensor::new(&[1u32, 6, 7], &Device::Cpu).unwrap();
+        let (a, b) = (full.rows(&positions).unwrap(), short.rows(&positions).unwrap());
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!((v(&a.cos), v(&a.sin)), (v(&b.cos), v(&b.sin)));
+        assert_eq!(Rope::new(&[1.0], 1 << 40).unwrap().positions, TABLE_POSITIONS);
     }
 }

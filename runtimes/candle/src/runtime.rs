@@ -123,7 +123,7 @@ impl CandleRuntime {
             num_slots: kv.num_slots,
             block_size: kv.block_size,
             vocab_size,
-            max_positions: self.config.max_position_embeddings.min(crate::rope::TABLE_POSITIONS),
+            max_positions: self.config.max_position_embeddings,
             sliding_window: self.config.sliding_window,
         };
         let plan = StepPlan::new(batch, &limits)?;

@@ -164,6 +164,13 @@ pub(super) fn read(v: &Value, file: &Path) -> Result<Results, String> {
         r.repeats = if repeats.len() > 1 { repeats } else { Vec::new() };
         rows.push(r);
     }
+    // Tests that still share a name (they differ in a setting not named, or repeat one): numbered.
+    let names: Vec<String> = rows.iter().map(|r| r.runtime.clone()).collect();
+    for (i, r) in rows.iter_mut().enumerate() {
+        if names.iter().filter(|n| **n == names[i]).count() > 1 {
+            r.runtime = format!("{} #{}", names[i], i + 1);
+        }
+    }
     let workload = WorkloadMeta {
         source: format!("llama-bench ({})", file.display()),
         num_requests: rows.len(),
