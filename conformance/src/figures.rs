@@ -131,27 +131,23 @@ pub fn compare<'a>(runs: impl IntoIterator<Item = &'a PromptRun>, reference: &[R
         }
         // Rows whose inputs match the reference: the prompt, and greedy steps up to the first divergence.
         let last_valid = r.prompt_ids.len() - 1 + diverged_at.unwrap_or(r.greedy_tokens.len());
-        for (k, &pos) in run.positions.iter().enumerate() {
-            if pos as usize > last_valid {
-                break;
-            }
-            let Some(expected) = reference_row(r, pos as usize) else { continue };
-            let got = &run.logits[k * run.vocab..(k + 1) * run.vocab];
-            if got.len() == expected.len() {
-                rows.add(&run.name, pos, expected, got);
-            } else {
-                rows.add_mismatched(&run.name, pos);
-            }
-        }
-        // Rows recomputed after a preemption: held to the same reference.
-        for (k, &pos) in run.recomputed_positions.iter().enumerate() {
+        // Each position's first row, then the rows recomputed after a preemption: held to the same reference.
+        let vocab = run.vocab;
+        let rows_of = |positions: &'a [u32], logits: &'a [f32], recomputed: bool| {
+            positions.iter().enumerate().map(move |(k, &pos)| (pos, &logits[k * vocab..(k + 1) * vocab], recomputed))
+        };
+        let all = rows_of(&run.positions, &run.logits, false).chain(rows_of(
+            &run.recomputed_positions,
+            &run.recomputed_logits,
+            true,
+        ));
+        for (pos, got, recomputed) in all {
             if pos as usize > last_valid {
                 continue;
             }
             let Some(expected) = reference_row(r, pos as usize) else { continue };
-            let got = &run.recomputed_logits[k * run.vocab..(k + 1) * run.vocab];
             if got.len() == expected.len() {
-                recomputed_rows += 1;
+                recomputed_rows += usize::from(recomputed);
                 rows.add(&run.name, pos, expected, got);
             } else {
                 rows.add_mismatched(&run.name, pos);

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::http::{self, Endpoint, PromptFormat, Target};
-use crate::machine::{CpuIdentity, git_commit};
+use crate::machine::CpuIdentity;
 use crate::metrics::Slo;
 use crate::model::ModelSource;
 use crate::registry::{self, RuntimeSettings};
@@ -215,8 +215,10 @@ impl BenchEvents for () {}
 pub fn metadata(model: &ModelSource, workload: &BenchWorkload, s: &BenchSettings) -> RunMetadata {
     let cpu = CpuIdentity::current();
     let e = &s.engine;
+    // One reading of the checkout: the commit in the metadata is the provenance's.
+    let provenance = crate::provenance::Provenance::current(s.runtime.threads);
     RunMetadata {
-        git_commit: git_commit(),
+        git_commit: provenance.git_commit.clone(),
         cpu_model: cpu.model_name.clone(),
         cores: cpu.cores,
         cpu: Some(cpu),
@@ -250,7 +252,7 @@ pub fn metadata(model: &ModelSource, workload: &BenchWorkload, s: &BenchSettings
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
             .collect(),
-        provenance: Some(crate::provenance::Provenance::current(s.runtime.threads)),
+        provenance: Some(provenance),
     }
 }
 

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::error::{BundleError, read_file};
 
+mod window;
+
 /// The architectures the runtimes implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HfArchitecture {
@@ -207,7 +209,7 @@ impl HfConfig {
         };
         let attention_bias = r.bool_or("attention_bias", false)?;
         let num_layers = r.positive("num_hidden_layers")?;
-        let sliding_window = Self::sliding_window(&r, architecture, num_layers)?;
+        let sliding_window = window::sliding_window(&r, architecture, num_layers)?;
         Ok(Self {
             architecture,
             vocab_size: r.vocab_size()?,
@@ -230,77 +232,6 @@ impl HfConfig {
             bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
             eos_token_ids: r.token_ids("eos_token_id")?,
         })
-    }
-
-    /// The attention window every layer applies, as transformers decides it. Mistral: `sliding_window` (absent:
-    /// 4096, MistralConfig's default; null: none) in every layer. Qwen2: only with `use_sliding_window` (default
-    /// false; off, `sliding_window` is ignored), absent `sliding_window` 4096, and only from layer `max_window_layers`
-    /// (default 28) on: full attention below it. Either: a `layer_types` list, when present, says which layers are
-    /// windowed. Llama has no window. The runtimes apply one window to all layers, so a model whose layers differ
-    /// (some windowed, some not) is refused naming the field, rather than computed with the wrong mask.
-    fn sliding_window(
-        r: &Reader<'_>,
-        architecture: HfArchitecture,
-        num_layers: usize,
-    ) -> Result<Option<usize>, BundleError> {
-        let enabled = match architecture {
-            HfArchitecture::Mistral => true,
-            HfArchitecture::Qwen2 => r.bool_or("use_sliding_window", false)?,
-            _ => return Ok(None),
-        };
-        let window = match r.v.get("sliding_window") {
-            _ if !enabled => None,
-            None => Some(4096),
-            Some(_) => r.opt_usize("sliding_window")?,
-        };
-        let layer_types = r.v.get("layer_types").filter(|t| !t.is_null());
-        let windowed_layers = if let Some(types) = layer_types {
-            let types = types.as_array().ok_or_else(|| r.err("layer_types", "expected a list of layer types"))?;
-            if types.len() != num_layers {
-                return Err(r.err(
-                    "layer_types",
-                    format!("{} entries for {num_layers} layers (num_hidden_layers)", types.len()),
-                ));
-            }
-            let mut n = 0;
-            for (i, t) in types.iter().enumerate() {
-                match t.as_str() {
-                    Some("sliding_attention") => n += 1,
-                    Some("full_attention") => {}
-                    _ => {
-                        return Err(r.err(
-                            &format!("layer_types[{i}]"),
-                            format!("{t} is not supported (full_attention, sliding_attention)"),
-                        ));
-                    }
-                }
-            }
-            if n > 0 && window.is_none() {
-                return Err(r.err(
-                    "layer_types",
-                    "sliding_attention layers without a sliding_window (or with use_sliding_window false)",
-                ));
-            }
-            n
-        } else if architecture == HfArchitecture::Qwen2 && enabled {
-            num_layers.saturating_sub(r.opt_usize("max_window_layers")?.unwrap_or(28))
-        } else if enabled {
-            num_layers
-        } else {
-            0
-        };
-        match (window, windowed_layers) {
-            (_, 0) | (None, _) => Ok(None),
-            (Some(0), _) => Err(r.err("sliding_window", "0 would hide every key, the token's own too")),
-            (Some(w), n) if n == num_layers => Ok(Some(w)),
-            (Some(w), n) => Err(r.err(
-                if layer_types.is_some() { "layer_types" } else { "max_window_layers" },
-                format!(
-                    "a sliding window of {w} in {n} of {num_layers} layers (full attention in the others) is not \
-                     supported: the runtimes apply one window to every layer"
-                ),
-            )),
-        }
     }
 
     fn gpt2(r: &Reader<'_>) -> Result<Self, BundleError> {
@@ -438,57 +369,6 @@ mod tests {
         let none = LLAMA.replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, "");
         let err = parse(&none).unwrap_err().to_string();
         assert!(err.contains("rope_theta") && err.contains("missing"), "{err}");
-    }
-
-    const QWEN2: &str = r#"{"model_type":"qwen2","vocab_size":512,"hidden_size":64,"num_hidden_layers":4,
-        "num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"max_position_embeddings":256,
-        "rope_theta":10000.0,"eos_token_id":1,"sliding_window":32"#;
-
-    #[test]
-    fn qwen2_sliding_window_follows_use_sliding_window_and_max_window_layers() {
-        let qwen2 = |extra: &str| parse(&format!("{QWEN2}{extra}}}"));
-        // transformers: use_sliding_window defaults to false, and then no layer has a window.
-        assert_eq!(qwen2("").unwrap().sliding_window, None);
-        assert_eq!(qwen2(r#","use_sliding_window":false,"max_window_layers":0"#).unwrap().sliding_window, None);
-        // On: layers from max_window_layers (default 28) on are windowed.
-        assert_eq!(qwen2(r#","use_sliding_window":true"#).unwrap().sliding_window, None);
-        assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":4"#).unwrap().sliding_window, None);
-        assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":0"#).unwrap().sliding_window, Some(32));
-        let err = qwen2(r#","use_sliding_window":true,"max_window_layers":2"#).unwrap_err().to_string();
-        assert!(err.contains("max_window_layers") && err.contains("in 2 of 4 layers"), "{err}");
-        // Off, sliding_window is ignored; on without one, transformers' default 4096.
-        let no_key = QWEN2.replace(r#","sliding_window":32"#, "");
-        let on = |extra: &str| parse(&format!("{no_key}{extra}}}"));
-        assert_eq!(on(r#","use_sliding_window":true,"max_window_layers":0"#).unwrap().sliding_window, Some(4096));
-        // layer_types decides when present.
-        let all_sliding =
-            r#","layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"]"#;
-        let all = format!(r#","use_sliding_window":true{all_sliding}"#);
-        assert_eq!(qwen2(&all).unwrap().sliding_window, Some(32));
-        // Sliding layers with the window off: transformers has no window to apply either.
-        let err = qwen2(all_sliding).unwrap_err().to_string();
-        assert!(err.contains("layer_types") && err.contains("without a sliding_window"), "{err}");
-        let mixed = r#","use_sliding_window":true,"layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"]"#;
-        let err = qwen2(mixed).unwrap_err().to_string();
-        assert!(err.contains("layer_types") && err.contains("in 2 of 4 layers"), "{err}");
-        let err = qwen2(r#","layer_types":["full_attention"]"#).unwrap_err().to_string();
-        assert!(err.contains("1 entries for 4 layers"), "{err}");
-        let err = qwen2(r#","layer_types":["chunked_attention","full_attention","full_attention","full_attention"]"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("layer_types[0]") && err.contains("chunked_attention"), "{err}");
-        // Mistral: every layer, whenever sliding_window is set (null: none; absent: 4096).
-        let mistral = QWEN2.replace("qwen2", "mistral") + "}";
-        assert_eq!(parse(&mistral).unwrap().sliding_window, Some(32));
-        let null = mistral.replace(r#""sliding_window":32"#, r#""sliding_window":null"#);
-        assert_eq!(parse(&null).unwrap().sliding_window, None);
-        let absent = mistral.replace(r#","sliding_window":32"#, "");
-        assert_eq!(parse(&absent).unwrap().sliding_window, Some(4096));
-        // Llama has no window, whatever the config carries.
-        let llama = QWEN2.replace("qwen2", "llama") + r#","layer_types":["sliding_attention"]}"#;
-        assert_eq!(parse(&llama).unwrap().sliding_window, None);
-        let err = parse(&mistral.replace(r#""sliding_window":32"#, r#""sliding_window":0"#)).unwrap_err().to_string();
-        assert!(err.contains("sliding_window") && err.contains("0 would hide"), "{err}");
     }
 
     #[test]
