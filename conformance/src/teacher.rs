@@ -51,6 +51,11 @@ impl TeacherForcedFigures {
         if self.top1_agreement < tol.min_top1_agreement {
             problems.push(format!("top-1 agreement {:.4} < {}", self.top1_agreement, tol.min_top1_agreement));
         }
+        if let Some(max) = tol.max_abs_diff
+            && (self.max_abs_diff.is_nan() || self.max_abs_diff > max)
+        {
+            problems.push(format!("max |diff| {:.3e} > {max:.1e}", self.max_abs_diff));
+        }
         if problems.is_empty() { Ok(()) } else { Err(ToleranceFailure(problems.join("; "))) }
     }
 
@@ -220,8 +225,13 @@ mod tests {
         let expected_kl = kl_divergence(&[3.0, 0.0], &[0.0, 3.0]);
         assert!((flipped.max_kl - expected_kl).abs() < 1e-12);
         assert!((flipped.mean_kl - expected_kl / 3.0).abs() < 1e-12);
-        let tol =
-            Q8Tolerance { max_mean_kl: 0.01, min_top1_agreement: 0.9, basis: String::new(), order_floor_kl: None };
+        let tol = Q8Tolerance {
+            max_mean_kl: 0.01,
+            min_top1_agreement: 0.9,
+            basis: String::new(),
+            order_floor_kl: None,
+            max_abs_diff: None,
+        };
         assert!(same.check(&tol).is_ok());
         let err = flipped.check(&tol).unwrap_err().to_string();
         assert!(err.contains("mean KL") && err.contains("top-1 agreement 0.6667"), "{err}");

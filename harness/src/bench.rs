@@ -226,6 +226,7 @@ pub fn metadata(model: &ModelSource, workload: &BenchWorkload, s: &BenchSettings
             name: model.name().to_owned(),
             dir: model.path().display().to_string(),
             manifest_sha256: model.digest(),
+            model_sha256: model.model_digest(),
         },
         workload: WorkloadMeta {
             source: workload.source.clone(),

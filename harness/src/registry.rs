@@ -64,10 +64,10 @@ pub fn available() -> Vec<&'static str> {
 pub fn default_runtimes() -> Vec<String> {
     let mut names: Vec<String> = available().into_iter().filter(|r| *r != "mock").map(str::to_owned).collect();
     if names.iter().any(|n| n == "native") {
-        names.extend(["native:q8_0".into(), "native:q4_0".into()]);
+        names.extend(["native:q8_0".into(), "native:q4_0".into(), "native:f16".into(), "native:bf16".into()]);
     }
     if names.iter().any(|n| n == "llama-cpp") {
-        names.extend(["llama-cpp:q8_0".into(), "llama-cpp:q4_0".into()]);
+        names.extend(["llama-cpp:q8_0".into(), "llama-cpp:q4_0".into(), "llama-cpp:defaults".into()]);
         // llama.cpp's Q4_K_M of the bundle, run by both.
         if names.iter().any(|n| n == "native") {
             names.push("native:q4_k_m".into());
@@ -277,7 +277,15 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
             let opts = options(spec, "native", &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "shipped"])?;
             let dtypes: Vec<&str> = opts.iter().copied().filter(|o| !matches!(*o, "shipped" | "q4_k_m")).collect();
             let path = if opts.contains(&"q4_k_m") {
-                // llama.cpp's Q4_K_M of the bundle (its quantizer), run as stored: the file llama-cpp:q4_k_m runs.
+                // llama.cpp's Q4_K_M of the bundle (its quantizer), run as stored: the file llama-cpp:q4_k_m runs,
+                // refused where the bundle's config says what a GGUF cannot.
+                if let Some(b) = model.bundle() {
+                    let config = nano_vllm_bundle::HfConfig::from_dir(b.dir()).map_err(|e| load_err(e.into()))?;
+                    let context = settings.max_model_len.unwrap_or(config.max_position_embeddings);
+                    if let Some(reason) = config.beyond_gguf(context) {
+                        return Err(load_err(format!("{}: {reason}", b.dir().join("config.json").display()).into()));
+                    }
+                }
                 native_q4_k_m(model).map_err(|e| load_err(e.into()))?
             } else {
                 hf_or_gguf(name, model, opts.contains(&"shipped"))?
@@ -328,7 +336,13 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
             let quantized = matches!(options.weights, nano_vllm_llama_cpp::Weights::Quantized(_));
             let runtime = match model.bundle() {
                 Some(b) if !quantized => nano_vllm_llama_cpp::LlamaCppRuntime::from_bundle(b, &options),
-                _ => {
+                // llama.cpp's quantization of the bundle's f32 GGUF: the bundle's config, checked as from_bundle does.
+                Some(b) => {
+                    nano_vllm_llama_cpp::LlamaCppRuntime::check_bundle_config(b, &options)
+                        .map_err(|e| load_err(e.into()))?;
+                    nano_vllm_llama_cpp::LlamaCppRuntime::load(llama_cpp_file(name, model, options.weights)?, &options)
+                }
+                None => {
                     nano_vllm_llama_cpp::LlamaCppRuntime::load(llama_cpp_file(name, model, options.weights)?, &options)
                 }
             };
@@ -368,8 +382,8 @@ pub enum ParityCheck {
     /// llama.cpp on the f32 GGUF: as [`ParityCheck::Elementwise`] with the manifest's `llama_cpp_f32` tolerance
     /// (its documented override where ggml differs, e.g. GPT-2's f16 GELU table; else `f32`).
     LlamaCppElementwise,
-    /// Lossy settings (quantized or f16/bf16 weights, an f16 KV cache): teacher forced on the reference tokens, held to the
-    /// bundle's `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
+    /// Q8_0 weights (alone or with other lossy options): teacher forced on the reference tokens, held to the bundle's
+    /// `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
     TeacherForced,
     /// Q4_0 weights (`native:q4_0`, `llama-cpp:q4_0`), and llama.cpp's Q4_K_M (`native:q4_k_m`, `llama-cpp:q4_k_m`,
     /// a finer mix with no torch emulation of its own, bounded by Q4_0's): teacher forced, held to the bundle's `q4_0`
@@ -377,6 +391,14 @@ pub enum ParityCheck {
     TeacherForcedQ4_0,
     /// llama.cpp on the shipped GGUF (quantized kernels): teacher forced, held to the bundle's `shipped` tolerance.
     ShippedTeacherForced,
+    /// f16 weights (`native:f16`): teacher forced, held to the bundle's `f16` tolerance (mean KL, top-1 agreement
+    /// and max |diff|, from the generator's torch emulation of the same rounding).
+    TeacherForcedF16,
+    /// bf16 weights (`native:bf16`): teacher forced, held to the bundle's `bf16` tolerance.
+    TeacherForcedBf16,
+    /// llama.cpp's defaults on the f32 GGUF (`llama-cpp:defaults`: F16 KV cache, flash attention): teacher forced,
+    /// held to the bundle's `llama_cpp_defaults` tolerance.
+    LlamaCppDefaults,
 }
 
 impl ParityCheck {
@@ -387,7 +409,15 @@ impl ParityCheck {
             Self::TeacherForced => "teacher_forced",
             Self::TeacherForcedQ4_0 => "teacher_forced (q4_0)",
             Self::ShippedTeacherForced => "teacher_forced (shipped)",
+            Self::TeacherForcedF16 => "teacher_forced (f16)",
+            Self::TeacherForcedBf16 => "teacher_forced (bf16)",
+            Self::LlamaCppDefaults => "teacher_forced (llama_cpp_defaults)",
         }
+    }
+
+    /// Lossy settings: judged teacher forced against a distribution tolerance rather than element-wise.
+    pub fn is_teacher_forced(self) -> bool {
+        !matches!(self, Self::Elementwise | Self::LlamaCppElementwise)
     }
 }
 
@@ -398,8 +428,12 @@ pub fn parity_check(name: &str) -> ParityCheck {
         let has = |o: &str| options.contains(&o);
         return if has("q4_0") || has("q4_k_m") {
             ParityCheck::TeacherForcedQ4_0
-        } else if has("q8_0") || has("f16") || has("bf16") {
+        } else if has("q8_0") {
             ParityCheck::TeacherForced
+        } else if has("f16") {
+            ParityCheck::TeacherForcedF16
+        } else if has("bf16") {
+            ParityCheck::TeacherForcedBf16
         } else if has("shipped") && !has("f32") {
             // The shipped GGUF as stored: its quantized kernels.
             ParityCheck::ShippedTeacherForced
@@ -410,7 +444,8 @@ pub fn parity_check(name: &str) -> ParityCheck {
     match name.strip_prefix("llama-cpp") {
         Some(options) if options.contains("shipped") => ParityCheck::ShippedTeacherForced,
         Some(options) if options.contains("q4_0") || options.contains("q4_k_m") => ParityCheck::TeacherForcedQ4_0,
-        Some(options) if options.contains("q8_0") || options.contains("defaults") => ParityCheck::TeacherForced,
+        Some(options) if options.contains("q8_0") => ParityCheck::TeacherForced,
+        Some(options) if options.contains("defaults") => ParityCheck::LlamaCppDefaults,
         Some(_) => ParityCheck::LlamaCppElementwise,
         None => ParityCheck::Elementwise,
     }

@@ -247,6 +247,14 @@ fn the_committed_baselines_are_the_gate_benchmark_and_pass_against_themselves() 
             report["runs"].as_array().unwrap().iter().map(|r| r["runtime"].as_str().unwrap()).collect();
         assert_eq!(runtimes, ["native", "native:q8_0", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0"]);
         assert!(report["runs"][0]["engine"]["preemptions"].as_u64().unwrap() > 0, "the workload preempts");
+        // The model's identity is its files: the committed tiny-llama's, whatever tolerances its manifest gained.
+        let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
+        assert_eq!(
+            report["metadata"]["bundle"]["model_sha256"],
+            bundle.model_sha256().as_str(),
+            "{}",
+            baseline.display()
+        );
         count += 1;
     }
     assert!(count >= 1, "no baseline in {}", dir.display());

@@ -291,6 +291,8 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         o_bias: has("blk.0.attn_output.bias"),
         mlp_bias: has("blk.0.ffn_up.bias"),
         sliding_window,
+        full_attention_layers: Vec::new(),
+        attention_scale: 1.0 / (head_dim as f64).sqrt(),
         bos_token_id: token("tokenizer.ggml.bos_token_id"),
         eos_token_ids: token("tokenizer.ggml.eos_token_id").into_iter().collect(),
     })

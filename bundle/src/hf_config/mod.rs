@@ -77,8 +77,15 @@ pub struct HfConfig {
     pub o_bias: bool,
     /// Biases on the MLP projections (`mlp_bias`; always on GPT-2).
     pub mlp_bias: bool,
-    /// Attention looks back at most this many positions (Mistral's `sliding_window`), if set.
+    /// Attention looks back at most this many positions (Mistral's `sliding_window`), if set, in every layer but
+    /// `full_attention_layers`.
     pub sliding_window: Option<usize>,
+    /// Layers that attend to the whole context although `sliding_window` is set (Qwen2's layers below
+    /// `max_window_layers`, `full_attention` entries of `layer_types`), ascending; empty without a window.
+    pub full_attention_layers: Vec<usize>,
+    /// The factor on `q . k` before the softmax: `1 / sqrt(head_dim)`, or 1 for GPT-2 with
+    /// `scale_attn_weights: false`.
+    pub attention_scale: f64,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -209,7 +216,7 @@ impl HfConfig {
         };
         let attention_bias = r.bool_or("attention_bias", false)?;
         let num_layers = r.positive("num_hidden_layers")?;
-        let sliding_window = window::sliding_window(&r, architecture, num_layers)?;
+        let window = window::sliding_window(&r, architecture, num_layers)?;
         Ok(Self {
             architecture,
             vocab_size: r.vocab_size()?,
@@ -228,7 +235,9 @@ impl HfConfig {
             qkv_bias: architecture == HfArchitecture::Qwen2 || attention_bias,
             o_bias: architecture != HfArchitecture::Qwen2 && attention_bias,
             mlp_bias: r.bool_or("mlp_bias", false)?,
-            sliding_window,
+            sliding_window: window.size,
+            full_attention_layers: window.full_layers,
+            attention_scale: 1.0 / (head_dim as f64).sqrt(),
             bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
             eos_token_ids: r.token_ids("eos_token_id")?,
         })
@@ -250,12 +259,9 @@ impl HfConfig {
                 return Err(r.err(variant, "true: this GPT-2 attention variant is not supported"));
             }
         }
-        if !r.bool_or("scale_attn_weights", true)? {
-            return Err(r.err(
-                "scale_attn_weights",
-                "false (attention scores not divided by sqrt(head_dim)) is not supported: the runtimes always scale",
-            ));
-        }
+        let head_dim = hidden_size / num_heads;
+        // transformers: `scaling = head_dim ** -0.5 if scale_attn_weights else 1.0`.
+        let attention_scale = if r.bool_or("scale_attn_weights", true)? { 1.0 / (head_dim as f64).sqrt() } else { 1.0 };
         Ok(Self {
             architecture: HfArchitecture::Gpt2,
             vocab_size: r.vocab_size()?,
@@ -263,7 +269,7 @@ impl HfConfig {
             num_layers: r.positive("n_layer")?,
             num_heads,
             num_kv_heads: num_heads,
-            head_dim: hidden_size / num_heads,
+            head_dim,
             intermediate_size: r.opt_usize("n_inner")?.unwrap_or(4 * hidden_size),
             max_position_embeddings: r.positive("n_positions")?,
             norm_eps: r.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
@@ -275,6 +281,8 @@ impl HfConfig {
             o_bias: true,
             mlp_bias: true,
             sliding_window: None,
+            full_attention_layers: Vec::new(),
+            attention_scale,
             bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
             eos_token_ids: r.token_ids("eos_token_id")?,
         })
@@ -300,6 +308,39 @@ impl HfConfig {
             }
             other => Err(r.err("rope_scaling", format!("rope type '{other}' is not supported (default, llama3)"))),
         }
+    }
+
+    /// What this config asks for that a GGUF file cannot carry, so that a runtime reading the model from a GGUF made
+    /// of it (llama.cpp, or ours on llama.cpp's quantization of it) would silently compute another model, named by
+    /// the field: a sliding window shorter than `context` (llama.cpp reads no window for the `llama` and `qwen2`
+    /// architectures that Mistral and Qwen2 files use), a non-standard attention scale (GPT-2's
+    /// `scale_attn_weights: false`; ggml always scales by `1 / sqrt(head_dim)`). `None`: a GGUF says it all.
+    pub fn beyond_gguf(&self, context: usize) -> Option<String> {
+        if let Some(window) = self.sliding_window.filter(|&w| w < context) {
+            let layers = self.num_layers - self.full_attention_layers.len();
+            return Some(format!(
+                "field `sliding_window`: {window} (in {layers} of {} layers) is shorter than the context of {context} \
+                 positions, and a GGUF of the `{}` architecture ({}'s) carries no window (llama.cpp would attend to \
+                 the whole context); run with a context of at most {window} positions (--max-model-len)",
+                self.num_layers,
+                if self.architecture == HfArchitecture::Qwen2 { "qwen2" } else { "llama" },
+                self.architecture.as_str()
+            ));
+        }
+        let standard = 1.0 / (self.head_dim as f64).sqrt();
+        if (self.attention_scale - standard).abs() > 1e-9 * standard {
+            return Some(format!(
+                "field `scale_attn_weights`: false (attention scores scaled by {}) cannot be carried by a GGUF: \
+                 llama.cpp always scales by 1/sqrt(head_dim) = {standard}",
+                self.attention_scale
+            ));
+        }
+        None
+    }
+
+    /// The attention window of layer `layer` (`None`: the whole context).
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.full_attention_layers.binary_search(&layer).is_err())
     }
 
     /// Query heads per key/value head.
@@ -379,17 +420,34 @@ mod tests {
     }
 
     #[test]
-    fn gpt2_attention_variants_are_refused_by_name() {
+    fn gpt2_attention_scale_follows_scale_attn_weights_and_other_variants_are_refused_by_name() {
         let gpt2 = |extra: &str| {
             parse(&format!(
                 r#"{{"model_type":"gpt2","vocab_size":512,"n_embd":64,"n_head":4,"n_layer":2,"n_positions":256{extra}}}"#
             ))
         };
-        assert!(gpt2("").is_ok() && gpt2(r#","scale_attn_weights":true"#).is_ok());
-        let err = gpt2(r#","scale_attn_weights":false"#).unwrap_err().to_string();
-        assert!(err.contains("scale_attn_weights") && err.contains("not supported"), "{err}");
+        assert_eq!(gpt2("").unwrap().attention_scale, 0.25);
+        assert_eq!(gpt2(r#","scale_attn_weights":true"#).unwrap().attention_scale, 0.25);
+        assert_eq!(gpt2(r#","scale_attn_weights":false"#).unwrap().attention_scale, 1.0);
         let err = gpt2(r#","reorder_and_upcast_attn":true"#).unwrap_err().to_string();
         assert!(err.contains("reorder_and_upcast_attn"), "{err}");
+    }
+
+    #[test]
+    fn what_a_gguf_cannot_carry_is_named() {
+        assert_eq!(parse(LLAMA).unwrap().beyond_gguf(256), None);
+        let mistral = parse(
+            &LLAMA
+                .replace(r#""llama""#, r#""mistral""#)
+                .replace(r#""eos_token_id":1"#, r#""eos_token_id":1,"sliding_window":32"#),
+        )
+        .unwrap();
+        let why = mistral.beyond_gguf(256).unwrap();
+        assert!(why.contains("`sliding_window`: 32 (in 2 of 2 layers)") && why.contains("context of 256"), "{why}");
+        // A context within the window never reaches it.
+        assert_eq!(mistral.beyond_gguf(32), None);
+        let gpt2 = parse(r#"{"model_type":"gpt2","vocab_size":512,"n_embd":64,"n_head":4,"n_layer":2,"n_positions":256,"scale_attn_weights":false}"#).unwrap();
+        assert!(gpt2.beyond_gguf(16).unwrap().contains("`scale_attn_weights`"));
     }
 
     #[test]

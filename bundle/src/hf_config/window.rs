@@ -1,24 +1,33 @@
 //! The sliding attention window of a Hugging Face config, decided as transformers decides it (Mistral, Qwen2's
-//! `use_sliding_window` / `max_window_layers`, `layer_types`), and refused when layers differ.
+//! `use_sliding_window` / `max_window_layers`, `layer_types`), layer by layer.
 
 use super::{HfArchitecture, Reader};
 use crate::error::BundleError;
 
-/// The attention window every layer applies, as transformers decides it. Mistral: `sliding_window` (absent:
-/// 4096, MistralConfig's default; null: none) in every layer. Qwen2: only with `use_sliding_window` (default
-/// false; off, `sliding_window` is ignored), absent `sliding_window` 4096, and only from layer `max_window_layers`
-/// (default 28) on: full attention below it. Either: a `layer_types` list, when present, says which layers are
-/// windowed. Llama has no window. The runtimes apply one window to all layers, so a model whose layers differ
-/// (some windowed, some not) is refused naming the field, rather than computed with the wrong mask.
+/// The attention window and the layers that apply it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Window {
+    /// The window, when at least one layer applies it.
+    pub size: Option<usize>,
+    /// Layers with full attention although `size` is set (Qwen2 below `max_window_layers`, `full_attention` in
+    /// `layer_types`), ascending.
+    pub full_layers: Vec<usize>,
+}
+
+/// The attention window, as transformers decides it. Mistral: `sliding_window` (absent: 4096, MistralConfig's
+/// default; null: none) in every layer. Qwen2: only with `use_sliding_window` (default false; off,
+/// `sliding_window` is ignored), absent `sliding_window` 4096, and only from layer `max_window_layers` (default 28)
+/// on: full attention below it. Either: a `layer_types` list, when present, says which layers are windowed. Llama
+/// has no window.
 pub(super) fn sliding_window(
     r: &Reader<'_>,
     architecture: HfArchitecture,
     num_layers: usize,
-) -> Result<Option<usize>, BundleError> {
+) -> Result<Window, BundleError> {
     let enabled = match architecture {
         HfArchitecture::Mistral => true,
         HfArchitecture::Qwen2 => r.bool_or("use_sliding_window", false)?,
-        _ => return Ok(None),
+        _ => return Ok(Window::default()),
     };
     let window = match r.v.get("sliding_window") {
         _ if !enabled => None,
@@ -26,51 +35,46 @@ pub(super) fn sliding_window(
         Some(_) => r.opt_usize("sliding_window")?,
     };
     let layer_types = r.v.get("layer_types").filter(|t| !t.is_null());
-    let windowed_layers = if let Some(types) = layer_types {
+    let windowed: Vec<bool> = if let Some(types) = layer_types {
         let types = types.as_array().ok_or_else(|| r.err("layer_types", "expected a list of layer types"))?;
         if types.len() != num_layers {
             return Err(
                 r.err("layer_types", format!("{} entries for {num_layers} layers (num_hidden_layers)", types.len()))
             );
         }
-        let mut n = 0;
-        for (i, t) in types.iter().enumerate() {
-            match t.as_str() {
-                Some("sliding_attention") => n += 1,
-                Some("full_attention") => {}
-                _ => {
-                    return Err(r.err(
-                        &format!("layer_types[{i}]"),
-                        format!("{t} is not supported (full_attention, sliding_attention)"),
-                    ));
-                }
-            }
-        }
-        if n > 0 && window.is_none() {
+        let windowed = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(r.err(
+                    &format!("layer_types[{i}]"),
+                    format!("{t} is not supported (full_attention, sliding_attention)"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if windowed.contains(&true) && window.is_none() {
             return Err(r.err(
                 "layer_types",
                 "sliding_attention layers without a sliding_window (or with use_sliding_window false)",
             ));
         }
-        n
+        windowed
     } else if architecture == HfArchitecture::Qwen2 && enabled {
-        num_layers.saturating_sub(r.opt_usize("max_window_layers")?.unwrap_or(28))
-    } else if enabled {
-        num_layers
+        let first = r.opt_usize("max_window_layers")?.unwrap_or(28);
+        (0..num_layers).map(|i| i >= first).collect()
     } else {
-        0
+        vec![enabled; num_layers]
     };
-    match (window, windowed_layers) {
-        (_, 0) | (None, _) => Ok(None),
-        (Some(0), _) => Err(r.err("sliding_window", "0 would hide every key, the token's own too")),
-        (Some(w), n) if n == num_layers => Ok(Some(w)),
-        (Some(w), n) => Err(r.err(
-            if layer_types.is_some() { "layer_types" } else { "max_window_layers" },
-            format!(
-                "a sliding window of {w} in {n} of {num_layers} layers (full attention in the others) is not \
-                 supported: the runtimes apply one window to every layer"
-            ),
-        )),
+    match window {
+        _ if !windowed.contains(&true) => Ok(Window::default()),
+        None => Ok(Window::default()),
+        Some(0) => Err(r.err("sliding_window", "0 would hide every key, the token's own too")),
+        Some(w) => Ok(Window {
+            size: Some(w),
+            full_layers: windowed.iter().enumerate().filter(|(_, w)| !**w).map(|(i, _)| i).collect(),
+        }),
     }
 }
 
@@ -98,8 +102,9 @@ mod tests {
         assert_eq!(qwen2(r#","use_sliding_window":true"#).unwrap().sliding_window, None);
         assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":4"#).unwrap().sliding_window, None);
         assert_eq!(qwen2(r#","use_sliding_window":true,"max_window_layers":0"#).unwrap().sliding_window, Some(32));
-        let err = qwen2(r#","use_sliding_window":true,"max_window_layers":2"#).unwrap_err().to_string();
-        assert!(err.contains("max_window_layers") && err.contains("in 2 of 4 layers"), "{err}");
+        let below = qwen2(r#","use_sliding_window":true,"max_window_layers":2"#).unwrap();
+        assert_eq!((below.sliding_window, below.full_attention_layers.as_slice()), (Some(32), &[0, 1][..]));
+        assert_eq!((below.window(1), below.window(2), below.window(3)), (None, Some(32), Some(32)));
         // Off, sliding_window is ignored; on without one, transformers' default 4096.
         let no_key = QWEN2.replace(r#","sliding_window":32"#, "");
         let on = |extra: &str| parse(&format!("{no_key}{extra}}}"));
@@ -113,8 +118,8 @@ mod tests {
         let err = qwen2(all_sliding).unwrap_err().to_string();
         assert!(err.contains("layer_types") && err.contains("without a sliding_window"), "{err}");
         let mixed = r#","use_sliding_window":true,"layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"]"#;
-        let err = qwen2(mixed).unwrap_err().to_string();
-        assert!(err.contains("layer_types") && err.contains("in 2 of 4 layers"), "{err}");
+        let mixed = qwen2(mixed).unwrap();
+        assert_eq!((mixed.sliding_window, mixed.full_attention_layers.as_slice()), (Some(32), &[0, 2][..]));
         let err = qwen2(r#","layer_types":["full_attention"]"#).unwrap_err().to_string();
         assert!(err.contains("1 entries for 4 layers"), "{err}");
         let err = qwen2(r#","layer_types":["chunked_attention","full_attention","full_attention","full_attention"]"#)

@@ -67,8 +67,8 @@ pub fn pick_baseline(baselines: &[Results], current: &Results) -> Option<(usize,
 fn comparable(baseline: &Results, current: &Results) -> Result<Vec<String>, GateError> {
     let (b, c) = (&baseline.metadata, &current.metadata);
     let mut differences = Vec::new();
-    if b.bundle.manifest_sha256 != c.bundle.manifest_sha256 {
-        differences.push(format!("bundle {} (manifest sha256) differs from {}", c.bundle.name, b.bundle.name));
+    if !b.bundle.same_model(&c.bundle) {
+        differences.push(format!("bundle {} (its files' sha256) differs from {}", c.bundle.name, b.bundle.name));
     }
     if b.workload.sha256 != c.workload.sha256 || b.workload.warmup != c.workload.warmup {
         differences.push("the workload differs (sha256 of the resolved requests or warm-up)".into());
@@ -344,7 +344,12 @@ fields = ["completed", "total_output_tokens", "preemptions", "prefix_hit_tokens"
                 cpu_model: "cpu".into(),
                 cores: 2,
                 cpu: Some(crate::machine::CpuIdentity::from_cpuinfo("vendor_id : X\ncpu family : 1\nflags : avx2\n")),
-                bundle: BundleMeta { name: "b".into(), dir: "b".into(), manifest_sha256: "m".into() },
+                bundle: BundleMeta {
+                    name: "b".into(),
+                    dir: "b".into(),
+                    manifest_sha256: "m".into(),
+                    model_sha256: None,
+                },
                 workload: WorkloadMeta {
                     source: "synthetic".into(),
                     num_requests: 32,

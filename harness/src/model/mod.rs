@@ -212,6 +212,11 @@ impl ModelSource {
         )
     }
 
+    /// A bundle's [`nano_vllm_bundle::Bundle::model_sha256`]: its files alone, not its manifest's tolerances.
+    pub fn model_digest(&self) -> Option<String> {
+        self.bundle.as_ref().map(|b| b.model_sha256())
+    }
+
     /// Identifies the model's files for reports: a bundle's manifest sha256 (it lists every file's checksum), else
     /// the sha256 of the small files (config, tokenizer, the GGUF's first MiB) and every file's size.
     pub fn digest(&self) -> String {

@@ -51,6 +51,7 @@ impl ToleranceOverrides {
             min_top1_agreement: self.min_top1_agreement.unwrap_or(manifest.min_top1_agreement),
             basis: manifest.basis.clone(),
             order_floor_kl: manifest.order_floor_kl,
+            max_abs_diff: self.max_abs_diff.or(manifest.max_abs_diff).filter(|_| manifest.max_abs_diff.is_some()),
         }
     }
 }
@@ -96,10 +97,7 @@ fn check_runtime_keeping_runs(
         return (out.error(e.to_string()), None);
     }
     // Lossy runtimes run the situations for their mechanics and figures; only teacher forcing judges their logits.
-    let teacher_forced = matches!(
-        check,
-        ParityCheck::TeacherForced | ParityCheck::TeacherForcedQ4_0 | ParityCheck::ShippedTeacherForced
-    );
+    let teacher_forced = check.is_teacher_forced();
     let situation_tolerance = (!teacher_forced).then_some(&elementwise);
     let make = || registry::build(name, model, settings);
     let checks = check_situations(name, &reference, context, situation_tolerance, make);
@@ -334,6 +332,11 @@ fn tolerances_for(
         ParityCheck::LlamaCppElementwise => overrides.elementwise(tolerances.llama_cpp_f32()),
         _ => overrides.elementwise(&tolerances.f32),
     };
+    let own = |t: &Option<Q8Tolerance>, what: &str| {
+        t.as_ref().map(|t| overrides.distribution(t)).ok_or_else(|| {
+            format!("the bundle's manifest has no {what} tolerance (made by an older generator: regenerate it)")
+        })
+    };
     let distribution = match check {
         ParityCheck::ShippedTeacherForced => tolerances
             .shipped
@@ -341,6 +344,9 @@ fn tolerances_for(
             .map(|t| overrides.distribution(t))
             .ok_or_else(|| "the bundle has no shipped GGUF tolerance (not made with --from-gguf)".to_owned()),
         ParityCheck::TeacherForcedQ4_0 => Ok(overrides.distribution(&tolerances.q4_0)),
+        ParityCheck::TeacherForcedF16 => own(&tolerances.f16, "f16"),
+        ParityCheck::TeacherForcedBf16 => own(&tolerances.bf16, "bf16"),
+        ParityCheck::LlamaCppDefaults => own(&tolerances.llama_cpp_defaults, "llama_cpp_defaults"),
         _ => Ok(overrides.distribution(&tolerances.q8_0)),
     };
     (check, elementwise, distribution)
@@ -357,11 +363,8 @@ impl RuntimeParity {
         Self {
             runtime: name.to_owned(),
             check: check.as_str().to_owned(),
-            tolerance: match (check, distribution) {
-                (
-                    ParityCheck::TeacherForced | ParityCheck::TeacherForcedQ4_0 | ParityCheck::ShippedTeacherForced,
-                    Ok(d),
-                ) => ToleranceUsed::distribution(d),
+            tolerance: match distribution {
+                Ok(d) if check.is_teacher_forced() => ToleranceUsed::distribution(d),
                 _ => ToleranceUsed::elementwise(elementwise),
             },
             status: Status::Pass,
@@ -389,7 +392,13 @@ mod tests {
         let o = ToleranceOverrides { max_abs_diff: Some(5e-3), ..Default::default() };
         let t = o.elementwise(&manifest);
         assert_eq!((t.max_abs_diff, t.argmax_agreement, t.reason.as_deref()), (5e-3, 1.0, Some("r")));
-        let q = Q8Tolerance { max_mean_kl: 0.02, min_top1_agreement: 0.9, basis: "b".into(), order_floor_kl: None };
+        let q = Q8Tolerance {
+            max_mean_kl: 0.02,
+            min_top1_agreement: 0.9,
+            basis: "b".into(),
+            order_floor_kl: None,
+            max_abs_diff: None,
+        };
         let o = ToleranceOverrides { min_top1_agreement: Some(0.5), ..Default::default() };
         let t = o.distribution(&q);
         assert_eq!((t.max_mean_kl, t.min_top1_agreement), (0.02, 0.5));

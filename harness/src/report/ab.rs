@@ -128,7 +128,7 @@ pub fn compare(a_label: &str, a: &Results, b_label: &str, b: &Results) -> AbComp
             short(&mb.workload.sha256)
         ));
     }
-    let same_model = ma.bundle.manifest_sha256 == mb.bundle.manifest_sha256;
+    let same_model = ma.bundle.same_model(&mb.bundle);
     if !same_model {
         differences.push(format!(
             "model: {} ({}) -> {} ({}): different model files",

@@ -5,7 +5,7 @@
 //! ```text
 //! { "schema_version": 1, "created_unix_s": 1795000000,
 //!   "metadata": { "git_commit", "cpu_model", "cores", "cpu": {vendor, model_name, family, model, stepping, simd,
-//!                 caches_kib, cores}, "bundle": {name, dir, manifest_sha256},
+//!                 caches_kib, cores}, "bundle": {name, dir, manifest_sha256, model_sha256},
 //!                 "workload": {source, num_requests, warmup, sha256, seed, mode, request_rate, burstiness,
 //!                              max_concurrency},
 //!                 "engine": {max_num_seqs, max_num_batched_tokens, max_model_len, block_size, num_kv_blocks,
@@ -71,6 +71,20 @@ pub struct BundleMeta {
     pub name: String,
     pub dir: String,
     pub manifest_sha256: String,
+    /// A bundle's files alone (`Bundle::model_sha256`); absent in runs written before it and for other models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
+}
+
+impl BundleMeta {
+    /// Whether two runs ran the same model: the same files where both runs know them (a manifest whose
+    /// tolerances were re-derived is the same model), else the same manifest.
+    pub fn same_model(&self, other: &Self) -> bool {
+        match (&self.model_sha256, &other.model_sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.manifest_sha256 == other.manifest_sha256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,14 +17,18 @@ struct GroupTensors {
     kv_slots: Tensor,
     /// `[n, 1, 1, q_len, ctx]`, broadcast over KV heads and the query heads of a group.
     mask: Tensor,
+    /// As `mask` without the sliding window, for layers that have none (only when the model's layers differ).
+    mask_full: Option<Tensor>,
 }
 
 /// Head geometry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Heads {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// The factor on `q . k` (`HfConfig::attention_scale`).
+    pub scale: f64,
 }
 
 /// A step plan as tensors, built once per step and used by every layer.
@@ -60,6 +64,10 @@ impl StepTensors {
                     q_rows: Tensor::new(g.q_rows.as_slice(), dev)?,
                     kv_slots: Tensor::new(g.kv_slots.as_slice(), dev)?,
                     mask: Tensor::from_slice(&g.mask, (g.n, 1, 1, g.q_len, g.ctx), dev)?,
+                    mask_full: match &g.mask_full {
+                        Some(m) => Some(Tensor::from_slice(m, (g.n, 1, 1, g.q_len, g.ctx), dev)?),
+                        None => None,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -75,11 +83,12 @@ impl StepTensors {
     }
 
     /// Attention of `layer` for queries `q` (`[tokens, heads, head_dim]`, RoPE applied), once the step's keys and
-    /// values are in `kv`. Returns `[tokens, heads * head_dim]`.
-    pub(crate) fn attend(&self, layer: usize, q: &Tensor, kv: &PagedKv, h: Heads) -> Result<Tensor> {
+    /// values are in `kv`; `windowed`: the layer applies the model's sliding window (if it has one). Returns
+    /// `[tokens, heads * head_dim]`.
+    pub(crate) fn attend(&self, layer: usize, windowed: bool, q: &Tensor, kv: &PagedKv, h: Heads) -> Result<Tensor> {
         let g_heads = h.heads / h.kv_heads;
         let d = h.head_dim;
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = h.scale;
         let mut outs = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
             let (n, l, c) = (g.n, g.q_len, g.ctx);
@@ -97,8 +106,12 @@ impl StepTensors {
                 k = k.contiguous()?;
                 v = v.contiguous()?;
             }
-            let scores =
-                (qg.matmul(&k.t()?)? * scale)?.reshape((n, h.kv_heads, g_heads, l, c))?.broadcast_add(&g.mask)?;
+            let scores = (qg.matmul(&k.t()?)? * scale)?.reshape((n, h.kv_heads, g_heads, l, c))?.broadcast_add(
+                match (&g.mask_full, windowed) {
+                    (Some(full), false) => full,
+                    _ => &g.mask,
+                },
+            )?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((n, h.kv_heads, g_heads * l, c))?;
             let out = probs
                 .matmul(&v)?

@@ -54,7 +54,8 @@ pub(crate) fn load(c: &HfConfig, w: &Weights) -> Result<Transformer, CandleError
         linear(w, "lm_head", c.vocab_size, hidden, false)?
     };
     Ok(Transformer {
-        heads: Heads { heads: c.num_heads, kv_heads: c.num_heads, head_dim: c.head_dim },
+        heads: Heads { heads: c.num_heads, kv_heads: c.num_heads, head_dim: c.head_dim, scale: c.attention_scale },
+        windowed: vec![false; c.num_layers],
         embed,
         positions: Positions::Learned(wpe),
         blocks,

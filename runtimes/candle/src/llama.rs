@@ -1,5 +1,6 @@
 //! Loader of the Llama family from Hugging Face safetensors: `LlamaForCausalLM`, `MistralForCausalLM` (sliding
-//! window handled by the attention mask) and `Qwen2ForCausalLM` (q/k/v biases, usually tied embeddings). Follows
+//! window handled by the attention mask) and `Qwen2ForCausalLM` (q/k/v biases, usually tied embeddings; a window
+//! from `max_window_layers` on, the other layers masked causally only). Follows
 //! transformers' `models/llama/modeling_llama.py`: RMSNorm, RoPE in the rotate-halves layout, grouped-query
 //! attention, SwiGLU MLP.
 //!
@@ -60,7 +61,8 @@ pub(crate) fn load(c: &HfConfig, config_path: &Path, w: &Weights) -> Result<Tran
         reason: format!("{} needs a RoPE theta", c.architecture.as_str()),
     })?;
     Ok(Transformer {
-        heads: Heads { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: d },
+        heads: Heads { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: d, scale: c.attention_scale },
+        windowed: (0..c.num_layers).map(|l| c.window(l).is_some()).collect(),
         embed,
         positions: Positions::Rope(Rope::new(&inv_freq, c.max_position_embeddings)?),
         blocks,

@@ -33,6 +33,8 @@ pub(crate) struct Block {
 #[derive(Debug, Clone)]
 pub(crate) struct Transformer {
     pub heads: Heads,
+    /// Per layer: whether it applies the model's sliding window.
+    pub windowed: Vec<bool>,
     pub embed: Tensor,
     pub positions: Positions,
     pub blocks: Vec<Block>,
@@ -44,7 +46,7 @@ impl Transformer {
     /// Runs one step: writes the new tokens' keys and values into `kv` and returns the logits of the rows
     /// `step.logits_rows` asks for, `[rows, vocab]`.
     pub(crate) fn forward(&self, step: &StepTensors, kv: &PagedKv) -> Result<Tensor> {
-        let Heads { heads, kv_heads, head_dim } = self.heads;
+        let Heads { heads, kv_heads, head_dim, .. } = self.heads;
         let mut x = self.embed.index_select(&step.tokens, 0)?;
         let rope = match &self.positions {
             Positions::Rope(rope) => Some(rope.rows(&step.positions)?),
@@ -65,7 +67,7 @@ impl Transformer {
                 k = rope.apply(&k)?;
             }
             kv.write(layer, &step.write_index, &k, &v)?;
-            let attn = step.attend(layer, &q, kv, self.heads)?;
+            let attn = step.attend(layer, self.windowed[layer], &q, kv, self.heads)?;
             x = (x + block.o.forward(&attn)?)?;
             x = (&x + block.mlp.forward(&block.mlp_norm.forward(&x)?)?)?;
         }

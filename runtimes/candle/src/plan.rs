@@ -25,6 +25,9 @@ pub(crate) struct Limits {
     pub vocab_size: usize,
     pub max_positions: usize,
     pub sliding_window: Option<usize>,
+    /// Some layers attend to the whole context although the model has a `sliding_window`: the plan also carries
+    /// the full causal mask for them.
+    pub full_attention_layers: bool,
 }
 
 /// Sequences attended as one padded batch.
@@ -39,6 +42,8 @@ pub(crate) struct AttnGroup {
     pub kv_slots: Vec<u32>,
     /// `[n * q_len * ctx]`: additive mask.
     pub mask: Vec<f32>,
+    /// As `mask` without the sliding window, for the layers that have none (only when the model's layers differ).
+    pub mask_full: Option<Vec<f32>>,
 }
 
 /// One step's attention plan.
@@ -116,7 +121,10 @@ fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Attn
         q_rows: Vec::with_capacity(n * q_len),
         kv_slots: Vec::with_capacity(n * ctx),
         mask: Vec::with_capacity(n * q_len * ctx),
+        mask_full: None,
     };
+    let mixed = limits.sliding_window.is_some() && limits.full_attention_layers;
+    let mut full = Vec::with_capacity(if mixed { n * q_len * ctx } else { 0 });
     for e in entries {
         let table = batch.block_table(e);
         let context = e.context_len();
@@ -130,6 +138,9 @@ fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Attn
         for i in 0..q_len {
             if i >= e.query_len {
                 g.mask.extend(std::iter::repeat_n(0.0, ctx));
+                if mixed {
+                    full.extend(std::iter::repeat_n(0.0, ctx));
+                }
                 continue;
             }
             let p = e.num_computed_tokens + i;
@@ -137,8 +148,12 @@ fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Attn
                 let visible = c <= p && limits.sliding_window.is_none_or(|w| p - c < w);
                 if visible { 0.0 } else { f32::NEG_INFINITY }
             }));
+            if mixed {
+                full.extend((0..ctx).map(|c| if c <= p { 0.0 } else { f32::NEG_INFINITY }));
+            }
         }
     }
+    g.mask_full = mixed.then_some(full);
     g
 }
 
@@ -146,8 +161,14 @@ fn group(batch: &StepBatch, entries: &[&SeqBatchEntry], limits: &Limits) -> Attn
 mod tests {
     use super::*;
 
-    const LIMITS: Limits =
-        Limits { num_slots: 64, block_size: 4, vocab_size: 100, max_positions: 32, sliding_window: None };
+    const LIMITS: Limits = Limits {
+        num_slots: 64,
+        block_size: 4,
+        vocab_size: 100,
+        max_positions: 32,
+        sliding_window: None,
+        full_attention_layers: false,
+    };
 
     fn entry(
         seq_id: u64,
@@ -217,6 +238,20 @@ mod tests {
         // Seq 7's chunk at positions 2, 3, 4.
         let rows = [inf, 0., 0., inf, inf, inf, inf, 0., 0., inf, inf, inf, inf, 0., 0.];
         assert_eq!(plan.groups[1].mask, rows);
+        // Every layer windowed: no second mask.
+        assert!(plan.groups.iter().all(|g| g.mask_full.is_none()));
+    }
+
+    #[test]
+    fn layers_without_the_window_get_the_causal_mask_beside_it() {
+        let limits = Limits { sliding_window: Some(2), full_attention_layers: true, ..LIMITS };
+        let plan = StepPlan::new(&mixed(), &limits).unwrap();
+        let windowed = StepPlan::new(&mixed(), &Limits { sliding_window: Some(2), ..LIMITS }).unwrap();
+        let causal = StepPlan::new(&mixed(), &LIMITS).unwrap();
+        for ((g, w), c) in plan.groups.iter().zip(&windowed.groups).zip(&causal.groups) {
+            assert_eq!(g.mask, w.mask);
+            assert_eq!(g.mask_full.as_ref(), Some(&c.mask));
+        }
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl CandleRuntime {
             vocab_size,
             max_positions: self.config.max_position_embeddings,
             sliding_window: self.config.sliding_window,
+            full_attention_layers: !self.config.full_attention_layers.is_empty(),
         };
         let plan = StepPlan::new(batch, &limits)?;
         if plan.num_tokens == 0 {

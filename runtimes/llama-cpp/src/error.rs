@@ -22,6 +22,10 @@ pub enum LoadError {
     /// llama.cpp could not create a context (out of memory, impossible parameters).
     #[error("llama.cpp cannot create a context for {path} (n_ctx {n_ctx}, n_seq_max {n_seq_max}){}", llama_said(.llama_log))]
     Context { path: PathBuf, n_ctx: u32, n_seq_max: u32, llama_log: Vec<String> },
+    /// The bundle's `config.json` asks for attention that a GGUF cannot tell llama.cpp (it would compute another
+    /// model): named by its field.
+    #[error("llama.cpp cannot be given the model of {}: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
     /// The GGUF does not hold the model the bundle's manifest describes.
     #[error("GGUF file {path} does not match its bundle's manifest: {problem}")]
     BundleMismatch { path: PathBuf, problem: String },

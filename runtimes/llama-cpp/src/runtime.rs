@@ -14,7 +14,7 @@ use std::path::Path;
 
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
-use nano_vllm_bundle::Bundle;
+use nano_vllm_bundle::{Bundle, HfConfig};
 use nano_vllm_engine::{
     BatchError, BatchLimits, Capabilities, KvCacheKind, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, SeqBatchEntry,
     SeqId, StepBatch, StepOutput,
@@ -116,6 +116,7 @@ impl LlamaCppRuntime {
                 .into());
             }
         };
+        Self::check_bundle_config(bundle, options)?;
         let runtime = Self::load(&path, options)?;
         let model = runtime.session.model();
         let config = bundle.config();
@@ -131,6 +132,22 @@ impl LlamaCppRuntime {
             .into());
         }
         Ok(runtime)
+    }
+
+    /// Refuses a bundle whose `config.json` asks for what its GGUF files cannot tell llama.cpp, which would
+    /// silently compute another model ([`HfConfig::beyond_gguf`]): a sliding window shorter than the context
+    /// `options` give each sequence, GPT-2's `scale_attn_weights: false`. A config the runtimes cannot read at all is
+    /// refused with its own error, which names the field. [`Self::from_bundle`] checks it; a caller loading a GGUF
+    /// made from a bundle (llama.cpp's quantization of its f32 file) checks it first.
+    pub fn check_bundle_config(bundle: &Bundle, options: &LlamaCppOptions) -> Result<(), LoadError> {
+        let path = bundle.dir().join("config.json");
+        let unsupported = |reason: String| LoadError::Unsupported { path: path.clone(), reason };
+        let config = HfConfig::from_file(&path).map_err(|e| unsupported(e.to_string()))?;
+        let context = options.ctx_per_seq.unwrap_or(config.max_position_embeddings);
+        match config.beyond_gguf(context) {
+            Some(reason) => Err(unsupported(reason)),
+            None => Ok(()),
+        }
     }
 
     pub fn options(&self) -> &LlamaCppOptions {

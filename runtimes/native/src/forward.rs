@@ -44,8 +44,10 @@ pub struct Workspace {
     act: Vec<f32>,
     rows: Vec<f32>,
     rows_normed: Vec<f32>,
-    /// For each packed token, the range of `ctx_slots` it attends to.
+    /// For each packed token, the range of `ctx_slots` it attends to (its window, where the model has one).
     token_ctx: Vec<(usize, usize)>,
+    /// As `token_ctx`, the whole context: for the layers without the window of a model whose layers differ.
+    token_ctx_full: Vec<(usize, usize)>,
     /// Per sequence, the slots of its context positions, concatenated.
     ctx_slots: Vec<u32>,
 }
@@ -82,12 +84,14 @@ pub fn forward(
     let (nh, nkv) = (c.num_heads, c.num_kv_heads);
     let q_width = nh * d;
     let qkv_width = (nh + 2 * nkv) * d;
-    let heads = Heads { num_heads: nh, num_kv_heads: nkv, head_dim: d, scale: 1.0 / (d as f32).sqrt() };
+    let heads = Heads { num_heads: nh, num_kv_heads: nkv, head_dim: d, scale: c.attention_scale as f32 };
 
     // Context slots of every sequence, and each token's window into them.
     let bs = batch.block_size;
     ws.ctx_slots.clear();
     ws.token_ctx.clear();
+    ws.token_ctx_full.clear();
+    let mixed = c.sliding_window.is_some() && !c.full_attention_layers.is_empty();
     for e in &batch.seqs {
         let start = ws.ctx_slots.len();
         let table = batch.block_table(e);
@@ -98,6 +102,9 @@ pub fn forward(
             let p = e.num_computed_tokens + j;
             let first = c.sliding_window.map_or(0, |w| (p + 1).saturating_sub(w));
             ws.token_ctx.push((start + first, start + p + 1));
+            if mixed {
+                ws.token_ctx_full.push((start, start + p + 1));
+            }
         }
     }
 
@@ -138,7 +145,9 @@ pub fn forward(
             vp[s..s + nkv * d].copy_from_slice(vv);
         }
         let attn = grow(&mut ws.attn, t * q_width);
-        let (qkv, ctx_slots, token_ctx) = (&ws.qkv[..t * qkv_width], &ws.ctx_slots, &ws.token_ctx);
+        // Each token's window, or its whole context in a layer without the window.
+        let token_ctx = if mixed && c.window(li).is_none() { &ws.token_ctx_full } else { &ws.token_ctx };
+        let (qkv, ctx_slots) = (&ws.qkv[..t * qkv_width], &ws.ctx_slots);
         let (kp, vp) = (&kv.k[li][..], &kv.v[li][..]);
         let attend_token = |scores: &mut Vec<f32>, (k, out): (usize, &mut [f32])| {
             let (a, b) = token_ctx[k];

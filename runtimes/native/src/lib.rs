@@ -2,8 +2,9 @@
 //! engine's blocks. Keys and values are written at the step's slot mapping and attention reads them through each
 //! sequence's block table, so prefix-cache hits, preemption and recompute are served by the engine's bookkeeping.
 //!
-//! Architectures: Llama, Mistral (sliding window), Qwen2 (q/k/v bias) and GPT-2; MHA, GQA and MQA; RoPE with the
-//! config's theta and Llama-3 scaling. Weights f32, or stored as f16/bf16 with f32 accumulation
+//! Architectures: Llama, Mistral (sliding window), Qwen2 (q/k/v bias; the window from `max_window_layers` or
+//! `layer_types` on, layer by layer) and GPT-2 (with or without `scale_attn_weights`); MHA, GQA and MQA; RoPE with
+//! the config's theta and Llama-3 scaling. Weights f32, or stored as f16/bf16 with f32 accumulation
 //! ([`NativeOptions::weight_dtype`]); dense layers on the `gemm` crate's runtime-dispatched AVX2/FMA kernels,
 //! attention and the rest here, on a rayon pool.
 

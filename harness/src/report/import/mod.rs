@@ -234,6 +234,7 @@ impl ImportedRun<'_> {
                     name: self.model,
                     dir: self.file.display().to_string(),
                     manifest_sha256: String::new(),
+                    model_sha256: None,
                 },
                 workload: self.workload,
                 engine: EngineMeta {
