@@ -102,6 +102,17 @@ pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
                 .collect()
         }
     };
+    // Lossy settings judged by a tolerance the bundle's manifest lacks (made by a generator before it) are left out
+    // of `all` rather than reported as errors; named explicitly, they are an error saying so.
+    if let Some(b) = model.bundle() {
+        let t = b.tolerances();
+        let lacking = [
+            ("native:f16", t.f16.is_none()),
+            ("native:bf16", t.bf16.is_none()),
+            ("llama-cpp:defaults", t.llama_cpp_defaults.is_none()),
+        ];
+        names.retain(|n| !lacking.iter().any(|(name, lacks)| *lacks && n == name));
+    }
     if model.bundle().is_some_and(|b| b.gguf_shipped().is_some()) {
         for base in ["native", "candle", "llama-cpp"] {
             if compiled_in(base) {

@@ -314,7 +314,8 @@ impl HfConfig {
     /// of it (llama.cpp, or ours on llama.cpp's quantization of it) would silently compute another model, named by
     /// the field: a sliding window shorter than `context` (llama.cpp reads no window for the `llama` and `qwen2`
     /// architectures that Mistral and Qwen2 files use), a non-standard attention scale (GPT-2's
-    /// `scale_attn_weights: false`; ggml always scales by `1 / sqrt(head_dim)`). `None`: a GGUF says it all.
+    /// `scale_attn_weights: false`; ggml always scales by `1 / sqrt(head_dim)`), Llama-3 RoPE scaling on Qwen2 (the
+    /// `rope_freqs` tensor is read by llama.cpp's `llama` architecture only). `None`: a GGUF says it all.
     pub fn beyond_gguf(&self, context: usize) -> Option<String> {
         if let Some(window) = self.sliding_window.filter(|&w| w < context) {
             let layers = self.num_layers - self.full_attention_layers.len();
@@ -326,6 +327,13 @@ impl HfConfig {
                 if self.architecture == HfArchitecture::Qwen2 { "qwen2" } else { "llama" },
                 self.architecture.as_str()
             ));
+        }
+        if self.rope_scaling.is_some() && self.architecture == HfArchitecture::Qwen2 {
+            return Some(
+                "field `rope_scaling`: Llama-3 RoPE scaling reaches llama.cpp as a `rope_freqs` tensor, which its \
+                 `qwen2` architecture does not read"
+                    .into(),
+            );
         }
         let standard = 1.0 / (self.head_dim as f64).sqrt();
         if (self.attention_scale - standard).abs() > 1e-9 * standard {
@@ -448,6 +456,13 @@ mod tests {
         assert_eq!(mistral.beyond_gguf(32), None);
         let gpt2 = parse(r#"{"model_type":"gpt2","vocab_size":512,"n_embd":64,"n_head":4,"n_layer":2,"n_positions":256,"scale_attn_weights":false}"#).unwrap();
         assert!(gpt2.beyond_gguf(16).unwrap().contains("`scale_attn_weights`"));
+        let llama3 = LLAMA.replace(
+            r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"}"#,
+            r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}"#,
+        );
+        assert_eq!(parse(&llama3).unwrap().beyond_gguf(256), None);
+        let qwen2 = parse(&llama3.replace(r#""llama""#, r#""qwen2""#)).unwrap();
+        assert!(qwen2.beyond_gguf(256).unwrap().contains("`rope_scaling`"));
     }
 
     #[test]

@@ -15,10 +15,11 @@ pub struct ParityArgs {
     /// committed fixture (fixtures/tiny-llama, fixtures/tiny-qwen2, fixtures/tiny-gpt2).
     #[arg(long, value_delimiter = ',')]
     bundle: Vec<PathBuf>,
-    /// Runtimes, comma-separated, or `all`: every compiled-in runtime but mock, llama.cpp on the Q8_0 GGUF too
-    /// (`llama-cpp:q8_0`), and on a bundle made from a shipped GGUF the runtimes that read it (`native:shipped`,
-    /// `candle:shipped`, `llama-cpp:shipped`). Lossy settings (`:q8_0`, `:defaults`) are judged teacher forced by
-    /// the q8_0 tolerance, `llama-cpp:shipped` by the bundle's `shipped` tolerance.
+    /// Runtimes, comma-separated, or `all`: every compiled-in runtime but mock with its lossy settings (`:q8_0`,
+    /// `:q4_0`, the Q4_K_M pair, `native:f16`, `native:bf16`, `llama-cpp:defaults`; the last three where the
+    /// bundle's manifest has their tolerances), and on a bundle made from a shipped GGUF the runtimes that read it
+    /// (`native:shipped`, `candle:shipped`, `llama-cpp:shipped`). Lossy settings are judged teacher forced, each by
+    /// the manifest's tolerance of its kind (`q8_0`, `q4_0`, `f16`, `bf16`, `llama_cpp_defaults`, `shipped`).
     #[arg(long, default_value = "all")]
     runtime: String,
     /// Runtime threads (0: one per core).

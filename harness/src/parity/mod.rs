@@ -51,7 +51,8 @@ impl ToleranceOverrides {
             min_top1_agreement: self.min_top1_agreement.unwrap_or(manifest.min_top1_agreement),
             basis: manifest.basis.clone(),
             order_floor_kl: manifest.order_floor_kl,
-            max_abs_diff: self.max_abs_diff.or(manifest.max_abs_diff).filter(|_| manifest.max_abs_diff.is_some()),
+            // `--max-abs-diff` overrides the element-wise tolerance only: the lossy settings keep their bound.
+            max_abs_diff: manifest.max_abs_diff,
         }
     }
 }

@@ -114,7 +114,7 @@ impl ToleranceUsed {
 
     pub fn distribution(t: &Q8Tolerance) -> Self {
         Self {
-            max_abs_diff: None,
+            max_abs_diff: t.max_abs_diff.map(f64::from),
             argmax_agreement: None,
             max_mean_kl: Some(t.max_mean_kl),
             min_top1_agreement: Some(t.min_top1_agreement),
@@ -242,9 +242,13 @@ pub fn table(report: &ParityReport) -> String {
             let _ = writeln!(s, "| {} | - | - | | | | | | | | ERROR: {e} |", b.bundle);
         }
         for r in &b.runtimes {
-            let tol = match (&r.tolerance.max_abs_diff, &r.tolerance.max_mean_kl) {
-                (Some(d), _) => format!("max|d| {d:.0e}, argmax {}", r.tolerance.argmax_agreement.unwrap_or(1.0)),
-                (_, Some(kl)) => format!("KL {kl}, top-1 {}", r.tolerance.min_top1_agreement.unwrap_or(0.0)),
+            let t = &r.tolerance;
+            let tol = match (t.max_abs_diff, t.max_mean_kl) {
+                (Some(d), Some(kl)) => {
+                    format!("KL {kl}, top-1 {}, max|d| {d:.0e}", t.min_top1_agreement.unwrap_or(0.0))
+                }
+                (None, Some(kl)) => format!("KL {kl}, top-1 {}", t.min_top1_agreement.unwrap_or(0.0)),
+                (Some(d), None) => format!("max|d| {d:.0e}, argmax {}", t.argmax_agreement.unwrap_or(1.0)),
                 _ => String::new(),
             };
             let greedy = r.figures.as_ref().map_or("-", |f| if f.greedy_match { "match" } else { "diverged" });

@@ -136,16 +136,16 @@ impl LlamaCppRuntime {
 
     /// Refuses a bundle whose `config.json` asks for what its GGUF files cannot tell llama.cpp, which would
     /// silently compute another model ([`HfConfig::beyond_gguf`]): a sliding window shorter than the context
-    /// `options` give each sequence, GPT-2's `scale_attn_weights: false`. A config the runtimes cannot read at all is
-    /// refused with its own error, which names the field. [`Self::from_bundle`] checks it; a caller loading a GGUF
-    /// made from a bundle (llama.cpp's quantization of its f32 file) checks it first.
+    /// `options` give each sequence, GPT-2's `scale_attn_weights: false`, Llama-3 RoPE scaling on Qwen2. A config our
+    /// runtimes cannot read (an attention variant they do not implement) is no reason to refuse: llama.cpp reads the
+    /// GGUF. [`Self::from_bundle`] checks it; a caller loading a GGUF made from a bundle (llama.cpp's quantization of
+    /// its f32 file) checks it first.
     pub fn check_bundle_config(bundle: &Bundle, options: &LlamaCppOptions) -> Result<(), LoadError> {
         let path = bundle.dir().join("config.json");
-        let unsupported = |reason: String| LoadError::Unsupported { path: path.clone(), reason };
-        let config = HfConfig::from_file(&path).map_err(|e| unsupported(e.to_string()))?;
+        let Ok(config) = HfConfig::from_file(&path) else { return Ok(()) };
         let context = options.ctx_per_seq.unwrap_or(config.max_position_embeddings);
         match config.beyond_gguf(context) {
-            Some(reason) => Err(unsupported(reason)),
+            Some(reason) => Err(LoadError::Unsupported { path, reason }),
             None => Ok(()),
         }
     }
