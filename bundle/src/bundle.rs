@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BundleError, read_file};
 use crate::format::Format;
+use crate::hf_config::HfConfig;
 use crate::manifest::{Manifest, ModelConfig, Tolerances};
 use crate::reference::Reference;
 use crate::tokenizer_reference::TokenizerReference;
@@ -87,6 +88,16 @@ impl Bundle {
             h.update(format!("{} {} {}\n", f.path, f.size, f.sha256).as_bytes());
         }
         hex::encode(h.finalize())
+    }
+
+    /// What the bundle's `config.json` asks for that its GGUF files cannot carry ([`HfConfig::beyond_gguf`]) at a
+    /// context of `context` positions (default: the model's), prefixed with the file; `None` also when the config
+    /// cannot be read, since a runtime of the GGUF then has nothing else to go by.
+    pub fn beyond_gguf(&self, context: Option<usize>) -> Option<String> {
+        let path = self.config_json();
+        let config = HfConfig::from_file(&path).ok()?;
+        let reason = config.beyond_gguf(context.unwrap_or(config.max_position_embeddings))?;
+        Some(format!("{}: {reason}", path.display()))
     }
 
     /// The bundle's name (`tiny-llama`, ...).

@@ -290,12 +290,8 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
             let path = if opts.contains(&"q4_k_m") {
                 // llama.cpp's Q4_K_M of the bundle (its quantizer), run as stored: the file llama-cpp:q4_k_m runs,
                 // refused where the bundle's config says what a GGUF cannot.
-                if let Some(b) = model.bundle() {
-                    let config = nano_vllm_bundle::HfConfig::from_dir(b.dir()).map_err(|e| load_err(e.into()))?;
-                    let context = settings.max_model_len.unwrap_or(config.max_position_embeddings);
-                    if let Some(reason) = config.beyond_gguf(context) {
-                        return Err(load_err(format!("{}: {reason}", b.dir().join("config.json").display()).into()));
-                    }
+                if let Some(reason) = model.bundle().and_then(|b| b.beyond_gguf(settings.max_model_len)) {
+                    return Err(load_err(reason.into()));
                 }
                 native_q4_k_m(model).map_err(|e| load_err(e.into()))?
             } else {

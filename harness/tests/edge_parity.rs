@@ -94,45 +94,40 @@ fn long_context_passes_on_every_runtime() {
     }
 }
 
+/// Runs `name`: runtimes for which `refuses` names a field refuse naming it, the rest pass, and `must_run` all ran.
+fn pass_or_refuse(name: &str, refuses: impl Fn(&str) -> Option<&'static str>, must_run: &[&str]) {
+    let report = edge(name);
+    let ran = judge(&report, |r| refuses(r).map_or(Expect::Pass, Expect::Refuse));
+    for must in must_run {
+        assert!(ran.iter().any(|r| r == must), "{must} did not run on {name}: {ran:?}");
+    }
+}
+
 #[test]
 #[ignore = "needs the generated fixtures/edge-mistral-window (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn mistral_sliding_window_passes_or_is_refused_by_name() {
-    let report = edge("edge-mistral-window");
-    let ran =
-        judge(&report, |r| if llama_cpp_or_its_file(r) { Expect::Refuse("sliding_window") } else { Expect::Pass });
-    for must in ["native", "onnx", "candle", "native:q8_0", "native:f16"] {
-        assert!(ran.iter().any(|r| r == must), "{must} did not run: {ran:?}");
-    }
+    let refuses = |r: &str| llama_cpp_or_its_file(r).then_some("sliding_window");
+    pass_or_refuse("edge-mistral-window", refuses, &["native", "onnx", "candle", "native:q8_0", "native:f16"]);
 }
 
 #[test]
 #[ignore = "needs the generated fixtures/edge-llama3-rope (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn llama3_rope_scaling_passes_on_every_runtime_but_our_gguf_loader() {
-    let report = edge("edge-llama3-rope");
-    let ran = judge(&report, |r| if r == "native:q4_k_m" { Expect::Refuse("rope_freqs") } else { Expect::Pass });
-    for must in ["native", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0", "llama-cpp:defaults"] {
-        assert!(ran.iter().any(|r| r == must), "{must} did not run: {ran:?}");
-    }
+    let refuses = |r: &str| (r == "native:q4_k_m").then_some("rope_freqs");
+    let must = ["native", "onnx", "candle", "llama-cpp", "llama-cpp:q8_0", "llama-cpp:defaults"];
+    pass_or_refuse("edge-llama3-rope", refuses, &must);
 }
 
 #[test]
 #[ignore = "needs the generated fixtures/edge-qwen2-window (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn qwen2_window_from_max_window_layers_passes_or_is_refused_by_name() {
-    let report = edge("edge-qwen2-window");
-    let ran =
-        judge(&report, |r| if llama_cpp_or_its_file(r) { Expect::Refuse("sliding_window") } else { Expect::Pass });
-    for must in ["native", "onnx", "candle", "native:q8_0", "native:bf16"] {
-        assert!(ran.iter().any(|r| r == must), "{must} did not run: {ran:?}");
-    }
+    let refuses = |r: &str| llama_cpp_or_its_file(r).then_some("sliding_window");
+    pass_or_refuse("edge-qwen2-window", refuses, &["native", "onnx", "candle", "native:q8_0", "native:bf16"]);
 }
 
 #[test]
 #[ignore = "needs the generated fixtures/edge-gpt2-noscale (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn gpt2_without_attention_scaling_passes_or_is_refused_by_name() {
-    let report = edge("edge-gpt2-noscale");
-    let ran =
-        judge(&report, |r| if llama_cpp_or_its_file(r) { Expect::Refuse("scale_attn_weights") } else { Expect::Pass });
-    for must in ["native", "onnx", "candle", "native:q4_0"] {
-        assert!(ran.iter().any(|r| r == must), "{must} did not run: {ran:?}");
-    }
+    let refuses = |r: &str| llama_cpp_or_its_file(r).then_some("scale_attn_weights");
+    pass_or_refuse("edge-gpt2-noscale", refuses, &["native", "onnx", "candle", "native:q4_0"]);
 }

@@ -24,7 +24,7 @@ pub enum LoadError {
     Context { path: PathBuf, n_ctx: u32, n_seq_max: u32, llama_log: Vec<String> },
     /// The bundle's `config.json` asks for attention that a GGUF cannot tell llama.cpp (it would compute another
     /// model): named by its field.
-    #[error("llama.cpp cannot be given the model of {}: {reason}", path.display())]
+    #[error("llama.cpp cannot be given this model: {reason}")]
     Unsupported { path: PathBuf, reason: String },
     /// The GGUF does not hold the model the bundle's manifest describes.
     #[error("GGUF file {path} does not match its bundle's manifest: {problem}")]

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
-use nano_vllm_bundle::{Bundle, HfConfig};
+use nano_vllm_bundle::Bundle;
 use nano_vllm_engine::{
     BatchError, BatchLimits, Capabilities, KvCacheKind, PrefixReuse, Runtime, RuntimeError, RuntimeInfo, SeqBatchEntry,
     SeqId, StepBatch, StepOutput,
@@ -141,11 +141,8 @@ impl LlamaCppRuntime {
     /// GGUF. [`Self::from_bundle`] checks it; a caller loading a GGUF made from a bundle (llama.cpp's quantization of
     /// its f32 file) checks it first.
     pub fn check_bundle_config(bundle: &Bundle, options: &LlamaCppOptions) -> Result<(), LoadError> {
-        let path = bundle.dir().join("config.json");
-        let Ok(config) = HfConfig::from_file(&path) else { return Ok(()) };
-        let context = options.ctx_per_seq.unwrap_or(config.max_position_embeddings);
-        match config.beyond_gguf(context) {
-            Some(reason) => Err(LoadError::Unsupported { path, reason }),
+        match bundle.beyond_gguf(options.ctx_per_seq) {
+            Some(reason) => Err(LoadError::Unsupported { path: bundle.config_json(), reason }),
             None => Ok(()),
         }
     }
