@@ -33,7 +33,26 @@ threads=$(nproc)
 rounds="${INTEROP_ROUNDS:-1}"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "interop: INTEROP_ROUNDS must be a positive integer" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Four distinct free ports for the servers, below the kernel's ephemeral range: a port that bind(0) hands out is one
+# the kernel also gives outgoing connections, so between this script closing it and a server binding it another
+# program could take it. Ports below that range are only ever taken by a program that asks for that number.
+read -r vllm_port llama_port serve_native_port serve_llama_port < <(python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+held, ports = [], []
+while len(ports) < 4:
+    port = random.randrange(10000, low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+    ports.append(port)
+print(*ports)
+PY
+)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -46,13 +65,11 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json gene
   ln -s "$(realpath "$model/$f")" "$hf/$f"
 done
 
-vllm_port=$(free_port)
 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind HF_HUB_OFFLINE=1 \
   VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
   "$vllm_env/bin/vllm" serve "$hf" --served-model-name smollm2 --max-model-len 512 --host 127.0.0.1 \
   --port "$vllm_port" --dtype float32 > "$out/vllm.log" 2>&1 &
 pids+=($!)
-llama_port=$(free_port)
 # type_k/type_v 0: an f32 KV cache (llama.cpp's default is f16), the float32 parity configuration.
 "$llama_env/bin/python" -m llama_cpp.server --model "$model/model.f32.gguf" --model_alias smollm2 \
   --host 127.0.0.1 --port "$llama_port" --n_ctx 512 --n_batch 512 --n_threads "$threads" --type_k 0 --type_v 0 \
@@ -60,12 +77,10 @@ llama_port=$(free_port)
 pids+=($!)
 
 # nano-vllm serve, twice: the native runtime and the llama-cpp runtime, in float32 as the peers are.
-serve_native_port=$(free_port)
 "$bin" serve --model "$model" --runtime native --served-model-name smollm2 --max-model-len 512 --threads "$threads" \
   --port "$serve_native_port" > "$out/serve-native.log" 2>&1 &
 pids+=($!)
-serve_llama_port=$(free_port)
-"$bin" serve --model "$model" --runtime llama-cpp --served-model-name smollm2 --max-model-len 512 \
+serve_"$bin" serve --model "$model" --runtime llama-cpp --served-model-name smollm2 --max-model-len 512 \
   --threads "$threads" --port "$serve_llama_port" > "$out/serve-llama-cpp.log" 2>&1 &
 pids+=($!)
 

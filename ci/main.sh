@@ -8,7 +8,7 @@
 # --rate 2 --slo ttft=2000ms, or --runtime native,llama-cpp:shipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ci/setup.sh
+bash ci/setup.sh main
 cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
 bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
 "$bin" bench --model fixtures/smollm2 --requests 34 --warmup 2 --seed 0 "$@"

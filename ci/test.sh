@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 stage() { echo "== [$(( (SECONDS - start) / 60 )) min] $*"; }
 # A variable that turns tests into skips has no place in the test command: a skipped runtime would read as a pass.
-for var in $(env | grep -oE '^NANO_VLLM_(SKIP_[A-Z_]+|BENCH_RUNTIMES)=' | tr -d =); do
-  echo "ci/test.sh: $var is set; it would skip tests and report them as passed. Unset it." >&2
+# Nor does one that swaps what is tested for something else: another ONNX Runtime library (ORT_DYLIB_PATH), other
+# fixtures than the committed ones (NANO_VLLM_FIXTURES).
+for var in $(env | grep -oE '^(NANO_VLLM_(SKIP_[A-Z_]+|BENCH_RUNTIMES|FIXTURES)|ORT_DYLIB_PATH)=' | tr -d =); do
+  echo "ci/test.sh: $var is set; it would skip tests or test something else than this checkout pins. Unset it." >&2
   exit 1
 done
 bash ci/setup.sh system

@@ -60,6 +60,39 @@ impl Bundle {
                 return Err(BundleError::ChecksumMismatch { path, expected: entry.sha256.clone(), actual: digest });
             }
         }
+        self.check_config_agrees()
+    }
+
+    /// The manifest's model shape must be `config.json`'s: bench sizes the engine from the one and the runtimes build
+    /// the model from the other, so a difference would surface mid-run as an error naming neither. Checked when the
+    /// bundle lists a config.json.
+    fn check_config_agrees(&self) -> Result<(), BundleError> {
+        if !self.manifest.files.iter().any(|f| f.path == "config.json") {
+            return Ok(());
+        }
+        let path = self.config_json();
+        let hf = HfConfig::from_file(&path)?;
+        let m = &self.manifest.config;
+        let pairs = [
+            ("context_length", m.context_length, "max_position_embeddings", hf.max_position_embeddings),
+            ("vocab_size", m.vocab_size, "vocab_size", hf.vocab_size),
+            ("hidden_size", m.hidden_size, "hidden_size", hf.hidden_size),
+            ("num_layers", m.num_layers, "num_hidden_layers", hf.num_layers),
+            ("num_heads", m.num_heads, "num_attention_heads", hf.num_heads),
+            ("num_kv_heads", m.num_kv_heads, "num_key_value_heads", hf.num_kv_heads),
+        ];
+        for (field, ours, key, theirs) in pairs {
+            if ours != theirs {
+                return Err(BundleError::InvalidField {
+                    path: self.dir.join(MANIFEST_FILE),
+                    field: format!("config.{field}"),
+                    reason: format!(
+                        "{ours}, but {} has `{key}` {theirs}: the two describe different models",
+                        path.display()
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

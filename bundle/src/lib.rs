@@ -23,6 +23,7 @@ mod hf_config;
 mod logits;
 mod manifest;
 mod reference;
+pub mod safetensors_layout;
 mod tokenizer_reference;
 
 use std::path::PathBuf;

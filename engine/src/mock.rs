@@ -4,7 +4,7 @@
 //! token and the hash at the previous position, read through the block table. So a wrong slot mapping, a block
 //! shared by mistake, a prefix hit on the wrong tokens or a recompute that misses a token all change the logits,
 //! and the engine's bookkeeping is tested for real. It checks every step with [`StepBatch::validate`] (each slot where
-//! the block table puts it), and can be told to fail at a given step (for tests of fault handling).
+//! the block table puts it), and can be told to fail or panic at a given step (for tests of fault handling).
 
 use crate::batch::{StepBatch, StepOutput};
 use crate::batch_check::{BatchError, BatchLimits};
@@ -44,6 +44,7 @@ pub struct MockRuntime {
     slots: Vec<u64>,
     steps: usize,
     fail_at_step: Option<usize>,
+    panic_at_step: Option<usize>,
     step_delay: std::time::Duration,
 }
 
@@ -56,6 +57,7 @@ impl MockRuntime {
             slots: Vec::new(),
             steps: 0,
             fail_at_step: None,
+            panic_at_step: None,
             step_delay: std::time::Duration::ZERO,
         }
     }
@@ -63,6 +65,13 @@ impl MockRuntime {
     /// Fails the `step`-th call of `execute` (0-based).
     pub fn fail_at_step(mut self, step: usize) -> Self {
         self.fail_at_step = Some(step);
+        self
+    }
+
+    /// Panics in the `step`-th call of `execute` (0-based): a runtime with a bug, for tests of what its caller then
+    /// does (a server must stop answering healthy).
+    pub fn panic_at_step(mut self, step: usize) -> Self {
+        self.panic_at_step = Some(step);
         self
     }
 
@@ -119,6 +128,9 @@ impl Runtime for MockRuntime {
         self.steps += 1;
         if self.fail_at_step == Some(step) {
             return Err(MockError::Injected(step).into());
+        }
+        if self.panic_at_step == Some(step) {
+            panic!("mock runtime: injected panic at step {step}");
         }
         if self.slots.is_empty() {
             return Err(MockError::NotPrepared.into());

@@ -1,5 +1,7 @@
 //! A GGUF file: the header, metadata and tensor table parse (and the HF config derived from them) or fail with an
-//! error, never a panic; tensors that parse dequantize (bounded: their data lies inside the file).
+//! error, never a panic; tensors that parse dequantize (bounded: their data lies inside the file); and a file whose
+//! model config derives goes on into the native runtime's loader (every tensor it reads, as stored: norms, biases,
+//! quantized matrices), which must load it or say why.
 #![no_main]
 
 use std::io::Write;
@@ -18,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = file.dequantize(&name);
         }
     }
-    let _ = nano_vllm_bundle::gguf::GgufModel::open(&path);
+    if nano_vllm_bundle::gguf::GgufModel::open(&path).is_ok() {
+        let options = nano_vllm_native::NativeOptions { threads: 1, ..Default::default() };
+        let _ = nano_vllm_native::NativeRuntime::load(&path, &options);
+    }
     let _ = std::fs::remove_file(&path);
 });

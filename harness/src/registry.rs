@@ -37,7 +37,7 @@ pub enum RegistryError {
     NotCompiledIn { name: String, feature: String },
     #[error(
         "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16, q8_0, q4_0, q4_k_m, shipped; candle: shipped; mock: \
-         fail-at=N, delay-us=N; llama-cpp: defaults, q8_0, q4_0, q4_k_m, f32, shipped)"
+         fail-at=N, panic-at=N, delay-us=N; llama-cpp: defaults, q8_0, q4_0, q4_k_m, f32, shipped)"
     )]
     BadOption { name: String, option: String },
     #[error("runtime '{name}' needs {needs}, which {} does not have", model.display())]
@@ -102,17 +102,8 @@ pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
                 .collect()
         }
     };
-    // Lossy settings judged by a tolerance the bundle's manifest lacks (made by a generator before it) are left out
-    // of `all` rather than reported as errors; named explicitly, they are an error saying so.
-    if let Some(b) = model.bundle() {
-        let t = b.tolerances();
-        let lacking = [
-            ("native:f16", t.f16.is_none()),
-            ("native:bf16", t.bf16.is_none()),
-            ("llama-cpp:defaults", t.llama_cpp_defaults.is_none()),
-        ];
-        names.retain(|n| !lacking.iter().any(|(name, lacks)| *lacks && n == name));
-    }
+    let left_out = left_out_of_all(model);
+    names.retain(|n| !left_out.iter().any(|(name, _)| name == n));
     if model.bundle().is_some_and(|b| b.gguf_shipped().is_some()) {
         for base in ["native", "candle", "llama-cpp"] {
             if compiled_in(base) {
@@ -121,6 +112,30 @@ pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
         }
     }
     names
+}
+
+/// Lossy settings that `all` leaves out for `model`, each with the reason: a bundle whose manifest lacks the tolerance
+/// that judges the setting (made by a generator before it). Named explicitly, such a setting is an error saying so;
+/// callers print these so that a setting never drops out of a report unseen.
+pub fn left_out_of_all(model: &ModelSource) -> Vec<(String, String)> {
+    let Some(b) = model.bundle() else { return Vec::new() };
+    let t = b.tolerances();
+    [
+        ("native:f16", "f16", t.f16.is_none()),
+        ("native:bf16", "bf16", t.bf16.is_none()),
+        ("llama-cpp:defaults", "llama_cpp_defaults", t.llama_cpp_defaults.is_none()),
+    ]
+    .into_iter()
+    .filter(|&(name, _, lacks)| lacks && default_runtimes().iter().any(|n| n == name))
+    .map(|(name, key, _)| {
+        let reason = format!(
+            "the manifest of {} has no `tolerances.{key}` to judge it (a bundle made by an older fixtures/generate.py: \
+             regenerate it, or add the measured figure with fixtures/merge_measured.py)",
+            b.name()
+        );
+        (name.to_owned(), reason)
+    })
+    .collect()
 }
 
 /// A `--runtime` value: `all` ([`default_runtimes`]) or comma-separated names. A name that is unknown or not
@@ -158,8 +173,9 @@ fn compiled_in(name: &str) -> bool {
     COMPILED.iter().any(|&(n, on)| n == name && on)
 }
 
-/// The model-free mock, with options: `mock`, `mock:fail-at=N` (its N-th step fails), `mock:delay-us=N` (each step
-/// sleeps N microseconds, at most 10 s), combinable as `mock:fail-at=9,delay-us=200`.
+/// The model-free mock, with options: `mock`, `mock:fail-at=N` (its N-th step fails), `mock:panic-at=N` (its N-th
+/// step panics), `mock:delay-us=N` (each step sleeps N microseconds, at most 10 s), combinable as
+/// `mock:fail-at=9,delay-us=200`.
 fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
     let mut m = MockRuntime::new(vocab);
     let Some(options) = spec.strip_prefix("mock:") else { return Ok(m) };
@@ -169,6 +185,7 @@ fn mock(spec: &str, vocab: usize) -> Result<MockRuntime, RegistryError> {
         let n: u64 = value.parse().map_err(|_| bad())?;
         m = match key {
             "fail-at" => m.fail_at_step(n as usize),
+            "panic-at" => m.panic_at_step(n as usize),
             // At most 10 s a step: a stand-in for a runtime, not a way to stall a run for days.
             "delay-us" if n <= 10_000_000 => m.step_delay(std::time::Duration::from_micros(n)),
             _ => return Err(bad()),
@@ -529,5 +546,30 @@ mod tests {
         assert_eq!(runtime_list(" mock , mock:delay-us=5 ", &all).unwrap(), ["mock", "mock:delay-us=5"]);
         assert_eq!(runtime_list(" , ", &all).unwrap_err().to_string(), "no runtime given");
         assert!(runtime_list("mock,tensorrt", &all).unwrap_err().to_string().starts_with("unknown runtime 'tensorrt'"));
+    }
+
+    #[test]
+    fn all_leaves_out_settings_the_manifest_cannot_judge_and_says_why() {
+        let src = nano_vllm_bundle::fixtures_dir().join("tiny-llama");
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        let manifest = dir.path().join("manifest.json");
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+        m["tolerances"].as_object_mut().unwrap().remove("bf16");
+        std::fs::write(&manifest, m.to_string()).unwrap();
+        let model = ModelSource::from(nano_vllm_bundle::Bundle::open(dir.path()).unwrap());
+        let all = default_runtimes_for(&model);
+        let left = left_out_of_all(&model);
+        if cfg!(feature = "native") {
+            assert!(!all.iter().any(|r| r == "native:bf16") && all.iter().any(|r| r == "native:f16"), "{all:?}");
+            assert_eq!(left.len(), 1, "{left:?}");
+            assert_eq!(left[0].0, "native:bf16");
+            assert!(left[0].1.contains("has no `tolerances.bf16`"), "{}", left[0].1);
+        }
+        // The committed manifest has every tolerance: nothing left out.
+        assert!(left_out_of_all(&ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap())).is_empty());
     }
 }

@@ -179,35 +179,48 @@ fn report_compares_run_directories() {
 
 #[test]
 fn ctrl_c_writes_the_partial_results() {
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
     // 40 requests on a mock that takes 20 ms a step: several seconds of work.
-    let child = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
-        .args([
-            "bench",
-            "--runtime",
-            "mock:delay-us=20000",
-            "--requests",
-            "40",
-            "--quiet",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nano-vllm"))
+        .args(["bench", "--runtime", "mock:delay-us=20000", "--requests", "40", "--out", run_dir.to_str().unwrap()])
         .args(["--max-num-seqs", "2", "--warmup", "0"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // Its stderr, line by line, on a thread (the run says when it starts measuring: stderr is not a terminal).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Interrupt once the runtime is being measured: a deadline on that line, not a guess of how long start-up takes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("bench never said it started measuring");
+        if line.starts_with("mock:delay-us=20000: measuring 40 requests") {
+            break;
+        }
+    }
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().unwrap();
     assert!(!out.status.success() && err.contains("interrupted: partial results written"), "{err}");
-    let results = read_results(&dir.path().join("results.json")).unwrap();
+    let results = read_results(&run_dir.join("results.json")).unwrap();
     assert_eq!(results.runs[0].status, "interrupted");
     // Some or none finished before the signal (the machine may be slow), never all: the run was cut short.
     let done = results.runs[0].metric("completed").unwrap_or(0.0);
     assert!(done < 40.0, "{done} requests completed");
-    assert_eq!(requests_csv(&dir.path().join(&results.runs[0].requests_csv)).len(), 40);
+    assert_eq!(requests_csv(&run_dir.join(&results.runs[0].requests_csv)).len(), 40);
 }

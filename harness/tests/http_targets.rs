@@ -208,6 +208,31 @@ fn bench_cli(args: &[&str], out: &std::path::Path) -> (bool, String, String) {
     util::nano_vllm(&[&["bench"], args, &common[..], &[out.to_str().unwrap()]].concat())
 }
 
+/// An offline run of more requests than the client may open connections for (a low open-files limit): every request
+/// completes, the surplus waited for a connection (counted in its latency), and the cap is recorded; the client's
+/// limit never shows as the server's failures.
+#[test]
+fn an_open_files_limit_caps_the_clients_connections_instead_of_failing_requests() {
+    let s = stub::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let target = s.target();
+    let args = ["bench", "--target", &target, "--served-model", "ok", "--requests", "150", "--input-len", "8"];
+    let rest = ["--output-len", "4", "--warmup", "0", "--quiet", "--out", out.to_str().unwrap()];
+    let status = std::process::Command::new("sh")
+        .args(["-c", r#"ulimit -n 96 && exec "$0" "$@""#, env!("CARGO_BIN_EXE_nano-vllm")])
+        .args(args)
+        .args(rest)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let results = read_results(&out.join("results.json")).unwrap();
+    let run = &results.runs[0];
+    assert_eq!(run.metric("completed"), Some(150.0), "{:?}", run.settings);
+    assert_eq!(run.settings["client_connection_cap"], "32 (this process's open-files limit)");
+}
+
 #[test]
 fn the_cli_writes_one_comparison_with_runtime_server_and_fleet_rows() {
     let (a, b) = (stub::start(), stub::start());

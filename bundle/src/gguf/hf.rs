@@ -99,6 +99,13 @@ impl GgufModel {
         })
     }
 
+    /// The values of the tensor of HF name `hf_name` as stored (ggml's order: Llama's q and k bias rows stay
+    /// permuted), dequantized to f32; a type this reader does not dequantize is an error naming the tensor.
+    pub fn stored_values(&self, hf_name: &str, shape: &[usize]) -> Result<Vec<f32>, GgufError> {
+        let st = self.stored(hf_name, shape)?;
+        self.file.dequantize(&st.name)
+    }
+
     /// Whether the file has the tensor of HF name `hf_name`.
     pub fn contains(&self, hf_name: &str) -> bool {
         gguf_name(&self.config, hf_name).is_some_and(|(n, _)| self.file.tensor(&n).is_some())

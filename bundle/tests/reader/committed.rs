@@ -249,6 +249,7 @@ fn model_files_have_the_expected_headers() {
 /// `fixtures/bench` is not committed: `ci/setup.sh` builds it (`fixtures/generate.py --preset bench`) into its cache
 /// and links it, as it does the real model's bundle.
 #[test]
+#[ignore = "needs the generated fixtures/bench (ci/setup.sh); ci/test.sh runs it with --ignored"]
 fn bench_bundle_opens_and_verifies() {
     let bundle = open("bench");
     let c = bundle.config();

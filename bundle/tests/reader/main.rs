@@ -3,4 +3,5 @@
 mod committed;
 mod damaged;
 mod gguf;
+mod golden;
 mod util;

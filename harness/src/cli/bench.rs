@@ -169,6 +169,10 @@ impl BenchEvents for Bars {
         if self.quiet {
             return None;
         }
+        // Where no bar can be drawn (a log, a pipe), one line says what is being measured now.
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("{label}: measuring {total} requests");
+        }
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{prefix:>14} {bar:30} {pos}/{len} requests {elapsed}")
@@ -231,6 +235,30 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     };
     if runtimes.is_empty() && targets.is_empty() {
         bail!("nothing to measure: --runtime none and no --target");
+    }
+    // A baseline that is not one of the rows would silently compare against the first row instead.
+    if let Some(b) = &a.baseline {
+        let rows: Vec<String> = runtimes
+            .iter()
+            .cloned()
+            .chain(targets.iter().flat_map(|t| {
+                let servers = t.servers.iter().filter(|_| t.fleet).map(move |s| format!("{}@{}", t.name, s.label()));
+                std::iter::once(t.name.clone()).chain(servers)
+            }))
+            .collect();
+        if !rows.contains(b) {
+            bail!("--baseline {b} is not one of the rows this run measures ({})", rows.join(", "));
+        }
+    }
+    // Arrivals are online only: in offline mode every request is sent at t = 0, so a rate would be ignored.
+    if a.mode != ModeArg::Online
+        && a.rate_sweep.is_empty()
+        && (a.spec.rate != f64::INFINITY || a.spec.burstiness != 1.0)
+    {
+        bail!(
+            "--rate and --burstiness set arrivals, which only --mode online has (offline sends every request at t = 0): \
+             add --mode online, or drop them"
+        );
     }
     let info = model.info().clone();
     let (context, vocab) = (info.context_length, info.vocab_size);

@@ -9,9 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use nano_vllm_harness::gate::instructions::{
-    self, INSTRUCTIONS_SCHEMA_VERSION, InstructionBaseline, Toolchain, parse_gungraun,
-};
+use nano_vllm_harness::gate::instructions::{self, InstructionBaseline, Toolchain, parse_gungraun};
 use nano_vllm_harness::gate::{self, GateConfig, GateReport};
 use nano_vllm_harness::report::{Results, read_results, write_atomic};
 
@@ -34,9 +32,13 @@ pub struct GateArgs {
     /// The instruction-count baseline.
     #[arg(long, default_value = "reports/instructions.json")]
     instructions_baseline: PathBuf,
-    /// With --instructions: write these counts as the new baseline instead of gating (ci/refresh-instructions.sh).
+    /// With --instructions: write these counts as the new baseline instead of gating (ci/refresh-instructions.sh). The
+    /// old baseline's anchor is kept.
     #[arg(long, requires = "instructions")]
     record: bool,
+    /// With --record: make these counts the anchor too (cumulative drift is gated against the anchor).
+    #[arg(long, requires = "record")]
+    reanchor: bool,
     /// Thresholds and figures gated (TOML).
     #[arg(long, default_value = "ci/gate.toml")]
     config: PathBuf,
@@ -120,12 +122,24 @@ fn instructions_gate(a: &GateArgs, path: &Path, config: &GateConfig) -> anyhow::
         parse_gungraun(&text).map_err(|message| gate::GateError::Instructions { path: path.into(), message })?;
     let toolchain = Toolchain::current();
     if a.record {
-        let baseline = InstructionBaseline {
-            schema_version: INSTRUCTIONS_SCHEMA_VERSION,
-            toolchain,
-            git_commit: nano_vllm_harness::machine::git_commit(),
-            benchmarks: counts,
+        let previous = if a.instructions_baseline.exists() {
+            Some(InstructionBaseline::read(&a.instructions_baseline)?)
+        } else {
+            None
         };
+        if previous.as_ref().is_some_and(|p| p.anchor.is_none()) && !a.reanchor {
+            bail!(
+                "{} has no anchor to keep: record with --reanchor (REANCHOR=1 ci/refresh-instructions.sh)",
+                a.instructions_baseline.display()
+            );
+        }
+        let baseline = instructions::record(
+            counts,
+            toolchain,
+            nano_vllm_harness::machine::git_commit(),
+            previous.as_ref(),
+            a.reanchor,
+        );
         let mut json = serde_json::to_vec_pretty(&baseline)?;
         json.push(b'\n');
         write_atomic(&a.instructions_baseline, &json)?;

@@ -55,6 +55,10 @@ pub struct ParityArgs {
     /// Seconds a target may take for one prompt.
     #[arg(long, default_value_t = 300.0, allow_hyphen_values = true)]
     request_timeout: f64,
+    /// With --target: the largest |server - reference| log-probability that passes (default: twice the bundle's
+    /// float32 logit tolerance, what a float32 server within it can differ by).
+    #[arg(long, allow_hyphen_values = true)]
+    max_logprob_diff: Option<f64>,
 }
 
 /// `parity --target`: servers against one bundle's reference.
@@ -71,9 +75,14 @@ fn run_targets(a: &ParityArgs) -> anyhow::Result<()> {
     let tokenizer = tokenizers::Tokenizer::from_file(bundle.dir().join("tokenizer.json"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.dir().join("tokenizer.json").display()))?;
     let timeout = std::time::Duration::from_secs_f64(a.request_timeout);
+    let bound = match a.max_logprob_diff {
+        Some(b) if !(b.is_finite() && b >= 0.0) => bail!("--max-logprob-diff must be a number >= 0, got {b}"),
+        Some(b) => b,
+        None => http::parity::default_logprob_bound(bundle.tolerances()),
+    };
     let mut reports = Vec::new();
     for server in &servers {
-        let p = http::parity::check_server(server, &reference.prompts, &tokenizer, a.prompt_format, timeout)?;
+        let p = http::parity::check_server(server, &reference.prompts, &tokenizer, a.prompt_format, timeout, bound)?;
         print!("{}", http::parity::table(&p));
         reports.push(p);
     }
@@ -93,6 +102,10 @@ fn run_targets(a: &ParityArgs) -> anyhow::Result<()> {
     let bad: Vec<&str> = reports.iter().filter(|p| !p.exact).map(|p| p.target.as_str()).collect();
     if !bad.is_empty() {
         bail!("greedy tokens differ from the reference on {}", bad.join(", "));
+    }
+    let off: Vec<&str> = reports.iter().filter(|p| !p.passed()).map(|p| p.target.as_str()).collect();
+    if !off.is_empty() {
+        bail!("log-probabilities differ from the reference by more than {bound:.1e} on {}", off.join(", "));
     }
     Ok(())
 }

@@ -66,7 +66,7 @@ impl WorkloadSpecArgs {
             first_token: 2.min(vocab_size.saturating_sub(1) as u32),
             seed: self.seed,
         };
-        let longest = spec.input_len.max() + spec.output_len.max();
+        let longest = spec.input_len.max().saturating_add(spec.output_len.max());
         anyhow::ensure!(
             longest <= max_model_len,
             "prompt ({}) + output ({}) lengths can reach {longest} tokens, beyond the model's context ({max_model_len})",

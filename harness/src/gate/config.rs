@@ -29,11 +29,19 @@ pub struct GateConfig {
 pub struct InstructionsConfig {
     /// A benchmark fails when its count rises more than this fraction above the baseline's.
     pub max_increase: f64,
+    /// ... or more than this fraction above the anchor's (the older baseline that refreshes keep), so that small rises
+    /// absorbed by refresh after refresh cannot add up unseen.
+    #[serde(default = "default_max_drift")]
+    pub max_drift: f64,
+}
+
+fn default_max_drift() -> f64 {
+    0.05
 }
 
 impl Default for InstructionsConfig {
     fn default() -> Self {
-        Self { max_increase: 0.02 }
+        Self { max_increase: 0.02, max_drift: default_max_drift() }
     }
 }
 
@@ -98,6 +106,12 @@ impl GateConfig {
         }
         if !(self.instructions.max_increase > 0.0 && self.instructions.max_increase < 1.0) {
             return Err(format!("instructions.max_increase must be in (0, 1), got {}", self.instructions.max_increase));
+        }
+        if !(self.instructions.max_drift >= self.instructions.max_increase && self.instructions.max_drift < 1.0) {
+            return Err(format!(
+                "instructions.max_drift must be in [max_increase, 1), got {}",
+                self.instructions.max_drift
+            ));
         }
         if self.relative.metrics.is_empty() && self.exact.fields.is_empty() {
             return Err("nothing to gate: relative.metrics and exact.fields are both empty".into());

@@ -32,6 +32,9 @@ pub enum Failure {
     NoOutput,
     #[error("request failed: {0}")]
     Other(String),
+    /// This process could not open a connection (its open-files limit): the client's failure, not the server's.
+    #[error("the client could not open a connection: {0}")]
+    Client(String),
 }
 
 impl Failure {
@@ -46,6 +49,7 @@ impl Failure {
             Self::Server(_) => "server_error".into(),
             Self::NoOutput => "no_output".into(),
             Self::Other(_) => "other".into(),
+            Self::Client(_) => "client_error".into(),
         }
     }
 }
@@ -133,6 +137,11 @@ async fn read_stream(
 }
 
 fn request_failure(e: reqwest::Error) -> Failure {
+    let chain = source_chain(&e);
+    // EMFILE / ENFILE: this process (or the system) is out of file descriptors.
+    if chain.contains("os error 24") || chain.contains("os error 23") {
+        return Failure::Client(chain);
+    }
     if e.is_connect() {
         Failure::Connect(source_chain(&e))
     } else if e.is_timeout() {

@@ -6,6 +6,11 @@
 //! one of its slots frees: arrivals are then gated by the client, t0 is when the request was released (as in
 //! `vllm bench serve --max-concurrency`), and the report says so. A fleet picks a server per request (round robin,
 //! or the fewest requests in flight). Warm-up requests go first, unmeasured, to every server of the target.
+//!
+//! Each request in flight holds a connection, a file descriptor of this process. An open-loop run with more requests
+//! than the process may open files for (`RLIMIT_NOFILE`, less a reserve) holds the surplus until a connection frees,
+//! its clock still running from the scheduled time (the wait is queueing, as it would be at the server), and records
+//! the cap (`client_connection_cap`): the client's limit is never reported as the server's failures.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +53,8 @@ pub struct LoadResult {
     pub interrupted: bool,
     /// Failures of the warm-up requests (not measured, but a target whose warm-up fails is probably down).
     pub warmup_failures: Vec<String>,
+    /// Connections at most in flight because of this process's open-files limit, when it bound the run.
+    pub connection_cap: Option<usize>,
     pub wall_s: f64,
 }
 
@@ -125,6 +132,9 @@ async fn run_async(
 
     let start = Instant::now();
     let slots = options.max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+    // The client's own limit on connections (file descriptors), when the run would exceed it.
+    let connection_cap = open_files_budget().filter(|&cap| cap < options.max_concurrency.unwrap_or(measured.len()));
+    let connections = Arc::new(Semaphore::new(connection_cap.unwrap_or(Semaphore::MAX_PERMITS)));
     let in_flight: Arc<Vec<AtomicUsize>> = Arc::new(target.servers.iter().map(|_| AtomicUsize::new(0)).collect());
     let turn = Arc::new(AtomicUsize::new(0));
     let completed = Arc::new(AtomicUsize::new(0));
@@ -150,6 +160,7 @@ async fn run_async(
             break;
         }
         let (client, urls, bodies, slots) = (client.clone(), urls.clone(), bodies.clone(), slots.clone());
+        let connections = connections.clone();
         let (in_flight, turn, completed, progress) =
             (in_flight.clone(), turn.clone(), completed.clone(), options.progress.clone());
         let (balance, endpoint, timeout, total) =
@@ -161,6 +172,8 @@ async fn run_async(
             };
             // Open loop: the scheduled time; gated by the client: when a slot freed.
             let t0 = if slot.is_some() { Instant::now().max(at) } else { at };
+            // A connection of this process's (its wait counts from t0, like queueing at the server).
+            let _connection = connections.acquire_owned().await.expect("never closed");
             let server = pick(balance, &in_flight, &turn);
             in_flight[server].fetch_add(1, Ordering::Relaxed);
             let exchange =
@@ -222,7 +235,20 @@ async fn run_async(
             *failures.entry(f.kind()).or_default() += 1;
         }
     }
-    Ok(LoadResult { records, failures, interrupted, warmup_failures, wall_s })
+    Ok(LoadResult { records, failures, interrupted, warmup_failures, connection_cap, wall_s })
+}
+
+/// Connections this process may hold at once: its soft limit on open files (Linux `/proc/self/limits`) less a
+/// reserve for everything else it has open; `None` where the limit cannot be read or is unlimited.
+pub fn open_files_budget() -> Option<usize> {
+    const RESERVE: usize = 64;
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    open_files_soft_limit(&limits).map(|soft| soft.saturating_sub(RESERVE).max(1))
+}
+
+fn open_files_soft_limit(limits: &str) -> Option<usize> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// A server that is not there, or does not serve the model, is an error of the target before anything is sent.
@@ -295,5 +321,17 @@ mod tests {
         // Tied at 2: starts from the turn, so the tie does not always go to the same server.
         let tied: Vec<usize> = (0..4).map(|_| pick(Balance::LeastOutstanding, &in_flight, &turn)).collect();
         assert!(tied.contains(&1) && tied.contains(&2) && !tied.contains(&0), "{tied:?}");
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             95424                95424                processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(open_files_soft_limit(text), Some(1024));
+        assert_eq!(open_files_soft_limit("Max open files            unlimited            unlimited    files"), None);
+        assert_eq!(open_files_soft_limit(""), None);
+        #[cfg(target_os = "linux")]
+        assert!(open_files_budget().is_some_and(|b| b >= 1));
     }
 }

@@ -1,7 +1,10 @@
 //! Conformance over HTTP: each reference prompt of a bundle sent to a server greedy (temperature 0, fixed length,
 //! not streamed, with `logprobs`), its tokens compared with the reference continuation made by transformers, and
 //! where the server returns log-probabilities, theirs against the reference's (log-softmax of the reference
-//! logits) up to the first divergence, for every token whose id is known.
+//! logits) up to the first divergence, for every token whose id is known. Those are judged too: a float32 server
+//! whose logits are within the bundle's float32 tolerance `t` of the reference has log-probabilities within `2 t`
+//! (log-softmax subtracts one log-sum-exp, which moves by at most `t`), so that is the default bound
+//! (`--max-logprob-diff` sets another).
 //!
 //! Token ids come from the server when it can give them (vLLM: `return_tokens_as_token_ids`, tokens
 //! `token_id:N`); otherwise the returned text is tokenized with the bundle's tokenizer, and the text itself is also
@@ -70,6 +73,26 @@ pub struct ServerParity {
     pub exact: bool,
     /// Prompts the server tokenized differently (text prompts), left out of `exact` and `greedy_agreement`.
     pub not_comparable: usize,
+    /// The largest |server - reference| log-probability allowed.
+    pub max_logprob_diff_bound: f64,
+    /// Whether every comparable prompt's log-probabilities are within the bound; `None`: the server returned none
+    /// to judge.
+    pub logprobs_within: Option<bool>,
+}
+
+impl ServerParity {
+    /// Greedy tokens equal the reference's, and the log-probabilities (where the server gives them) are within the
+    /// bound.
+    pub fn passed(&self) -> bool {
+        self.exact && self.logprobs_within != Some(false)
+    }
+}
+
+/// The default log-probability bound for a bundle: twice its float32 logit tolerance (the larger of `f32` and
+/// `llama_cpp_f32`: a server may run either kind of float32 kernels).
+pub fn default_logprob_bound(tolerances: &nano_vllm_bundle::Tolerances) -> f64 {
+    let t = tolerances.llama_cpp_f32.as_ref().map_or(0.0, |l| l.max_abs_diff).max(tolerances.f32.max_abs_diff);
+    2.0 * t as f64
 }
 
 /// The request for one reference prompt.
@@ -210,6 +233,7 @@ pub fn check_server(
     tokenizer: &Tokenizer,
     format: Option<PromptFormat>,
     timeout: Duration,
+    logprob_bound: f64,
 ) -> Result<ServerParity, HttpError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -238,8 +262,14 @@ pub fn check_server(
             if matches!(response, Err(Failure::Status { .. })) {
                 // Refused token ids (HTTP 400/422, or 500 from llama.cpp's Python server): this prompt as text,
                 // and every other one too if that works.
-                let text =
-                    check_server(server, std::slice::from_ref(prompt), tokenizer, Some(PromptFormat::Text), timeout)?;
+                let text = check_server(
+                    server,
+                    std::slice::from_ref(prompt),
+                    tokenizer,
+                    Some(PromptFormat::Text),
+                    timeout,
+                    logprob_bound,
+                )?;
                 if text.prompts.iter().all(|p| p.error.is_none()) {
                     format = Some(PromptFormat::Text);
                     results.extend(text.prompts);
@@ -272,6 +302,8 @@ pub fn check_server(
     };
     let exact = !comparable.is_empty() && comparable.iter().all(|r| r.matches());
     let not_comparable = results.len() - comparable.len();
+    let judged: Vec<f64> = comparable.iter().filter_map(|r| r.max_abs_logprob_diff).collect();
+    let logprobs_within = (!judged.is_empty()).then(|| judged.iter().all(|&d| d <= logprob_bound));
     Ok(ServerParity {
         target: server.label(),
         served_model: server.served_model.clone(),
@@ -283,6 +315,8 @@ pub fn check_server(
         exact,
         not_comparable,
         greedy_agreement,
+        max_logprob_diff_bound: logprob_bound,
+        logprobs_within,
         prompts: results,
     })
 }
@@ -290,8 +324,13 @@ pub fn check_server(
 /// One line per prompt.
 pub fn table(p: &ServerParity) -> String {
     use std::fmt::Write;
+    let logprobs = match p.logprobs_within {
+        Some(true) => format!("log-probabilities within {:.1e}", p.max_logprob_diff_bound),
+        Some(false) => format!("LOG-PROBABILITIES DIFFER beyond {:.1e}", p.max_logprob_diff_bound),
+        None => "no log-probabilities to judge".into(),
+    };
     let mut out = format!(
-        "{} (model {}, prompt as {}): greedy agreement {:.3}, {}{}\n",
+        "{} (model {}, prompt as {}): greedy agreement {:.3}, {}, {logprobs}{}\n",
         p.target,
         p.served_model,
         p.prompt_format,
@@ -389,6 +428,28 @@ mod tests {
         assert_eq!(shorter.first_divergence, Some(4));
         let broken = compare(&p, &json!({"object": "error"}), &tok);
         assert!(broken.error.unwrap().starts_with("no choices[0].text"));
+    }
+
+    #[test]
+    fn log_probabilities_are_judged_against_twice_the_float32_tolerance() {
+        let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
+        // tiny-llama's float32 tolerance is 1e-4.
+        assert!((default_logprob_bound(bundle.tolerances()) - 2e-4).abs() < 1e-9);
+        let server = |exact: bool, within: Option<bool>| ServerParity {
+            target: "t".into(),
+            served_model: "m".into(),
+            prompt_format: "ids".into(),
+            prompts: Vec::new(),
+            greedy_agreement: 1.0,
+            exact,
+            not_comparable: 0,
+            max_logprob_diff_bound: 2e-4,
+            logprobs_within: within,
+        };
+        assert!(server(true, Some(true)).passed() && server(true, None).passed());
+        assert!(!server(true, Some(false)).passed() && !server(false, Some(true)).passed());
+        let t = table(&server(true, Some(false)));
+        assert!(t.contains("LOG-PROBABILITIES DIFFER beyond 2.0e-4"), "{t}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ fn row(
     if !load.warmup_failures.is_empty() {
         settings.insert("warmup_failures".into(), load.warmup_failures.len().to_string());
     }
+    if let Some(cap) = load.connection_cap {
+        settings.insert("client_connection_cap".into(), format!("{cap} (this process's open-files limit)"));
+    }
     let (status, error) = if load.interrupted {
         ("interrupted", None)
     } else if metrics.completed == 0 {

@@ -220,6 +220,7 @@ pub fn check_bundle(
         runtimes: Vec::new(),
         agreement: Vec::new(),
         tokenizers: Vec::new(),
+        left_out: Vec::new(),
     };
     let bundle = match Bundle::open(dir).and_then(|b| b.verify().map(|()| b)) {
         Ok(b) => b,
@@ -239,6 +240,12 @@ pub fn check_bundle(
         }
     };
     eprintln!("   runtimes: {}", runtimes.join(", "));
+    if runtime_spec.trim() == "all" {
+        for (name, why) in registry::left_out_of_all(&model) {
+            eprintln!("   left out of all: {name}: {why}");
+            out.left_out.push(format!("{name}: {why}"));
+        }
+    }
     let mut runs = std::collections::HashMap::new();
     for name in &runtimes {
         // A runtime that panics is that runtime's error; the other runtimes and the report go on.

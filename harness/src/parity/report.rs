@@ -12,7 +12,8 @@
 //!                     "situations": [ {situation, steps, max_batch, prefix_hit_tokens, preemptions, figures} ],
 //!                     "teacher_forced": {rows, missing_rows, mean_kl, p99_kl, max_kl, top1_agreement,
 //!                                        max_abs_diff, mean_abs_diff} } ],
-//!     "tokenizers": [ { "tokenizer", "cases", "identical", "status", "failures" } ] } ] }
+//!     "tokenizers": [ { "tokenizer", "cases", "identical", "status", "failures" } ],
+//!     "left_out": ["runtime: why `all` did not check it"] } ] }
 //! ```
 
 use std::fmt::Write as _;
@@ -44,6 +45,8 @@ pub struct BundleParity {
     /// Runtimes on the same quantized file, against each other.
     pub agreement: Vec<PairAgreement>,
     pub tokenizers: Vec<TokenizerParity>,
+    /// Settings that `all` left out for this bundle, `runtime: reason` (not checked, and said so).
+    pub left_out: Vec<String>,
 }
 
 /// Two runtimes that run the same quantized file (the native kernels and llama.cpp), compared with each other
@@ -327,6 +330,14 @@ pub fn table(report: &ParityReport) -> String {
             own.map(move |f| format!("{}: {f}", b.bundle))
         })
         .collect();
+    let left_out: Vec<String> =
+        report.bundles.iter().flat_map(|b| b.left_out.iter().map(move |l| format!("{}: {l}", b.bundle))).collect();
+    if !left_out.is_empty() {
+        let _ = writeln!(s, "\nnot checked (left out of `all`):");
+        for l in left_out {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
     if !failures.is_empty() {
         let _ = writeln!(s, "\nfailures:");
         for f in failures {

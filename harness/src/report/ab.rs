@@ -1,7 +1,7 @@
 //! Two runs compared (`nano-vllm report A B`): two commits, two machines, two settings. Runtime by runtime (rows
 //! matched by name), each headline metric's spread over the repeats of each run (min / median / max), the ratio of
-//! medians B / A, and a 95% bootstrap interval of that ratio: when the interval holds 1.0 the difference is within
-//! the noise of these runs. A run without repeats (`bench --repeat 1`) has no measured spread, and the verdict says
+//! medians B / A, and an interval of that ratio (a 95% bootstrap interval with 8+ repeats a run; with 3-7, the range
+//! of the pairwise ratios, named so): when the interval holds 1.0 the difference is within the noise of these runs. A run without repeats (`bench --repeat 1`) has no measured spread, and the verdict says
 //! the noise is unknown rather than guess.
 //!
 //! Before the table, what differs between the runs besides the code under test: the workload (a different workload
@@ -27,6 +27,31 @@ pub const AB_METRICS: [(&str, bool); 7] = [
 
 /// Bootstrap resamples per interval.
 const RESAMPLES: usize = 4000;
+
+/// Fewest repeats per run for a bootstrap interval: with fewer, resampling a handful of values only spans their
+/// range, so the interval is named for what it is (the range of the pairwise ratios), not called a 95% interval.
+pub const MIN_BOOTSTRAP_REPEATS: usize = 8;
+
+/// How an interval of B / A was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalKind {
+    /// From min(B) / max(A) to max(B) / min(A): every ratio of a B repeat to an A repeat lies inside, so it excludes
+    /// 1.0 only when the two runs' ranges do not overlap. For 3 to 7 repeats a run.
+    PairwiseRange,
+    /// The 2.5th to 97.5th percentiles of median(B*) / median(A*) over bootstrap resamples of each run's repeats. For
+    /// [`MIN_BOOTSTRAP_REPEATS`] or more a run.
+    Bootstrap95,
+}
+
+impl IntervalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PairwiseRange => "range",
+            Self::Bootstrap95 => "95% bootstrap",
+        }
+    }
+}
 
 /// Fewest repeats per run for a verdict.
 pub const MIN_REPEATS: usize = 3;
@@ -84,8 +109,10 @@ pub struct AbMetric {
     pub b: Spread,
     /// Median of B / median of A.
     pub ratio: f64,
-    /// 95% bootstrap interval of the ratio of medians; absent without enough repeats.
+    /// Interval of the ratio (see `interval_kind`); absent without enough repeats.
     pub interval: Option<[f64; 2]>,
+    /// How `interval` was made: the range of the pairwise ratios (3-7 repeats), or a 95% bootstrap interval.
+    pub interval_kind: Option<IntervalKind>,
     pub verdict: Verdict,
 }
 
@@ -221,10 +248,14 @@ pub fn compare_metric(key: &str, a: &[f64], b: &[f64], higher_better: bool, seed
         return None;
     }
     let ratio = sb.median / sa.median;
-    let (interval, verdict) = if sa.n < MIN_REPEATS || sb.n < MIN_REPEATS {
-        (None, Verdict::NoiseUnknown)
+    let (interval, interval_kind, verdict) = if sa.n < MIN_REPEATS || sb.n < MIN_REPEATS {
+        (None, None, Verdict::NoiseUnknown)
     } else {
-        let [lo, hi] = bootstrap_ratio(a, b, seed);
+        let (kind, [lo, hi]) = if sa.n.min(sb.n) >= MIN_BOOTSTRAP_REPEATS {
+            (IntervalKind::Bootstrap95, bootstrap_ratio(a, b, seed))
+        } else {
+            (IntervalKind::PairwiseRange, [sb.min / sa.max, sb.max / sa.min])
+        };
         let verdict = if lo <= 1.0 && 1.0 <= hi {
             Verdict::WithinNoise
         } else if (lo > 1.0) == higher_better {
@@ -232,9 +263,9 @@ pub fn compare_metric(key: &str, a: &[f64], b: &[f64], higher_better: bool, seed
         } else {
             Verdict::BWorse
         };
-        (Some([lo, hi]), verdict)
+        (Some([lo, hi]), Some(kind), verdict)
     };
-    Some(AbMetric { metric: key.to_owned(), a: sa, b: sb, ratio, interval, verdict })
+    Some(AbMetric { metric: key.to_owned(), a: sa, b: sb, ratio, interval, interval_kind, verdict })
 }
 
 /// 2.5th and 97.5th percentiles of median(B*) / median(A*) over resamples with replacement of each side.
@@ -284,7 +315,7 @@ impl AbComparison {
         }
         let _ = writeln!(
             out,
-            "| runtime | metric | A min / median / max (n) | B min / median / max (n) | B / A | 95% interval | verdict | same tokens |"
+            "| runtime | metric | A min / median / max (n) | B min / median / max (n) | B / A | interval | verdict | same tokens |"
         );
         let _ = writeln!(out, "|---|---|---|---|---:|---|---|---|");
         for rt in &self.runtimes {
@@ -295,7 +326,10 @@ impl AbComparison {
             };
             for m in &rt.metrics {
                 let spread = |s: &Spread| format!("{:.2} / {:.2} / {:.2} ({})", s.min, s.median, s.max, s.n);
-                let interval = m.interval.map_or("-".to_owned(), |[lo, hi]| format!("{lo:.3} - {hi:.3}"));
+                let interval = match (m.interval, m.interval_kind) {
+                    (Some([lo, hi]), Some(kind)) => format!("{lo:.3} - {hi:.3} ({})", kind.as_str()),
+                    _ => "-".to_owned(),
+                };
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} | {} | {:.3} | {} | {} | {} |",
@@ -315,8 +349,12 @@ impl AbComparison {
         }
         let _ = writeln!(
             out,
-            "\nB / A: the ratio of medians over each run's repeats; the interval is a 95% bootstrap interval of that \
-             ratio ({RESAMPLES} resamples). Within noise: the interval holds 1.00. Same tokens: equal output digests."
+            "\nB / A: the ratio of medians over each run's repeats. Interval: with {MIN_BOOTSTRAP_REPEATS}+ repeats a run, a \
+             95% bootstrap interval of that ratio ({RESAMPLES} resamples); with {MIN_REPEATS}-{} repeats, the range of \
+             the pairwise ratios (min B / max A to max B / min A: it excludes 1.00 only when the runs' ranges do not \
+             overlap), since so few values give no 95% interval. Within noise: the interval holds 1.00. Same tokens: \
+             equal output digests.",
+            MIN_BOOTSTRAP_REPEATS - 1
         );
         out
     }
@@ -332,6 +370,9 @@ mod tests {
         let noisy_same = [97.0, 103.0, 100.0, 105.0, 99.5];
         let m = compare_metric("output_throughput", &a, &noisy_same, true, 1).unwrap();
         assert_eq!((m.a.min, m.a.median, m.a.max, m.a.n), (98.0, 100.0, 104.0, 5));
+        // Five repeats: the range of the pairwise ratios, 97 / 104 to 105 / 98.
+        assert_eq!(m.interval_kind, Some(IntervalKind::PairwiseRange));
+        assert_eq!(m.interval, Some([97.0 / 104.0, 105.0 / 98.0]));
         assert_eq!(m.verdict, Verdict::WithinNoise, "{m:?}");
         let [lo, hi] = m.interval.unwrap();
         assert!(lo < 1.0 && hi > 1.0 && (m.ratio - 1.0).abs() < 1e-12);
@@ -351,9 +392,21 @@ mod tests {
     }
 
     #[test]
+    fn eight_repeats_a_run_get_a_bootstrap_interval_inside_the_range() {
+        let a = [100.0, 104.0, 98.0, 101.0, 99.0, 102.0, 100.5, 97.5];
+        let b = [110.0, 112.0, 109.0, 111.0, 130.0, 108.0, 110.5, 111.5];
+        let m = compare_metric("output_throughput", &a, &b, true, 3).unwrap();
+        assert_eq!(m.interval_kind, Some(IntervalKind::Bootstrap95));
+        let [lo, hi] = m.interval.unwrap();
+        // Narrower than the pairwise range (108 / 104 to 130 / 97.5), and it holds the ratio of medians.
+        assert!(lo > 108.0 / 104.0 && hi < 130.0 / 97.5 && lo <= m.ratio && m.ratio <= hi, "{lo} {hi} {}", m.ratio);
+        assert_eq!(m.verdict, Verdict::BBetter);
+    }
+
+    #[test]
     fn without_repeats_the_noise_is_unknown() {
         let m = compare_metric("output_throughput", &[100.0], &[150.0], true, 1).unwrap();
-        assert_eq!((m.verdict, m.interval), (Verdict::NoiseUnknown, None));
+        assert_eq!((m.verdict, m.interval, m.interval_kind), (Verdict::NoiseUnknown, None, None));
         assert!((m.ratio - 1.5).abs() < 1e-12);
         assert!(compare_metric("x", &[], &[1.0], true, 1).is_none());
         assert!(compare_metric("x", &[0.0, 0.0, 0.0], &[1.0, 1.0, 1.0], true, 1).is_none());

@@ -1,7 +1,9 @@
 //! Output text as tokens arrive: incremental detokenization (vLLM's and transformers' `TextStreamer` method: decode a
 //! short window of recent tokens and emit what grew, holding back a piece that ends in an incomplete UTF-8
 //! character) and stop strings (the text is cut before the first match, which is never sent; text that could still
-//! be the start of a stop string is held back until it cannot).
+//! be the start of a stop string is held back until it cannot). As in vLLM, stop strings are looked for only from the
+//! `min_tokens`-th output token on, and only in text that ends after it (a match wholly inside text that came
+//! earlier never stops the request).
 
 use tokenizers::Tokenizer;
 
@@ -15,13 +17,15 @@ pub struct IncrementalText {
     /// Text decoded, not yet sent (held back for stop strings).
     pending: String,
     stop: Vec<String>,
+    /// Stop strings count from this many output tokens on (the request's `min_tokens`).
+    min_tokens: usize,
     /// The stop string that matched.
     stopped: Option<String>,
 }
 
 impl IncrementalText {
-    pub fn new(stop: Vec<String>) -> Self {
-        Self { stop: stop.into_iter().filter(|s| !s.is_empty()).collect(), ..Self::default() }
+    pub fn new(stop: Vec<String>, min_tokens: usize) -> Self {
+        Self { stop: stop.into_iter().filter(|s| !s.is_empty()).collect(), min_tokens, ..Self::default() }
     }
 
     /// The stop string that ended the text, if one did.
@@ -56,8 +60,13 @@ impl IncrementalText {
         if self.stopped.is_some() {
             return String::new();
         }
-        if let Some((at, stop)) =
-            self.stop.iter().filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s))).min_by_key(|(at, _)| *at)
+        let matching = self.ids.len() >= self.min_tokens;
+        if let Some((at, stop)) = self
+            .stop
+            .iter()
+            .filter(|_| matching)
+            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at)
         {
             self.stopped = Some(stop.clone());
             let out = self.pending[..at].to_owned();
@@ -95,8 +104,12 @@ mod tests {
     }
 
     fn stream(t: &Tokenizer, text: &str, stop: &[&str]) -> (Vec<String>, Option<String>) {
+        stream_min(t, text, stop, 0)
+    }
+
+    fn stream_min(t: &Tokenizer, text: &str, stop: &[&str], min_tokens: usize) -> (Vec<String>, Option<String>) {
         let ids = t.encode(text, false).unwrap().get_ids().to_vec();
-        let mut d = IncrementalText::new(stop.iter().map(|s| s.to_string()).collect());
+        let mut d = IncrementalText::new(stop.iter().map(|s| s.to_string()).collect(), min_tokens);
         let mut pieces: Vec<String> = ids.iter().map(|&id| d.push(t, id).unwrap()).collect();
         pieces.push(d.finish());
         (pieces, d.stopped().map(str::to_owned))
@@ -122,6 +135,26 @@ mod tests {
         // The prefix of a stop string that did not complete is released in the end.
         let (pieces, stopped) = stream(&t, "one two thr", &["three"]);
         assert_eq!(pieces.concat(), "one two thr");
+        assert!(stopped.is_none());
+    }
+
+    #[test]
+    fn stop_strings_count_only_from_min_tokens_on() {
+        let t = tokenizer();
+        let text = "one two one two three";
+        let ids = t.encode(text, false).unwrap().get_ids().to_vec();
+        // Where the first "two" ends, in tokens.
+        let first_two = (1..=ids.len()).find(|&n| t.decode(&ids[..n], true).unwrap().contains("two")).unwrap();
+        // Reached before min_tokens: the first "two" is sent and the second one stops the text.
+        let (pieces, stopped) = stream_min(&t, text, &["two"], first_two + 1);
+        assert_eq!(pieces.concat(), "one two one ");
+        assert_eq!(stopped.as_deref(), Some("two"));
+        // At exactly min_tokens the match counts (vLLM checks once the output holds min_tokens tokens).
+        let (pieces, _) = stream_min(&t, text, &["two"], first_two);
+        assert_eq!(pieces.concat(), "one ");
+        // No later match: the whole text, nothing stopped.
+        let (pieces, stopped) = stream_min(&t, text, &["one"], ids.len());
+        assert_eq!(pieces.concat(), text);
         assert!(stopped.is_none());
     }
 }

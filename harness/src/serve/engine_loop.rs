@@ -3,6 +3,12 @@
 //! receiver is gone (the client disconnected, or a stop string ended it) is aborted before the next step, so its
 //! KV blocks are freed at once. The number of requests in the server (waiting, running, or being answered) is
 //! capped: past the cap a submission is refused at once (HTTP 429), never queued without bound.
+//!
+//! Metrics are brought up to date before a step's events are sent, so a client that has just received a token reads
+//! gauges of that step or later, never of the one before. How each request ended (`request_success`, the e2e latency)
+//! is counted by its handler, which alone knows whether a stop string ended it (see `handlers::Started`). The thread
+//! marks the engine dead when it ends, however it ends (a runtime error, shutdown, or a panic), so `/health` answers
+//! 503 from then on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,8 +120,19 @@ pub fn spawn(
     let handle = EngineHandle { tx, pending: Arc::default(), max_pending, alive: alive.clone() };
     let thread = std::thread::Builder::new()
         .name("nano-vllm-engine".into())
-        .spawn(move || EngineLoop { engine, metrics, live: HashMap::new(), cancel }.run(rx, &alive))?;
+        .spawn(move || EngineLoop { alive: MarkDead(alive), engine, metrics, live: HashMap::new(), cancel }.run(rx))?;
     Ok((handle, thread))
+}
+
+/// Marks the engine dead when dropped: at the end of the engine thread, a panic's unwinding included. The first field
+/// of [`EngineLoop`], so it is dropped before the requests' channels: a client that sees its stream end early finds
+/// `/health` already at 503.
+struct MarkDead(Arc<AtomicBool>);
+
+impl Drop for MarkDead {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// A request the engine is serving.
@@ -127,6 +144,9 @@ struct Live {
 }
 
 struct EngineLoop {
+    /// Dropped first (fields drop in order).
+    #[allow(dead_code)]
+    alive: MarkDead,
     engine: LlmEngine,
     metrics: ServerMetrics,
     live: HashMap<SeqId, Live>,
@@ -134,7 +154,7 @@ struct EngineLoop {
 }
 
 impl EngineLoop {
-    fn run(mut self, mut rx: mpsc::Receiver<Submission>, alive: &AtomicBool) {
+    fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
         self.metrics.set_kv(0, self.engine.num_kv_blocks());
         loop {
             if self.cancel.load(Ordering::Acquire) {
@@ -159,7 +179,6 @@ impl EngineLoop {
             match self.engine.step() {
                 Ok(step) => self.deliver(step),
                 Err(e) => {
-                    alive.store(false, Ordering::Release);
                     let message = e.to_string();
                     for (_, live) in self.live.drain() {
                         let _ = live.events.send(Event::Failed(message.clone()));
@@ -173,7 +192,6 @@ impl EngineLoop {
                 }
             }
         }
-        alive.store(false, Ordering::Release);
     }
 
     fn admit(&mut self, s: Submission) {
@@ -192,58 +210,57 @@ impl EngineLoop {
         }
     }
 
-    /// Aborts the requests nobody listens to any more (their blocks freed now, not when they would have ended).
+    /// Aborts the requests nobody listens to any more (a client gone, or a stop string that ended it): their blocks
+    /// are freed now, not when they would have ended. Their handlers counted how they ended.
     fn abort_abandoned(&mut self) {
         let gone: Vec<SeqId> = self.live.iter().filter(|(_, l)| l.events.is_closed()).map(|(&id, _)| id).collect();
         for id in gone {
             self.live.remove(&id);
-            if self.engine.abort(id).is_ok() {
-                self.metrics.request_success.with_label_values(&["abort"]).inc();
-            }
+            let _ = self.engine.abort(id);
         }
     }
 
     fn abort_all(&mut self) {
         for (id, live) in std::mem::take(&mut self.live) {
-            if self.engine.abort(id).is_ok() {
-                self.metrics.request_success.with_label_values(&["abort"]).inc();
-            }
+            let _ = self.engine.abort(id);
             let _ = live.events.send(Event::Failed("the server is shutting down".into()));
         }
         self.update_gauges();
     }
 
+    /// Records the step in the metrics, then sends its events (so a client never reads gauges older than its token).
     fn deliver(&mut self, step: nano_vllm_engine::StepResult) {
-        let mut logprobs: HashMap<SeqId, TokenLogprobs> = step.logprobs.into_iter().collect();
         let now = step.stats.as_ref().map_or_else(Instant::now, |s| s.time);
         self.metrics.generation_tokens.inc_by(step.new_tokens.len() as u64);
-        for (id, token) in step.new_tokens {
-            let Some(live) = self.live.get_mut(&id) else { continue };
-            match live.last_token {
-                None => self.metrics.ttft.observe(now.saturating_duration_since(live.arrival).as_secs_f64()),
-                Some(last) => self.metrics.itl.observe(now.saturating_duration_since(last).as_secs_f64()),
-            }
-            live.last_token = Some(now);
-            let _ = live.events.send(Event::Token { token, logprobs: logprobs.remove(&id) });
-        }
-        for seq in step.finished {
-            let Some(live) = self.live.remove(&seq.id()) else { continue };
-            let reason = seq.finish_reason().unwrap_or(FinishReason::Length);
-            let label = if reason == FinishReason::Length { "length" } else { "stop" };
-            self.metrics.request_success.with_label_values(&[label]).inc();
-            self.metrics.e2e.observe(now.saturating_duration_since(live.arrival).as_secs_f64());
-            let _ = live.events.send(Event::Finished {
-                reason,
-                prompt_tokens: seq.num_prompt_tokens(),
-                cached_tokens: seq.num_cached_tokens(),
-            });
-        }
         if let Some(s) = &step.stats {
             self.metrics.prefix_cache_queries.inc_by(s.admitted_prompt_tokens as u64);
             self.metrics.prefix_cache_hits.inc_by(s.prefix_hit_tokens as u64);
             self.metrics.preemptions.inc_by(s.num_preemptions as u64);
         }
+        for (id, _) in &step.new_tokens {
+            let Some(live) = self.live.get_mut(id) else { continue };
+            match live.last_token {
+                None => self.metrics.ttft.observe(now.saturating_duration_since(live.arrival).as_secs_f64()),
+                Some(last) => self.metrics.itl.observe(now.saturating_duration_since(last).as_secs_f64()),
+            }
+            live.last_token = Some(now);
+        }
         self.update_gauges();
+
+        let mut logprobs: HashMap<SeqId, TokenLogprobs> = step.logprobs.into_iter().collect();
+        for (id, token) in step.new_tokens {
+            if let Some(live) = self.live.get(&id) {
+                let _ = live.events.send(Event::Token { token, logprobs: logprobs.remove(&id) });
+            }
+        }
+        for seq in step.finished {
+            let Some(live) = self.live.remove(&seq.id()) else { continue };
+            let _ = live.events.send(Event::Finished {
+                reason: seq.finish_reason().unwrap_or(FinishReason::Length),
+                prompt_tokens: seq.num_prompt_tokens(),
+                cached_tokens: seq.num_cached_tokens(),
+            });
+        }
     }
 
     fn update_gauges(&self) {

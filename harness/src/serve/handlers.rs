@@ -17,12 +17,14 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::stream::{self, Stream};
+use nano_vllm_engine::FinishReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::api::{self, Api, GenerateRequest};
 use super::engine_loop::{Event, Permit, SubmitError};
 use super::error::ApiError;
+use super::metrics::ServerMetrics;
 use super::response::{Delta, Generation, LogprobEntry};
 use super::{AppState, unix_now};
 
@@ -60,8 +62,14 @@ async fn not_found(request: Request) -> Response {
     ApiError::not_found(format!("no route {} {}", request.method(), request.uri().path()), None).into_response()
 }
 
+/// 200 while the server takes requests; 503 once the engine is gone (a runtime error or a panic) or while it drains
+/// on shutdown, so a load balancer stops sending it work.
 async fn health(State(s): State<Arc<AppState>>) -> StatusCode {
-    if s.engine.is_alive() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if s.engine.is_alive() && !s.draining.load(Ordering::Acquire) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
@@ -85,12 +93,42 @@ async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     generate(s, Api::Chat, body).await
 }
 
-/// A request that reached the engine.
+/// A request that reached the engine. When it is dropped (its response done, or its client gone) it counts how the
+/// request ended, exactly once: `request_success{finished_reason}` "stop" or "length" as the response said (a stop
+/// string included, which only the handler sees) with its end-to-end latency, or "abort" when it ended before its
+/// finish (a client that left, an engine that failed or shut down). A request the engine refused is not counted.
 struct Started {
     request: GenerateRequest,
     events: UnboundedReceiver<Event>,
+    #[allow(dead_code)]
     permit: Permit,
     generation: Generation,
+    metrics: ServerMetrics,
+    arrival: Instant,
+    /// The engine refused it (never ran).
+    refused: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.refused {
+            return;
+        }
+        // A client that left after the engine finished, before its handler read the finish: still a finished request.
+        let finish = self.generation.finish.or_else(|| {
+            std::iter::from_fn(|| self.events.try_recv().ok()).find_map(|e| match e {
+                Event::Finished { reason, .. } => Some(if reason == FinishReason::Length { "length" } else { "stop" }),
+                _ => None,
+            })
+        });
+        match finish {
+            Some(label) => {
+                self.metrics.request_success.with_label_values(&[label]).inc();
+                self.metrics.e2e.observe(self.arrival.elapsed().as_secs_f64());
+            }
+            None => self.metrics.request_success.with_label_values(&["abort"]).inc(),
+        }
+    }
 }
 
 async fn generate(s: Arc<AppState>, api: Api, body: Bytes) -> Response {
@@ -128,18 +166,22 @@ fn start(s: &AppState, api: Api, body: &[u8], arrival: Instant) -> Result<Starte
         })?;
     let prefix = if api == Api::Chat { "chatcmpl" } else { "cmpl" };
     let generation = Generation::new(s.next_id(prefix), unix_now(), &request);
-    Ok(Started { request, events, permit, generation })
+    Ok(Started { request, events, permit, generation, metrics: s.metrics.clone(), arrival, refused: false })
 }
 
 /// Applies one engine event: the text (and logprobs) it adds, or the error the engine reported. The request is over
 /// once `g.finish` is set (finished by the engine, or ended by a stop string).
-fn apply(s: &AppState, g: &mut Generation, event: Option<Event>) -> Result<Delta, ApiError> {
+fn apply(s: &AppState, st: &mut Started, event: Option<Event>) -> Result<Delta, ApiError> {
+    let g = &mut st.generation;
     match event {
         Some(Event::Token { token, logprobs }) => g.token(&s.model, token, logprobs),
         Some(Event::Finished { reason, prompt_tokens, cached_tokens }) => {
             Ok(g.finished(reason, prompt_tokens, cached_tokens))
         }
-        Some(Event::Refused(e)) => Err(ApiError::bad_request(e.to_string())),
+        Some(Event::Refused(e)) => {
+            st.refused = true;
+            Err(ApiError::bad_request(e.to_string()))
+        }
         Some(Event::Failed(m)) => Err(ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: m, param: None }),
         None => Err(ApiError::unavailable("the engine stopped before the request finished")),
     }
@@ -148,14 +190,15 @@ fn apply(s: &AppState, g: &mut Generation, event: Option<Event>) -> Result<Delta
 async fn whole(s: &AppState, mut st: Started) -> Result<Response, ApiError> {
     let (mut text, mut entries): (String, Vec<LogprobEntry>) = (String::new(), Vec::new());
     while st.generation.finish.is_none() {
-        let d = apply(s, &mut st.generation, st.events.recv().await)?;
+        let event = st.events.recv().await;
+        let d = apply(s, &mut st, event)?;
         text.push_str(&d.text);
         entries.extend(d.logprobs);
     }
-    // A stop string ended it: the engine aborts the request when the receiver goes.
-    drop(st.events);
-    drop(st.permit);
-    Ok(axum::Json(st.generation.response(&s.model.name, &text, &entries)).into_response())
+    let response = axum::Json(st.generation.response(&s.model.name, &text, &entries)).into_response();
+    // Counted, and the receiver closed (a stop string's request is then aborted by the engine).
+    drop(st);
+    Ok(response)
 }
 
 /// Where a stream is.
@@ -196,7 +239,7 @@ fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEve
                 }
                 Phase::Tokens => {
                     let event = x.st.events.recv().await;
-                    match apply(&x.s, &mut x.st.generation, event) {
+                    match apply(&x.s, &mut x.st, event) {
                         Ok(delta) => {
                             let last = x.st.generation.finish.is_some();
                             if last {
@@ -230,4 +273,103 @@ fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEve
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The routes in process, on the model-free mock: what a client sees when the engine panics or the server drains,
+    //! and how a request that a stop string ended is counted. No sockets, no timing: each waits on a condition.
+
+    use std::sync::atomic::AtomicBool;
+
+    use nano_vllm_engine::{Config, LlmEngine, MockRuntime};
+    use tokenizers::Tokenizer;
+
+    use super::*;
+    use crate::serve::{EngineHandle, ServedModel, ServerMetrics, engine_loop};
+
+    fn state(runtime: MockRuntime) -> Arc<AppState> {
+        let tokenizer =
+            Tokenizer::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-llama/tokenizer.json"))
+                .unwrap();
+        let vocab_size = tokenizer.get_vocab_size(true);
+        let config = Config::builder().max_model_len(128).num_kv_blocks(64).build().unwrap();
+        let engine = LlmEngine::new(config.clone(), Box::new(runtime)).unwrap();
+        let metrics = ServerMetrics::new("m").unwrap();
+        let (handle, _thread): (EngineHandle, _) =
+            engine_loop::spawn(engine, metrics.clone(), 8, Arc::new(AtomicBool::new(false))).unwrap();
+        let model = ServedModel {
+            name: "m".into(),
+            tokenizer,
+            chat_template: None,
+            chat_stop_ids: Vec::new(),
+            vocab_size,
+            max_model_len: 128,
+            block_size: config.block_size(),
+            num_kv_blocks: 64,
+            runtime: "mock".into(),
+        };
+        Arc::new(AppState::new(model, handle, metrics, None))
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    async fn complete(s: &Arc<AppState>, body: Value) -> (StatusCode, Value) {
+        let r = completions(State(s.clone()), Bytes::from(body.to_string())).await;
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn health_is_503_while_draining() {
+        let s = state(MockRuntime::new(64));
+        block_on(async {
+            assert_eq!(health(State(s.clone())).await, StatusCode::OK);
+            s.draining.store(true, Ordering::Release);
+            assert_eq!(health(State(s.clone())).await, StatusCode::SERVICE_UNAVAILABLE);
+        });
+    }
+
+    #[test]
+    fn a_panic_on_the_engine_thread_turns_health_to_503() {
+        let s = state(MockRuntime::new(64).panic_at_step(1));
+        block_on(async {
+            assert_eq!(health(State(s.clone())).await, StatusCode::OK);
+            let (status, r) = complete(&s, json!({ "prompt": [5, 6, 7], "max_tokens": 8, "ignore_eos": true })).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{r}");
+            // The engine is marked dead before the request's channel closes: no wait needed.
+            assert_eq!(health(State(s.clone())).await, StatusCode::SERVICE_UNAVAILABLE);
+            let (status, _) = complete(&s, json!({ "prompt": [5], "max_tokens": 2 })).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        });
+    }
+
+    #[test]
+    fn a_request_ended_by_a_stop_string_counts_as_stopped_with_its_latency() {
+        let s = state(MockRuntime::new(400));
+        block_on(async {
+            let body = json!({ "prompt": [5, 6, 7], "max_tokens": 40, "ignore_eos": true, "temperature": 0 });
+            let (status, whole) = complete(&s, body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{whole}");
+            let text = whole["choices"][0]["text"].as_str().unwrap().to_owned();
+            // A stop string from the middle of the greedy text.
+            let chars: Vec<char> = text.chars().collect();
+            assert!(chars.len() > 8, "{text:?}");
+            let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+            let mut stopped = body.clone();
+            stopped["stop"] = json!([stop]);
+            let (status, r) = complete(&s, stopped).await;
+            assert_eq!(status, StatusCode::OK, "{r}");
+            assert_eq!(r["choices"][0]["finish_reason"], "stop");
+            assert_eq!(r["choices"][0]["text"].as_str().unwrap(), &text[..text.find(&stop).unwrap()]);
+            // Counted by the handler before it answers, whether or not the engine had already run to max_tokens (the
+            // mock is fast enough that it has): the client was told "stop", and so is /metrics.
+            let count = |label: &str| s.metrics.request_success.with_label_values(&[label]).get();
+            assert_eq!((count("stop"), count("length"), count("abort")), (1, 1, 0));
+            assert_eq!(s.metrics.e2e.get_sample_count(), 2, "both requests in the e2e histogram");
+        });
+    }
 }

@@ -50,7 +50,7 @@ impl Generation {
             id,
             created,
             api: request.api,
-            text: IncrementalText::new(request.stop.clone()),
+            text: IncrementalText::new(request.stop.clone(), request.params.min_tokens),
             logprobs: request.logprobs,
             tokens_as_ids: request.tokens_as_ids,
             prompt_tokens: request.prompt.len(),

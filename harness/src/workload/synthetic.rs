@@ -126,6 +126,13 @@ impl Arrivals {
         if !(burstiness.is_finite() && burstiness > 0.0) {
             return Err(format!("burstiness must be > 0, got {burstiness}"));
         }
+        // Gaps of mean 1 / rate: a rate so high that they underflow (or their scale does) has no arrivals to draw.
+        Gamma::new(burstiness, 1.0 / (rate * burstiness)).map_err(|e| {
+            format!(
+                "request rate {rate} with burstiness {burstiness} gives gaps too small to draw ({e}); use --rate inf for \
+                 all requests at once"
+            )
+        })?;
         Ok(Self::Gamma { rate, burstiness })
     }
 
@@ -195,10 +202,13 @@ pub fn generate(spec: &SyntheticSpec) -> Result<Workload, String> {
             spec.first_token, spec.vocab_size
         ));
     }
+    // Token ids are 32-bit: a larger vocabulary (a corrupt config) has ids no request can carry.
+    let end = u32::try_from(spec.vocab_size)
+        .map_err(|_| format!("a vocabulary of {} tokens is beyond 32-bit token ids", spec.vocab_size))?;
     spec.input_len.validate()?;
     spec.output_len.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let token = |rng: &mut ChaCha8Rng| rng.random_range(spec.first_token..spec.vocab_size as u32);
+    let token = |rng: &mut ChaCha8Rng| rng.random_range(spec.first_token..end);
     // Only what prompts use: a prefix is cut to each prompt's length, and there are no more groups than requests (so
     // `--prefix-len 10^12` allocates nothing absurd).
     let (groups, prefix_len) = (spec.prefix_groups.min(spec.num_requests), spec.prefix_len.min(spec.input_len.max()));

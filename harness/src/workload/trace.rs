@@ -157,11 +157,13 @@ pub fn read_trace(path: &Path) -> Result<Workload, TraceError> {
         if buf.len() as u64 > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
             return Err(bad(format!("longer than {} MiB without a newline: not a JSONL trace", MAX_LINE_BYTES >> 20)));
         }
-        let text = std::str::from_utf8(&buf).map_err(|e| bad(format!("not UTF-8: {e}")))?.trim();
+        let text = std::str::from_utf8(&buf).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+        // A byte-order mark (editors on Windows write one) is not part of the first line's JSON.
+        let text = if i == 0 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text }.trim();
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let request: TraceRequest = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let request: TraceRequest = serde_json::from_str(text).map_err(|e| bad(line_error(text, &e)))?;
         request.validate().map_err(bad)?;
         requests.push(request);
     }
@@ -169,6 +171,22 @@ pub fn read_trace(path: &Path) -> Result<Workload, TraceError> {
         return Err(TraceError::Empty { path: path.into() });
     }
     Ok(Workload::new(requests))
+}
+
+/// What is wrong with a line that is not a request: its JSON kind when it is valid JSON of another kind (an array,
+/// a number, ...), else serde's message.
+fn line_error(text: &str, e: &serde_json::Error) -> String {
+    let kind = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) | Err(_) => return e.to_string(),
+        Ok(serde_json::Value::Array(_)) => "an array",
+        Ok(serde_json::Value::String(_)) => "a string",
+        Ok(serde_json::Value::Number(_)) => "a number",
+        Ok(serde_json::Value::Bool(_)) => "a boolean",
+        Ok(serde_json::Value::Null) => "null",
+    };
+    format!(
+        "expected a request, a JSON object such as {{\"prompt\": \"...\", \"max_tokens\": 16}}, one per line; found {kind}"
+    )
 }
 
 /// Writes a trace as JSONL.

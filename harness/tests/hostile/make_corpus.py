@@ -83,7 +83,7 @@ def main() -> None:
         "empty": ["model.safetensors"],
         "header_length_huge": ["model.safetensors"],
         "header_not_json": ["model.safetensors"],
-        "offsets_beyond_file": ["model.safetensors"],
+        "offsets_beyond_file": ["model.safetensors", "model.embed_tokens.weight"],
         "missing_tensor": ["model.safetensors", "tensor"],
         "transposed_tensor": ["lm_head.weight"],
         "unknown_dtype": ["model.safetensors"],
@@ -178,6 +178,18 @@ def main() -> None:
     bundle_case("checksum_wrong", lambda m, d: d.joinpath("tokenizer.json").write_text(tok + " "), "tokenizer.json")
     bundle_case("path_escapes", lambda m, d: m["files"][0].update(path="../../../../etc/passwd"), "manifest.json")
     bundle_case("size_huge", lambda m, d: m["files"][0].update(size=1 << 62), m_first_path(BUNDLE))
+    # The manifest's vocabulary beyond 32-bit token ids: the synthetic workload cannot draw from it.
+    d = out / "bundles" / "vocab_2_40"
+    shutil.copytree(BUNDLE, d, dirs_exist_ok=True)
+    m = json.loads((d / "manifest.json").read_text())
+    m["config"]["vocab_size"] = 1 << 40
+    (d / "manifest.json").write_text(json.dumps(m))
+    case("manifest vocab 2^40 (bench)", ["bench", "--bundle", d, "--runtime", "mock", "--requests", "3", "--quiet",
+                                         "--out", out / "runs" / "manifest-vocab"], "vocab")
+    # The manifest and config.json disagree on the context: named both, before anything runs (it failed mid-run with
+    # "position 256 is beyond the model's 256 positions", naming neither).
+    bundle_case("context_differs", lambda m, d: m["config"].update(context_length=4096), "config.context_length",
+                "max_position_embeddings")
     bundle_case("reference_truncated", lambda m, d: d.joinpath("reference.safetensors").write_bytes(
         (BUNDLE / "reference.safetensors").read_bytes()[:1000]), "reference.safetensors")
 
@@ -207,7 +219,7 @@ def main() -> None:
     bench("input len reversed", ["--input-len", "uniform:50:5"], "uniform:50:5")
     bench("input len negative std", ["--input-len", "normal:20:-3"], "normal:20:-3")
     bench("input len empty hist", ["--input-len", "hist:"], "hist:")
-    bench("output len huge", ["--output-len", "18446744073709551615"], "max_tokens")
+    bench("output len huge", ["--output-len", "18446744073709551615"], "output (18446744073709551615)", "context")
     bench("rate sweep zero", ["--rate-sweep", "0"], "rate")
     bench("percentile 101", ["--percentiles", "101"], "--percentiles")
     bench("slo negative", ["--slo", "ttft=-5ms"], "ttft=-5ms")
@@ -220,6 +232,18 @@ def main() -> None:
     bench("fleet without target", ["--fleet", "f"], "--target")
     bench("threads 1e6", ["--threads", "1000000"], "at most 1024")
     bench("rate negative", ["--mode", "online", "--rate", "-1"], "rate")
+    # Held-out classes: arrivals that cannot be drawn, lengths whose sum overflows, flags that would be ignored.
+    bench("rate 1e308 regular", ["--mode", "online", "--rate", "1e308", "--burstiness", "4"], "gaps too small")
+    case("workload rate 1e308 regular", ["workload", "--out", out / "w-rate.jsonl", "--rate", "1e308", "--burstiness",
+                                         "4"], "gaps too small")
+    # Gaps of ~1e-308 s: silly but drawable, so it runs.
+    bench("rate 1e308 bursty", ["--mode", "online", "--rate", "1e308", "--burstiness", "0.5"], ok=True)
+    bench("input len usize max", ["--input-len", "18446744073709551615"], "context")
+    case("workload input len usize max", ["workload", "--out", out / "w-len.jsonl", "--input-len",
+                                          "18446744073709551615"], "context")
+    bench("rate 0 offline", ["--rate", "0"], "--mode online")
+    bench("burstiness offline", ["--burstiness", "2"], "--mode online")
+    bench("baseline not a row", ["--baseline", "native"], "--baseline native", "mock")
     cli("unknown runtime", ["--runtime", "tensorrt"], "tensorrt")
     cli("unknown runtime option", ["--runtime", "native:bogus"], "bogus")
     cli("mock option not a number", ["--runtime", "mock:delay-us=abc"], "abc")
@@ -253,7 +277,8 @@ def main() -> None:
     trace("top_p_2", '{"prompt_ids": [5], "max_tokens": 4, "top_p": 2}\n', "top_p")
     trace("temperature_negative", '{"prompt_ids": [5], "max_tokens": 4, "temperature": -1}\n', "temperature")
     trace("null_line", "null\n", "null_line.jsonl:1")
-    trace("array_line", "[]\n", "array_line.jsonl:1")
+    trace("array_line", "[]\n", "array_line.jsonl:1", "found an array")
+    trace("object_expected_number", "5\n", "object_expected_number.jsonl:1", "found a number")
     trace("empty_file", "", "holds no request")
     trace("blank_lines", "\n\n   \n", "holds no request")
     trace("binary", "\x00\x01\x02\xff\xfe", "binary.jsonl")
@@ -261,6 +286,9 @@ def main() -> None:
     bench("trace invalid_utf8", ["--workload", out / "traces/invalid_utf8.jsonl", "--warmup", "0"], "invalid_utf8.jsonl")
     write("traces/one_long_line.jsonl", b'{"prompt_ids": [' + b"5, " * (3 << 20) + b'5], "max_tokens": 4}')
     bench("trace one long line", ["--workload", out / "traces/one_long_line.jsonl", "--warmup", "0"], "context")
+    # A byte-order mark before the first line (Windows editors write one) is not JSON: skipped, the trace runs.
+    write("traces/bom.jsonl", b'\xef\xbb\xbf{"prompt_ids": [5, 6], "max_tokens": 2}\n')
+    bench("trace with a BOM", ["--workload", out / "traces/bom.jsonl", "--warmup", "0"], ok=True)
     bench("trace is /dev/zero", ["--workload", "/dev/zero", "--warmup", "0"], "/dev/zero:1", "without a newline", timeout=30)
     bench("trace is a directory", ["--workload", out / "traces", "--warmup", "0"], "traces")
     bench("trace missing", ["--workload", out / "traces/nope.jsonl"], "nope.jsonl")

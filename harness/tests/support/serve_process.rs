@@ -13,6 +13,8 @@ pub struct ServeProcess {
     pub base: String,
     child: Option<Child>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Reads the child's stderr until the pipe closes (the child exited).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServeProcess {
@@ -30,7 +32,7 @@ impl ServeProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         let lines = stderr.clone();
         let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if let Some(at) = line.find("at http://") {
                     let url = line[at + 3..].split_whitespace().next().unwrap_or_default().to_owned();
@@ -46,7 +48,7 @@ impl ServeProcess {
                 panic!("nano-vllm serve did not start: {:?}", stderr.lock().unwrap());
             }
         };
-        Self { base, child: Some(child), stderr }
+        Self { base, child: Some(child), stderr, reader: Some(reader) }
     }
 
     /// What it printed so far.
@@ -71,8 +73,10 @@ impl ServeProcess {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                // Every line it printed: the reader ends when the pipe closes.
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
                 return status.code();
             }
             assert!(start.elapsed() < limit, "nano-vllm serve did not exit within {limit:?}: {}", self.stderr());

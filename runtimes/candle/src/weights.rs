@@ -49,8 +49,11 @@ fn map_file(path: &Path) -> Result<MmapedSafetensors, CandleError> {
     std::fs::metadata(path).map_err(|source| CandleError::Io { path: path.into(), source })?;
     // SAFETY: the file is mapped read-only; as with every memory map, it must not be truncated or rewritten by
     // another process while mapped. Tensors are copied out of the map when loaded.
-    unsafe { MmapedSafetensors::new(path) }
-        .map_err(|e| CandleError::InvalidSafetensors { path: path.into(), reason: reason(e) })
+    unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
+        // Name the tensor whose offsets are wrong where the safetensors crate does not.
+        let layout = std::fs::read(path).ok().and_then(|b| nano_vllm_bundle::safetensors_layout::diagnose(&b));
+        CandleError::InvalidSafetensors { path: path.into(), reason: layout.unwrap_or_else(|| reason(e)) }
+    })
 }
 
 impl Weights {

@@ -11,7 +11,7 @@ use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig};
 use crate::error::NativeError;
 use crate::kernels::linear::{Linear, WeightDtype, Weights};
 use crate::kernels::norm::Norm;
-use crate::kernels::quant::{QBytes, QMatrix};
+use crate::kernels::quant::QMatrix;
 use crate::kernels::rope::Rope;
 use crate::weights::WeightFiles;
 
@@ -114,12 +114,7 @@ impl Loader<'_> {
             Source::Safetensors(files) => files.get(name, shape),
             Source::Gguf(model) => Ok(model.tensor(name, shape)?),
             // Vectors (norms, biases) in the file's order: q/k biases stay permuted like their rows.
-            Source::GgufStored(model) if shape.len() == 1 => {
-                let st = model.stored(name, shape)?;
-                let mut out = Vec::with_capacity(shape[0]);
-                dequantize(st.ggml_type, &st.bytes, &mut out);
-                Ok(out)
-            }
+            Source::GgufStored(model) if shape.len() == 1 => Ok(model.stored_values(name, shape)?),
             Source::GgufStored(model) => Ok(model.tensor(name, shape)?),
         }
     }
@@ -137,7 +132,7 @@ impl Loader<'_> {
                 let w = st.bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
                 Linear { w: Weights::F16(w), b: None, out, inp }
             }
-            ty => Linear::quantized(vec![QMatrix::new(&st.name, ty, out, inp, QBytes::Mapped(st.bytes))?], None),
+            ty => Linear::quantized(vec![QMatrix::new(&st.name, ty, out, inp, st.bytes.to_vec())?], None),
         })
     }
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear, NativeError> {
@@ -169,13 +164,7 @@ impl Loader<'_> {
         if let Source::GgufStored(model) = self.source {
             let st = model.stored(name, &[vocab, hidden])?;
             if st.ggml_type != GgmlType::F32 {
-                return Ok(Embedding::Quant(QMatrix::new(
-                    &st.name,
-                    st.ggml_type,
-                    vocab,
-                    hidden,
-                    QBytes::Mapped(st.bytes),
-                )?));
+                return Ok(Embedding::Quant(QMatrix::new(&st.name, st.ggml_type, vocab, hidden, st.bytes.to_vec())?));
             }
         }
         Ok(Embedding::F32(self.t(name, &[vocab, hidden])?))
@@ -331,7 +320,7 @@ impl Model {
         if let (Some(ty), Embedding::F32(e)) = (dtype.ggml_type(), &self.embed)
             && h.is_multiple_of(ty.block_size())
         {
-            let bytes = QBytes::Owned(crate::kernels::quant::quantize::quantize(ty, e));
+            let bytes = crate::kernels::quant::quantize::quantize(ty, e);
             let q = QMatrix::new("token embeddings", ty, v, h, bytes).expect("whole blocks, checked above");
             self.embed = Embedding::Quant(q);
         }

@@ -59,8 +59,16 @@ impl WeightFiles {
             }
             let path = dir.join(&name);
             let mmap = map(&path)?;
-            let st = SafeTensors::deserialize(&mmap)
-                .map_err(|source| NativeError::Safetensors { path: path.clone(), source })?;
+            let st =
+                SafeTensors::deserialize(&mmap).map_err(
+                    |source| match nano_vllm_bundle::safetensors_layout::diagnose(&mmap) {
+                        Some(reason) => NativeError::Index {
+                            path: path.clone(),
+                            reason: format!("not a valid safetensors file: {reason}"),
+                        },
+                        None => NativeError::Safetensors { path: path.clone(), source },
+                    },
+                )?;
             for tensor in st.names() {
                 index.insert(tensor.to_owned(), files.len());
             }

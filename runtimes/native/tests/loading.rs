@@ -182,15 +182,9 @@ fn a_gguf_loads_and_computes_what_the_safetensors_compute() {
     assert!(err.contains("cut.gguf") && err.contains("lies outside the file"), "{err}");
 }
 
-/// A quantized GGUF runs as stored: its blocks mapped from the file (no copy), q and k rows in ggml's order (rotated
-/// as ggml rotates them). Quantizing the f32 checkpoint at load (`native:q8_0`) gives the same blocks byte for byte
-/// (ggml's reference quantizer), so the two compute the same logits up to the order of the attention sums.
-#[test]
-fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
-    use nano_vllm_engine::{KvCacheSpec, Runtime, SeqBatchEntry, StepBatch};
-    use nano_vllm_native::WeightDtype;
-    use nano_vllm_native::kernels::linear::Weights;
-    let step = |n: usize| StepBatch {
+fn step(n: usize) -> nano_vllm_engine::StepBatch {
+    use nano_vllm_engine::{SeqBatchEntry, StepBatch};
+    StepBatch {
         block_size: 16,
         seqs: vec![SeqBatchEntry {
             seq_id: 0,
@@ -210,7 +204,17 @@ fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
         slot_mapping: (0..n as u32).collect(),
         block_tables: vec![0, 1],
         logits_indices: (0..n as u32).collect(),
-    };
+    }
+}
+
+/// A quantized GGUF runs as stored: its blocks as the file holds them, q and k rows in ggml's order (rotated
+/// as ggml rotates them). Quantizing the f32 checkpoint at load (`native:q8_0`) gives the same blocks byte for byte
+/// (ggml's reference quantizer), so the two compute the same logits up to the order of the attention sums.
+#[test]
+fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
+    use nano_vllm_engine::{KvCacheSpec, Runtime};
+    use nano_vllm_native::WeightDtype;
+    use nano_vllm_native::kernels::linear::Weights;
     for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
         let dir = fixtures_dir().join(name);
         let stored = NativeOptions { threads: 1, weight_dtype: WeightDtype::Stored };
@@ -224,9 +228,8 @@ fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
         }
         assert_eq!(g.weight_bytes(), h.weight_bytes(), "{name}");
         assert_eq!(g.rope_adjacent, name != "tiny-qwen2" && name != "tiny-gpt2", "{name}");
-        // The output projection is not permuted: the same blocks, the GGUF's mapped.
+        // The output projection is not permuted: the same blocks.
         let (Weights::Quant(a), Weights::Quant(b)) = (&g.layers[0].o.w, &h.layers[0].o.w) else { panic!("quantized") };
-        assert!(a[0].is_mapped() && !b[0].is_mapped());
         assert_eq!(a, b, "{name}: quantizing at load gives the GGUF's Q8_0 blocks");
         let kv = KvCacheSpec { num_blocks: 2, block_size: 16 };
         gguf.prepare(&kv).unwrap();
@@ -238,4 +241,27 @@ fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
             assert!(worst < 1e-4, "{name} {n} tokens: stored vs quantized at load differ by {worst}");
         }
     }
+}
+
+/// A quantized GGUF's blocks are copied at load, not kept mapped: rewriting or truncating the file while the model
+/// serves (a new version copied over it) cannot fault the process (SIGBUS), and the logits stay those of the file
+/// as loaded.
+#[test]
+fn a_gguf_rewritten_after_load_does_not_touch_the_loaded_model() {
+    use nano_vllm_engine::{KvCacheSpec, Runtime};
+    use nano_vllm_native::WeightDtype;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.q8_0.gguf");
+    std::fs::copy(fixtures_dir().join("tiny-llama/model.q8_0.gguf"), &path).unwrap();
+    let stored = NativeOptions { threads: 1, weight_dtype: WeightDtype::Stored };
+    let mut rt = NativeRuntime::load(&path, &stored).unwrap();
+    let kv = KvCacheSpec { num_blocks: 2, block_size: 16 };
+    rt.prepare(&kv).unwrap();
+    let before = rt.execute(&step(5)).unwrap().logits;
+    // Truncated to nothing, then rewritten with other bytes.
+    std::fs::File::create(&path).unwrap();
+    std::fs::write(&path, vec![0xA5u8; 4096]).unwrap();
+    rt.prepare(&kv).unwrap();
+    let after = rt.execute(&step(5)).unwrap().logits;
+    assert_eq!(before, after);
 }

@@ -94,6 +94,11 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, OnnxError> {
     locate_in(explicit, std::env::var_os(DYLIB_ENV), &search_roots())
 }
 
+/// The library of the project venv alone (step 3 of the module docs), whatever `ORT_DYLIB_PATH` says. Loads nothing.
+pub fn locate_venv() -> Result<PathBuf, OnnxError> {
+    locate_in(None, None, &search_roots())
+}
+
 /// [`locate`] with its inputs given, for tests.
 fn locate_in(explicit: Option<&Path>, env_value: Option<OsString>, roots: &[PathBuf]) -> Result<PathBuf, OnnxError> {
     let given = match (explicit, env_value) {

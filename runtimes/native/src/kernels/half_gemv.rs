@@ -20,8 +20,6 @@ pub trait HalfWeight: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p` must point at 8 readable u16 values and the CPU must have AVX2 and F16C.
     unsafe fn widen8(p: *const u16) -> std::arch::x86_64::__m256;
-    #[cfg(target_arch = "x86_64")]
-    fn simd_available() -> bool;
 }
 
 impl HalfWeight for f16 {
@@ -37,10 +35,6 @@ impl HalfWeight for f16 {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees 8 readable values and F16C.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn simd_available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
     }
 }
 
@@ -59,10 +53,6 @@ impl HalfWeight for bf16 {
         unsafe {
             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16))
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn simd_available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
 }
 
@@ -96,7 +86,7 @@ fn row_avx2<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f3
     let pairs = chunks / 2;
     for c in 0..pairs {
         // SAFETY: (2c + 2) * 8 <= k = bits.len(), and this function runs only with AVX2, FMA and F16C (checked by
-        // the caller through `simd_available`); x holds t rows of k.
+        // the caller through `Isa`); x holds t rows of k.
         unsafe {
             let w0 = W::widen8(bits.as_ptr().add(c * 16));
             let w1 = W::widen8(bits.as_ptr().add(c * 16 + 8));
@@ -136,8 +126,9 @@ where
     [W]: HalfFloatSliceExt,
 {
     assert!(t <= MAX_TOKENS && x.len() >= t * k && w.len() >= n * k && y.len() >= t * n);
+    // One check for both storage types: the row kernel is compiled with AVX2, FMA and F16C enabled.
     #[cfg(target_arch = "x86_64")]
-    let simd = W::simd_available();
+    let simd = super::isa::Isa::detect().has_avx2();
     // Rows per task: enough work to amortise scheduling, enough tasks to balance.
     const ROWS: usize = 64;
     let y_ptr = OutPtr(y.as_mut_ptr());
@@ -147,7 +138,7 @@ where
             let row = &w[o * k..(o + 1) * k];
             #[cfg(target_arch = "x86_64")]
             if simd {
-                // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+                // SAFETY: the CPU has AVX2, FMA and F16C (an `Isa` is SIMD only after checking all three).
                 unsafe { row_avx2(row, x, t, k, &mut out) };
             } else {
                 row_portable(row, x, t, k, &mut out);

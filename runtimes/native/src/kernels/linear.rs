@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use nano_vllm_bundle::gguf::GgmlType;
 
-use super::quant::{self, Isa, QBytes, QMatrix, QuantError};
+use super::quant::{self, Isa, QMatrix, QuantError};
 use super::{OutPtr, half_gemv};
 
 /// How weights are stored.
@@ -127,7 +127,7 @@ impl Weights {
                 if !cols.is_multiple_of(ty.block_size()) {
                     return Err(QuantError::PartialBlock { name: "a dense layer".into(), ty, cols, block: 32 });
                 }
-                let bytes = QBytes::Owned(quant::quantize::quantize(ty, &f32s));
+                let bytes = quant::quantize::quantize(ty, &f32s);
                 Self::Quant(vec![QMatrix::new("a dense layer", ty, rows, cols, bytes)?])
             }
         })

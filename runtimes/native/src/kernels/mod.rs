@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod half_gemv;
+pub mod isa;
 pub mod linear;
 pub mod norm;
 pub mod quant;

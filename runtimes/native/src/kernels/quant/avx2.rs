@@ -1,6 +1,6 @@
 //! AVX2/FMA/F16C versions of the small-batch products in `dot.rs`: the same integer sums per block (ggml's
 //! `mul_sum_i8_pairs_float` idiom: `maddubs` of |w| and sign-adjusted x, then `madd` to i32), scaled and accumulated
-//! in eight f32 lanes. Only called after `Isa::detect` found the features.
+//! in eight f32 lanes. Only called through an `Isa` that found the features (isa.rs).
 
 use std::arch::x86_64::*;
 

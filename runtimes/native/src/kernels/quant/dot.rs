@@ -7,6 +7,7 @@ use half::f16;
 use nano_vllm_bundle::gguf::{GgmlType, dequantize};
 
 use super::{Isa, Q8Acts, Q8Row, QMatrix};
+use crate::kernels::isa::Kind;
 
 /// Whether products with `ty` take Q8 activations (integer products) rather than f32 ones.
 pub fn wants_q8(ty: GgmlType) -> bool {
@@ -31,11 +32,11 @@ pub fn rows(
     scratch: &mut Vec<f32>,
     isa: Isa,
 ) {
-    match isa {
+    match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only made by `Isa::detect` after checking AVX2, FMA and F16C.
-        Isa::Avx2 => unsafe { super::avx2::rows(part, r0, rows, x, acts, t, vals, scratch) },
-        Isa::Portable => rows_portable(part, r0, rows, x, acts, t, vals, scratch),
+        // SAFETY: an `Isa` of kind Avx2 is only made after the CPU was found to have AVX2, FMA and F16C (isa.rs).
+        Kind::Avx2 => unsafe { super::avx2::rows(part, r0, rows, x, acts, t, vals, scratch) },
+        Kind::Portable => rows_portable(part, r0, rows, x, acts, t, vals, scratch),
     }
 }
 

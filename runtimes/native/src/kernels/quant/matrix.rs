@@ -1,27 +1,6 @@
 //! A weight matrix in a GGUF block type, `[rows, cols]` with each row a whole number of blocks.
 
-use std::ops::Deref;
-
-use nano_vllm_bundle::gguf::{GgmlType, MappedBytes, dequantize};
-
-/// Where a quantized matrix's bytes live.
-#[derive(Debug, Clone)]
-pub enum QBytes {
-    /// Quantized at load.
-    Owned(Vec<u8>),
-    /// In a memory-mapped GGUF, as stored.
-    Mapped(MappedBytes),
-}
-
-impl Deref for QBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Self::Owned(v) => v,
-            Self::Mapped(m) => m,
-        }
-    }
-}
+use nano_vllm_bundle::gguf::{GgmlType, dequantize};
 
 /// A matrix that cannot be held as given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,14 +15,16 @@ pub enum QuantError {
     Size { name: String, ty: GgmlType, rows: usize, cols: usize, len: usize, expected: usize },
 }
 
-/// A `[rows, cols]` matrix in block type `ty`, row-major (each row its own blocks).
+/// A `[rows, cols]` matrix in block type `ty`, row-major (each row its own blocks). Its bytes are its own (copied from
+/// a GGUF at load, or quantized at load), never the mapped file's: a file rewritten or truncated while the model is
+/// loaded cannot fault the process.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     row_bytes: usize,
-    bytes: QBytes,
+    bytes: Vec<u8>,
 }
 
 impl PartialEq for QMatrix {
@@ -60,7 +41,7 @@ pub fn supported(ty: GgmlType) -> bool {
 
 impl QMatrix {
     /// Checks that `bytes` hold `rows` rows of `cols` elements of `ty`; `name` is for the errors.
-    pub fn new(name: &str, ty: GgmlType, rows: usize, cols: usize, bytes: QBytes) -> Result<Self, QuantError> {
+    pub fn new(name: &str, ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, QuantError> {
         if !supported(ty) {
             return Err(QuantError::Unsupported { name: name.into(), ty });
         }
@@ -92,11 +73,6 @@ impl QMatrix {
         self.bytes.len()
     }
 
-    /// Whether the bytes are the mapped file's (no copy).
-    pub fn is_mapped(&self) -> bool {
-        matches!(self.bytes, QBytes::Mapped(_))
-    }
-
     /// Appends rows `r0..r0 + n`, dequantized, to `out`.
     pub fn dequantize_rows(&self, r0: usize, n: usize, out: &mut Vec<f32>) {
         dequantize(self.ty, &self.bytes[r0 * self.row_bytes..(r0 + n) * self.row_bytes], out);
@@ -112,6 +88,6 @@ impl QMatrix {
     /// These rows in another order: row `i` of the result is row `order[i]` (a copy of the blocks, still quantized).
     pub fn with_row_order(&self, order: &[usize]) -> Self {
         let bytes = order.iter().flat_map(|&r| self.row(r).iter().copied()).collect();
-        Self { bytes: QBytes::Owned(bytes), ..self.clone() }
+        Self { ty: self.ty, rows: self.rows, cols: self.cols, row_bytes: self.row_bytes, bytes }
     }
 }

@@ -19,8 +19,9 @@ mod matrix;
 pub mod quantize;
 
 pub use acts::{ActRounding, Q8Acts, Q8Row};
-pub use matrix::{QBytes, QMatrix, QuantError};
+pub use matrix::{QMatrix, QuantError};
 
+pub use super::isa::Isa;
 use super::{OutPtr, for_each_task};
 
 /// Batches of at most this many tokens take the per-row dot products; larger ones dequantize tiles for `gemm`.
@@ -31,34 +32,6 @@ const DOT_ROWS: usize = 16;
 const TASKS_PER_THREAD: usize = 4;
 /// Rows per dequantized tile on the `gemm` path.
 const TILE_ROWS: usize = 32;
-
-/// Which kernels this CPU runs: AVX2+FMA+F16C when detected, else the portable ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
-
-impl Isa {
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            return Self::Avx2;
-        }
-        Self::Portable
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Portable => "portable",
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => "avx2+fma+f16c",
-        }
-    }
-}
 
 /// `y[i, col0 + r] = sum_j x[i, j] * w_r[j]` for the `parts` stacked along the output (q, k, v), `y` with row
 /// stride `ldy`. `x` is `[t, k]`.
