@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 bash ci/peers.sh
-cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
 bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
 out="reports/runs/interop-$(date +%s)"
 mkdir -p "$out"
@@ -80,7 +80,7 @@ pids+=($!)
 "$bin" serve --model "$model" --runtime native --served-model-name smollm2 --max-model-len 512 --threads "$threads" \
   --port "$serve_native_port" > "$out/serve-native.log" 2>&1 &
 pids+=($!)
-serve_"$bin" serve --model "$model" --runtime llama-cpp --served-model-name smollm2 --max-model-len 512 \
+"$bin" serve --model "$model" --runtime llama-cpp --served-model-name smollm2 --max-model-len 512 \
   --threads "$threads" --port "$serve_llama_port" > "$out/serve-llama-cpp.log" 2>&1 &
 pids+=($!)
 

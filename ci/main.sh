@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh main
-cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
 bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
 "$bin" bench --model fixtures/smollm2 --requests 34 --warmup 2 --seed 0 "$@"
 echo

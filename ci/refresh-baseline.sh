@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
 out="reports/runs/baseline-$(date +%s)"
 for i in 1 2 3; do
   bash ci/gate-bench.sh "$out/$i" > /dev/null

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo build --release --locked -q -p nano-vllm-harness --bin nano-vllm
+cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
 out="reports/runs/instructions-$(date +%s).jsonl"
 bash ci/instructions-bench.sh "$out"
 if [ -f reports/instructions.json ]; then

@@ -25,11 +25,11 @@ use gungraun::{Callgrind, LibraryBenchmarkConfig, library_benchmark, library_ben
 use nano_vllm_engine::{Config, LlmEngine, MockRuntime, NullRuntime, Runtime, SamplingParams};
 use nano_vllm_harness::bench;
 use nano_vllm_harness::metrics::Slo;
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
 use nano_vllm_harness::report::RuntimeResult;
 use nano_vllm_harness::workload::synthetic::{SyntheticSpec, generate};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 /// The harness's default synthetic mix of `n` requests.
 fn synthetic(n: usize, vocab_size: usize) -> Vec<ResolvedRequest> {

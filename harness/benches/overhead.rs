@@ -27,9 +27,9 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use nano_vllm_engine::{
     Capabilities, Config, KvCacheSpec, Runtime, RuntimeError, RuntimeInfo, SamplingParams, SeqId, StepBatch, StepOutput,
 };
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 const SEQS: usize = 8;
 const PROMPT: usize = 16;

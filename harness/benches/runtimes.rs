@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams};
 use nano_vllm_harness::bench;
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, ReplayOptions, replay};
 use nano_vllm_harness::workload::synthetic::{SyntheticSpec, generate};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 const PROMPT: usize = 64;
 const DECODE_STEPS: usize = 64;

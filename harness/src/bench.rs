@@ -18,14 +18,14 @@ use tokenizers::Tokenizer;
 use crate::http::{self, Endpoint, PromptFormat, Target};
 use crate::machine::CpuIdentity;
 use crate::metrics::Slo;
-use crate::model::ModelSource;
-use crate::registry::{self, RuntimeSettings};
 use crate::replay::{Mode, Progress, ReplayOptions, ResolvedRequest, replay};
 use crate::report::{
     self, BundleMeta, EngineFigures, EngineMeta, Records, RepeatedRun, Results, RunMetadata, RuntimeResult,
     SCHEMA_VERSION, WorkloadMeta,
 };
 use crate::workload::{Prompt, Workload};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 /// A workload that cannot run on the model; names the request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -73,7 +73,7 @@ impl Provenance {
             target: env!("NANO_VLLM_TARGET").to_owned(),
             rustflags: env!("NANO_VLLM_RUSTFLAGS").to_owned(),
             target_features: split_list(env!("NANO_VLLM_TARGET_FEATURES"), ','),
-            cargo_features: crate::registry::available()
+            cargo_features: nano_vllm_models::registry::available()
                 .into_iter()
                 .filter(|r| *r != "mock")
                 .map(str::to_owned)

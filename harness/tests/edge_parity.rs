@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 
 use nano_vllm_harness::parity::{BundleParity, Status, ToleranceOverrides, check_bundle};
-use nano_vllm_harness::registry::RuntimeSettings;
+use nano_vllm_models::registry::RuntimeSettings;
 
 /// What a runtime must do on an edge bundle.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nano_vllm_harness::model::ModelSource;
+use nano_vllm_models::model::ModelSource;
 
 /// The model of `NANO_VLLM_BENCH_MODEL` (or `NANO_VLLM_BENCH_BUNDLE`): any model `nano-vllm bench --model` takes,
 /// default `fixtures/tiny-llama`. cargo runs benches in the package directory, so a relative path is taken from the

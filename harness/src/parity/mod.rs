@@ -24,8 +24,8 @@ use nano_vllm_conformance::{
     PromptRun, check_situations, compare, compare_runs, compare_teacher_forced, run_teacher_forced,
 };
 
-use crate::model::ModelSource;
-use crate::registry::{self, ParityCheck, RuntimeSettings};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, ParityCheck, RuntimeSettings};
 
 /// Tolerances given on the command line, replacing the manifest's.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -5,7 +5,7 @@ use nano_vllm_bundle::TokenizerReference;
 use tokenizers::Tokenizer;
 
 use super::{Status, TokenizerParity};
-use crate::registry::RuntimeTokenizer;
+use nano_vllm_models::registry::RuntimeTokenizer;
 
 /// Runs every case through `encode` / `decode` and compares with the reference.
 pub fn check_tokenizer(
@@ -72,7 +72,7 @@ pub fn check_gguf_vocabulary(gguf: &std::path::Path, reference: &TokenizerRefere
     let label = format!("tokenizers ({name} vocabulary)");
     let built = nano_vllm_bundle::gguf::GgufFile::open(gguf)
         .map_err(|e| e.to_string())
-        .and_then(|file| crate::model::tokenizer::from_gguf(&file));
+        .and_then(|file| nano_vllm_models::model::tokenizer::from_gguf(&file));
     match built {
         Ok(tokenizer) => check_tokenizers_crate(&label, &tokenizer, reference),
         Err(e) => TokenizerParity {
@@ -99,7 +99,7 @@ fn check_tokenizers_crate(label: &str, tokenizer: &Tokenizer, reference: &Tokeni
     )
 }
 
-/// A runtime's own tokenizer (see [`crate::registry::runtime_tokenizer`]); special-token text is matched when the
+/// A runtime's own tokenizer (see [`nano_vllm_models::registry::runtime_tokenizer`]); special-token text is matched when the
 /// reference's tokenizer matches it.
 pub fn check_runtime_tokenizer(
     label: &str,

@@ -15,9 +15,9 @@ mod util;
 use std::path::PathBuf;
 
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams};
-use nano_vllm_harness::model::chat::Message;
-use nano_vllm_harness::model::{ModelKind, ModelSource};
-use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_models::model::chat::Message;
+use nano_vllm_models::model::{ModelKind, ModelSource};
+use nano_vllm_models::registry::{self, RuntimeSettings};
 use util::nano_vllm;
 
 const QUESTION: &str = "What is the capital of France?";

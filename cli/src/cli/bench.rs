@@ -10,11 +10,11 @@ use nano_vllm_engine::Config;
 use nano_vllm_harness::bench::{self, BenchEvents, BenchSettings, BenchWorkload, HttpSettings};
 use nano_vllm_harness::http::{self, Balance, Endpoint, PromptFormat, Target};
 use nano_vllm_harness::metrics::{Slo, format_percentile};
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::replay::{Mode, Progress};
 use nano_vllm_harness::report::{self, RuntimeResult};
 use nano_vllm_harness::workload::read_trace;
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 use super::workload::WorkloadSpecArgs;
 

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams, SeqId};
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::model::chat::Message;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::model::chat::Message;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {

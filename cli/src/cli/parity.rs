@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use nano_vllm_harness::http::{self, PromptFormat};
 use nano_vllm_harness::parity::{self, PARITY_SCHEMA_VERSION, ParityReport, ToleranceOverrides};
-use nano_vllm_harness::registry::{self, RuntimeSettings};
 use nano_vllm_harness::report::write_atomic;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct ParityArgs {

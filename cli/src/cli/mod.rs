@@ -10,7 +10,7 @@ mod serve;
 mod simulate;
 mod workload;
 
-use nano_vllm_harness::registry;
+use nano_vllm_models::registry;
 
 use clap::{Parser, Subcommand};
 

@@ -101,5 +101,5 @@ pub fn fixture(name: &str) -> String {
 
 /// One sample of a metric from `/metrics` text.
 pub fn sample(text: &str, name: &str) -> f64 {
-    nano_vllm_harness::serve::metrics::read_sample(text, name).unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    nano_vllm_serve::metrics::read_sample(text, name).unwrap_or_else(|| panic!("{name} not in:\n{text}"))
 }

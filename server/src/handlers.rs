@@ -286,7 +286,7 @@ mod tests {
     use tokenizers::Tokenizer;
 
     use super::*;
-    use crate::serve::{EngineHandle, ServedModel, ServerMetrics, engine_loop};
+    use crate::{EngineHandle, ServedModel, ServerMetrics, engine_loop};
 
     fn state(runtime: MockRuntime) -> Arc<AppState> {
         let tokenizer =

@@ -28,7 +28,7 @@ pub use error::ApiError;
 pub use handlers::router;
 pub use metrics::ServerMetrics;
 
-use crate::model::chat::ChatTemplate;
+use nano_vllm_models::model::chat::ChatTemplate;
 
 /// The model as the API sees it.
 #[derive(Debug)]

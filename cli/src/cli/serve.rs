@@ -1,5 +1,5 @@
 //! `nano-vllm serve`: a model, a runtime and the engine behind an OpenAI-compatible API on tokio and axum. The
-//! engine runs on a thread of its own (`nano_vllm_harness::serve::engine_loop`); SIGINT or SIGTERM stop accepting,
+//! engine runs on a thread of its own (`nano_vllm_serve::engine_loop`); SIGINT or SIGTERM stop accepting,
 //! let the requests in flight finish (up to `--shutdown-timeout`), abort the rest and exit 0.
 
 use std::path::PathBuf;
@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nano_vllm_engine::LlmEngine;
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::model::chat::ChatTemplate;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
-use nano_vllm_harness::serve::{self, AppState, ServedModel, ServerMetrics};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::model::chat::ChatTemplate;
+use nano_vllm_models::registry::{self, RuntimeSettings};
+use nano_vllm_serve::{self as serve, AppState, ServedModel, ServerMetrics};
 
 use super::bench::EngineArgs;
 

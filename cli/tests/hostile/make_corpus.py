@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the hostile-input corpus: broken model files, impossible configs, bad traces, bad command lines and corrupt
-baselines, each with the `nano-vllm` command that reads it and what its error must name. harness/tests/hostile.rs runs
+baselines, each with the `nano-vllm` command that reads it and what its error must name. cli/tests/hostile.rs runs
 every case and requires a non-zero exit with that error: never a panic, a signal, a hang, or a run directory replaced.
 
 Usage: make_corpus.py OUT_DIR   (writes OUT_DIR/cases.json and the files it names; paths relative to the repo root)
@@ -295,7 +295,7 @@ def main() -> None:
 
     # --- where results go: an earlier run is never replaced, an unwritable place is found before the run.
     good = out / "runs" / "good"
-    write("runs/good/results.json", (REPO / "harness/tests/data/ab/a/results.json").read_bytes())
+    write("runs/good/results.json", (REPO / "cli/tests/data/ab/a/results.json").read_bytes())
     case("out holds a run", ["bench", "--runtime", "mock", "--requests", "3", "--quiet", "--out", good], "already holds a run")
     write("runs/file", "x")
     case("out below a file", ["bench", "--runtime", "mock", "--requests", "3", "--quiet", "--out", out / "runs/file/x"],
@@ -305,7 +305,7 @@ def main() -> None:
     case("workload requests 1e12", ["workload", "--out", out / "w.jsonl", "--requests", "1000000000000"], "--requests")
 
     # --- results and baselines read back.
-    results = json.loads((REPO / "harness/tests/data/ab/a/results.json").read_text())
+    results = json.loads((REPO / "cli/tests/data/ab/a/results.json").read_text())
     for name, text in {
         "not_json": "{oops",
         "truncated": json.dumps(results)[:500],
@@ -317,7 +317,7 @@ def main() -> None:
         base = out / "baselines" / name
         base.mkdir(parents=True, exist_ok=True)
         shutil.copy(run / "results.json", base / "bad.json")
-        case(f"gate baseline {name}", ["gate", "--baseline", base, "--current", REPO / "harness/tests/data/ab/a"],
+        case(f"gate baseline {name}", ["gate", "--baseline", base, "--current", REPO / "cli/tests/data/ab/a"],
              "bad.json")
     instr = write("instructions/bad.jsonl", '{"oops\n')
     case("gate instructions corrupt", ["gate", "--instructions", instr], "bad.jsonl")

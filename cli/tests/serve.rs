@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams};
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::registry::{self, RuntimeSettings};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings};
 use serde_json::{Value, json};
 use serve_process::{ServeProcess, fixture, sample};
 

@@ -96,7 +96,7 @@ fn digest_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn every_hostile_input_ends_in_a_named_error() {
     let corpus = tempfile::tempdir().unwrap();
     let made = Command::new("python3")
-        .arg(repo().join("harness/tests/hostile/make_corpus.py"))
+        .arg(repo().join("cli/tests/hostile/make_corpus.py"))
         .arg(corpus.path())
         .current_dir(repo())
         .output()

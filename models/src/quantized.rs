@@ -70,8 +70,7 @@ fn quantized_in(
 /// part (letters, digits, dots and dashes only).
 #[cfg(feature = "llama-cpp")]
 fn llama_cpp_key() -> String {
-    let sys =
-        env!("NANO_VLLM_LIBRARIES").split(';').find_map(|l| l.strip_prefix("llama-cpp-sys-2=")).unwrap_or("unknown");
+    let sys = env!("NANO_VLLM_LLAMA_CPP_SYS_VERSION");
     let key = format!("llama{}-sys{sys}", nano_vllm_llama_cpp::llama_cpp_version());
     key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }

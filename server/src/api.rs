@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::ServedModel;
 use super::error::ApiError;
-use crate::model::chat::Message;
+use nano_vllm_models::model::chat::Message;
 
 /// Which API a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! the same run as an in-process runtime, fleets, every failure kind counted and never fatal, open-loop clocks,
 //! and the CLI end to end. Real servers (vLLM, llama.cpp's server) are checked by ci/interop.sh.
 
-#[path = "support/openai_stub.rs"]
+#[path = "../../harness/tests/support/openai_stub.rs"]
 mod stub;
 mod util;
 
@@ -14,10 +14,10 @@ use nano_vllm_engine::{Config, SamplingParams};
 use nano_vllm_harness::bench::{self, BenchSettings, BenchWorkload, HttpSettings};
 use nano_vllm_harness::http::{Balance, Endpoint, Server, Target};
 use nano_vllm_harness::metrics::Slo;
-use nano_vllm_harness::model::ModelSource;
-use nano_vllm_harness::registry::RuntimeSettings;
 use nano_vllm_harness::replay::{Mode, ResolvedRequest};
 use nano_vllm_harness::report::{Results, read_results};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::RuntimeSettings;
 
 fn model() -> ModelSource {
     ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap())
