@@ -2,8 +2,8 @@
 //! project's cache (`$NANO_VLLM_CACHE`, default `$XDG_CACHE_HOME/nano-vllm` or `~/.cache/nano-vllm`, as
 //! `ci/setup.sh`) under `quantized/`, named by the bundle's manifest digest and the llama.cpp that made it (its build
 //! number and the llama-cpp-sys-2 crate: another llama.cpp may quantize differently): made once, then reused. Each
-//! file is written under a temporary name and renamed into place with its sha256 beside it, and checked against that
-//! sum at every use, so a partial or altered file is made anew rather than measured. The native kernels and llama.cpp
+//! file (renamed into place by `nano_vllm_llama_cpp::quantize`) gets its sha256 beside it, checked at every use, so a
+//! partial or altered file is made anew rather than measured. The native kernels and llama.cpp
 //! both load the same file (`native:q4_k_m`, `llama-cpp:q4_k_m`, `llama-cpp:q4_0`).
 
 use std::path::PathBuf;
@@ -50,20 +50,15 @@ fn quantized_in(
     if path.is_file() && std::fs::read_to_string(&sum_path).is_ok_and(|want| sha256_file(&path).ok() == Some(want)) {
         return Ok(path);
     }
-    // Made under a name of this process's, then renamed: a run killed midway leaves no file that looks finished.
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let made = nano_vllm_llama_cpp::quantize(&bundle.gguf_f32(), &tmp, target, 0)
-        .map_err(|e| e.to_string())
-        .and_then(|()| sha256_file(&tmp).map_err(|e| format!("cannot read {}: {e}", tmp.display())))
-        .and_then(|sum| {
-            let sum_tmp = tmp.with_extension("sha256.tmp");
-            std::fs::write(&sum_tmp, sum)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .and_then(|()| std::fs::rename(&sum_tmp, &sum_path))
-                .map_err(|e| format!("cannot store {} in the cache: {e}", path.display()))
-        });
-    let _ = std::fs::remove_file(&tmp);
-    made.map(|()| path)
+    // `quantize` writes beside `path` and renames into place; the sum goes last, so a file without its sum (a run
+    // killed between the two) is made again.
+    nano_vllm_llama_cpp::quantize(&bundle.gguf_f32(), &path, target, 0).map_err(|e| e.to_string())?;
+    let sum = sha256_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let sum_tmp = dir.join(format!(".{name}.sha256.{}", std::process::id()));
+    std::fs::write(&sum_tmp, sum)
+        .and_then(|()| std::fs::rename(&sum_tmp, &sum_path))
+        .map_err(|e| format!("cannot store {} in the cache: {e}", sum_path.display()))?;
+    Ok(path)
 }
 
 /// What names the llama.cpp that quantizes: its build (`llama_version`) and the crate that vendors it, as a file name

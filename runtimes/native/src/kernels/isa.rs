@@ -38,11 +38,6 @@ impl Isa {
         None
     }
 
-    /// Whether these are SIMD kernels (not the portable ones).
-    pub fn is_simd(self) -> bool {
-        self.0 != Kind::Portable
-    }
-
     /// Whether kernels compiled for AVX2, FMA and F16C may run.
     pub fn has_avx2(self) -> bool {
         #[cfg(target_arch = "x86_64")]
@@ -79,6 +74,6 @@ mod tests {
             assert_eq!(Isa::avx2().is_some(), has);
         }
         assert_eq!(Isa::detect(), Isa::avx2().unwrap_or(Isa::PORTABLE));
-        assert!(!Isa::PORTABLE.is_simd());
+        assert!(!Isa::PORTABLE.has_avx2());
     }
 }
