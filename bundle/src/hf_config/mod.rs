@@ -1,5 +1,7 @@
 //! A Hugging Face `config.json`, read into what a runtime needs to build the model: the architecture and its
-//! dimensions, norms, activation, RoPE (with Llama-3 scaling) and head tying.
+//! dimensions, norms, activation, RoPE (with Llama-3 scaling) and head tying, and what Qwen3 and Gemma 3 add to the
+//! Llama layer ([`LayerExtras`]: QK-norm, Gemma's `1 + w` norms around both blocks, scaled embeddings, their own RoPE
+//! base for sliding-window layers).
 //!
 //! transformers 5 writes `"rope_parameters": {"rope_theta": ...}` and no top-level `rope_theta`; older checkpoints
 //! have the top-level key. Both are read, and a RoPE model with neither is an error rather than a silent default.
@@ -18,6 +20,12 @@ pub enum HfArchitecture {
     Llama,
     Mistral,
     Qwen2,
+    /// Qwen3: Qwen2 without q/k/v biases, with QK-norm and an explicit head dimension.
+    Qwen3,
+    /// Gemma 3 (text): see [`LayerExtras`].
+    Gemma3,
+    /// Phi-3: the Llama layer with q/k/v and gate/up stored fused (`qkv_proj`, `gate_up_proj`).
+    Phi3,
     Gpt2,
 }
 
@@ -27,9 +35,36 @@ impl HfArchitecture {
             Self::Llama => "llama",
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
             Self::Gpt2 => "gpt2",
         }
     }
+
+    /// Whether llama.cpp's converter permutes the q and k rows of this architecture's GGUF (its `llama` layout,
+    /// rotated in adjacent pairs); the others keep Hugging Face's rows and rotate halves (NEOX).
+    pub fn gguf_permutes_qk(self) -> bool {
+        matches!(self, Self::Llama | Self::Mistral)
+    }
+}
+
+/// What Qwen3 and Gemma 3 add to a Llama-style layer; all off for Llama, Mistral, Qwen2 and GPT-2.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LayerExtras {
+    /// RMSNorm of each query and key head (`q_norm`, `k_norm`, `head_dim` weights) before RoPE.
+    pub qk_norm: bool,
+    /// RMSNorm weights are offsets from 1: `x * (1 + w)` (Gemma). A GGUF stores `1 + w` (llama.cpp's converter adds
+    /// the 1); [`crate::gguf::GgufModel::tensor`] gives back `w`, as transformers does.
+    pub norm_unit_offset: bool,
+    /// Norms on the attention and MLP outputs too, before their residual adds (Gemma 2/3's
+    /// `post_attention_layernorm`, `post_feedforward_layernorm`; the MLP's input norm is `pre_feedforward_layernorm`).
+    pub sandwich_norms: bool,
+    /// Token embeddings multiplied by this (Gemma: `sqrt(hidden_size)`, rounded to f32 as transformers does).
+    pub embedding_scale: Option<f64>,
+    /// The RoPE base of the sliding-window layers where it differs from `rope_theta` (Gemma 3: 10,000 locally,
+    /// 1,000,000 globally).
+    pub rope_local_theta: Option<f64>,
 }
 
 /// Feed-forward activation.
@@ -70,6 +105,9 @@ pub struct HfConfig {
     /// `None` for learned positions (GPT-2).
     pub rope_theta: Option<f64>,
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors of the RoPE inverse frequencies (`head_dim / 2`), as a GGUF's `rope_freqs` tensor
+    /// carries Llama 3.x's scaling (llama.cpp divides each frequency by its factor); never from a `config.json`.
+    pub rope_freq_factors: Option<Vec<f64>>,
     pub tie_word_embeddings: bool,
     /// Biases on the q, k and v projections (Qwen2, or `attention_bias`).
     pub qkv_bias: bool,
@@ -88,6 +126,8 @@ pub struct HfConfig {
     pub attention_scale: f64,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Qwen3's and Gemma 3's additions to the layer.
+    pub extras: LayerExtras,
 }
 
 struct Reader<'a> {
@@ -172,15 +212,29 @@ impl HfConfig {
             "llama" => HfArchitecture::Llama,
             "mistral" => HfArchitecture::Mistral,
             "qwen2" => HfArchitecture::Qwen2,
+            "qwen3" => HfArchitecture::Qwen3,
+            "gemma3_text" => HfArchitecture::Gemma3,
+            "phi3" => HfArchitecture::Phi3,
             "gpt2" => HfArchitecture::Gpt2,
             "" => return Err(r.err("model_type", "missing")),
+            "gemma3" => {
+                return Err(r.err(
+                    "model_type",
+                    "'gemma3' is the multimodal Gemma3ForConditionalGeneration; its text model (model_type \
+                     'gemma3_text', Gemma3ForCausalLM: the 270M and 1B checkpoints, or a GGUF) is supported",
+                ));
+            }
             other => {
                 return Err(r.err(
                     "model_type",
-                    format!("architecture '{other}' is not supported (supported: llama, mistral, qwen2, gpt2)"),
+                    format!(
+                        "architecture '{other}' is not supported (supported: llama, mistral, qwen2, qwen3, \
+                         gemma3_text, phi3, gpt2); llama.cpp runs many more from a GGUF (--runtime llama-cpp)"
+                    ),
                 ));
             }
         };
+        let gemma = architecture == HfArchitecture::Gemma3;
         if architecture == HfArchitecture::Gpt2 {
             return Self::gpt2(&r);
         }
@@ -201,7 +255,15 @@ impl HfConfig {
         if head_dim % 2 != 0 {
             return Err(r.err("head_dim", format!("{head_dim} must be even for RoPE")));
         }
-        let rope_params = v.get("rope_parameters").filter(|p| p.is_object());
+        let mut rope_params = v.get("rope_parameters").filter(|p| p.is_object());
+        // Gemma 3 (transformers 5): one entry per layer type; older configs: `rope_local_base_freq`.
+        let mut rope_local_theta =
+            if gemma { Some(r.opt_f64("rope_local_base_freq")?.unwrap_or(10_000.0)) } else { None };
+        if let Some(per_type) = rope_params.filter(|p| p.get("full_attention").is_some()) {
+            rope_params = per_type.get("full_attention").filter(|p| p.is_object());
+            rope_local_theta =
+                per_type.get("sliding_attention").and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
+        }
         let rope_theta =
             match (rope_params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64), r.opt_f64("rope_theta")?) {
                 (Some(t), _) | (None, Some(t)) => t,
@@ -210,10 +272,26 @@ impl HfConfig {
                 }
             };
         let rope_scaling = Self::rope_scaling(&r, rope_params.or(v.get("rope_scaling")))?;
-        let activation = match v.get("hidden_act").and_then(Value::as_str).unwrap_or("silu") {
-            "silu" | "swish" => Activation::Silu,
-            other => return Err(r.err("hidden_act", format!("'{other}' is not supported for {model_type} (silu)"))),
+        if let Some(f) = r.opt_f64("partial_rotary_factor")?.filter(|&f| f != 1.0) {
+            return Err(r.err(
+                "partial_rotary_factor",
+                format!("{f}: rotating part of each head (Phi-4-mini) is not supported; run it with llama-cpp"),
+            ));
+        }
+        let (act_field, default_act) =
+            if gemma { ("hidden_activation", "gelu_pytorch_tanh") } else { ("hidden_act", "silu") };
+        let activation = match v.get(act_field).and_then(Value::as_str).unwrap_or(default_act) {
+            "silu" | "swish" if !gemma => Activation::Silu,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" if gemma => Activation::GeluTanh,
+            other => {
+                return Err(r.err(act_field, format!("'{other}' is not supported for {model_type} ({default_act})")));
+            }
         };
+        for field in ["final_logit_softcapping", "attn_logit_softcapping"] {
+            if r.opt_f64(field)?.is_some() {
+                return Err(r.err(field, "logit soft-capping (Gemma 2) is not supported; run it with llama-cpp"));
+            }
+        }
         let attention_bias = r.bool_or("attention_bias", false)?;
         let num_layers = r.positive("num_hidden_layers")?;
         let window = window::sliding_window(&r, architecture, num_layers)?;
@@ -231,15 +309,28 @@ impl HfConfig {
             activation,
             rope_theta: Some(rope_theta),
             rope_scaling,
-            tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
+            rope_freq_factors: None,
+            tie_word_embeddings: r.bool_or("tie_word_embeddings", gemma)?,
             qkv_bias: architecture == HfArchitecture::Qwen2 || attention_bias,
             o_bias: architecture != HfArchitecture::Qwen2 && attention_bias,
             mlp_bias: r.bool_or("mlp_bias", false)?,
             sliding_window: window.size,
             full_attention_layers: window.full_layers,
-            attention_scale: 1.0 / (head_dim as f64).sqrt(),
+            // Gemma: `query_pre_attn_scalar ** -0.5` (the 270M and 1B models: head_dim).
+            attention_scale: match r.opt_f64("query_pre_attn_scalar")? {
+                Some(s) if gemma && s > 0.0 => 1.0 / s.sqrt(),
+                Some(_) if gemma => return Err(r.err("query_pre_attn_scalar", "must be positive")),
+                _ => 1.0 / (head_dim as f64).sqrt(),
+            },
             bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
             eos_token_ids: r.token_ids("eos_token_id")?,
+            extras: LayerExtras {
+                qk_norm: matches!(architecture, HfArchitecture::Qwen3 | HfArchitecture::Gemma3),
+                norm_unit_offset: gemma,
+                sandwich_norms: gemma,
+                embedding_scale: gemma.then(|| f64::from((hidden_size as f32).sqrt())),
+                rope_local_theta: rope_local_theta.filter(|&t| t != rope_theta),
+            },
         })
     }
 
@@ -276,6 +367,7 @@ impl HfConfig {
             activation,
             rope_theta: None,
             rope_scaling: None,
+            rope_freq_factors: None,
             tie_word_embeddings: r.bool_or("tie_word_embeddings", true)?,
             qkv_bias: true,
             o_bias: true,
@@ -285,6 +377,7 @@ impl HfConfig {
             attention_scale,
             bos_token_id: r.opt_usize("bos_token_id")?.map(|n| n as u32),
             eos_token_ids: r.token_ids("eos_token_id")?,
+            extras: LayerExtras::default(),
         })
     }
 
@@ -317,6 +410,9 @@ impl HfConfig {
     /// `scale_attn_weights: false`; ggml always scales by `1 / sqrt(head_dim)`), Llama-3 RoPE scaling on Qwen2 (the
     /// `rope_freqs` tensor is read by llama.cpp's `llama` architecture only). `None`: a GGUF says it all.
     pub fn beyond_gguf(&self, context: usize) -> Option<String> {
+        if self.architecture == HfArchitecture::Gemma3 {
+            return self.beyond_gemma3_gguf();
+        }
         if let Some(window) = self.sliding_window.filter(|&w| w < context) {
             let layers = self.num_layers - self.full_attention_layers.len();
             return Some(format!(
@@ -324,22 +420,53 @@ impl HfConfig {
                  positions, and a GGUF of the `{}` architecture ({}'s) carries no window (llama.cpp would attend to \
                  the whole context); run with a context of at most {window} positions (--max-model-len)",
                 self.num_layers,
-                if self.architecture == HfArchitecture::Qwen2 { "qwen2" } else { "llama" },
+                if self.architecture == HfArchitecture::Llama || self.architecture == HfArchitecture::Mistral {
+                    "llama"
+                } else {
+                    self.architecture.as_str()
+                },
                 self.architecture.as_str()
             ));
         }
-        if self.rope_scaling.is_some() && self.architecture == HfArchitecture::Qwen2 {
-            return Some(
+        if self.rope_scaling.is_some() && !self.architecture.gguf_permutes_qk() {
+            return Some(format!(
                 "field `rope_scaling`: Llama-3 RoPE scaling reaches llama.cpp as a `rope_freqs` tensor, which its \
-                 `qwen2` architecture does not read"
-                    .into(),
-            );
+                 `{}` architecture does not read",
+                self.architecture.as_str()
+            ));
         }
         let standard = 1.0 / (self.head_dim as f64).sqrt();
         if (self.attention_scale - standard).abs() > 1e-9 * standard {
             return Some(format!(
                 "field `scale_attn_weights`: false (attention scores scaled by {}) cannot be carried by a GGUF: \
                  llama.cpp always scales by 1/sqrt(head_dim) = {standard}",
+                self.attention_scale
+            ));
+        }
+        None
+    }
+
+    /// llama.cpp's `gemma3` reads the window from the GGUF but fixes the rest: every 6th layer global, a local RoPE
+    /// base of 10,000, attention scaled by `1 / sqrt(head_dim)` (but for the 27B model).
+    fn beyond_gemma3_gguf(&self) -> Option<String> {
+        let sixth: Vec<usize> = (0..self.num_layers).filter(|i| (i + 1) % 6 == 0).collect();
+        if self.sliding_window.is_some() && self.full_attention_layers != sixth {
+            return Some(format!(
+                "field `layer_types`: full attention in layers {:?}, where llama.cpp's `gemma3` makes every 6th layer \
+                 global ({sixth:?})",
+                self.full_attention_layers
+            ));
+        }
+        if self.extras.rope_local_theta.is_some_and(|t| t != 10_000.0) {
+            return Some(
+                "field `rope_local_base_freq`: llama.cpp's `gemma3` fixes the local RoPE base at 10000".into(),
+            );
+        }
+        let standard = 1.0 / (self.head_dim as f64).sqrt();
+        if (self.attention_scale - standard).abs() > 1e-9 * standard {
+            return Some(format!(
+                "field `query_pre_attn_scalar`: attention scaled by {}, where llama.cpp's `gemma3` scales by \
+                 1/sqrt(head_dim) = {standard}",
                 self.attention_scale
             ));
         }
@@ -361,11 +488,21 @@ impl HfConfig {
         2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
     }
 
-    /// RoPE inverse frequencies (`head_dim / 2` of them), with Llama-3 scaling applied, as transformers computes them.
+    /// RoPE inverse frequencies of the sliding-window layers where their base differs ([`LayerExtras`]), unscaled.
+    pub fn rope_local_inv_freq(&self) -> Option<Vec<f64>> {
+        self.extras.rope_local_theta.map(|theta| Self::inv_freq(theta, self.head_dim))
+    }
+
+    fn inv_freq(theta: f64, d: usize) -> Vec<f64> {
+        (0..d / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64)).collect()
+    }
+
+    /// RoPE inverse frequencies (`head_dim / 2` of them), with Llama-3 scaling applied, as transformers computes them
+    /// (or divided by a GGUF's `rope_freqs` factors, as llama.cpp does).
     pub fn rope_inv_freq(&self) -> Option<Vec<f64>> {
         let theta = self.rope_theta?;
         let d = self.head_dim;
-        let mut inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64)).collect();
+        let mut inv = Self::inv_freq(theta, d);
         if let Some(s) = self.rope_scaling {
             let low_wavelen = s.original_max_position_embeddings as f64 / s.low_freq_factor;
             let high_wavelen = s.original_max_position_embeddings as f64 / s.high_freq_factor;
@@ -378,6 +515,11 @@ impl HfConfig {
                         / (s.high_freq_factor - s.low_freq_factor);
                     *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
                 }
+            }
+        }
+        if let Some(factors) = &self.rope_freq_factors {
+            for (f, factor) in inv.iter_mut().zip(factors) {
+                *f /= factor;
             }
         }
         Some(inv)
@@ -463,6 +605,43 @@ mod tests {
         assert_eq!(parse(&llama3).unwrap().beyond_gguf(256), None);
         let qwen2 = parse(&llama3.replace(r#""llama""#, r#""qwen2""#)).unwrap();
         assert!(qwen2.beyond_gguf(256).unwrap().contains("`rope_scaling`"));
+    }
+
+    #[test]
+    fn phi3_reads_as_the_llama_layer_and_refuses_what_it_cannot_run_by_field() {
+        let phi3 = LLAMA.replace(r#""llama""#, r#""phi3""#);
+        let c = parse(&phi3).unwrap();
+        assert_eq!((c.architecture, c.sliding_window, c.extras), (HfArchitecture::Phi3, None, LayerExtras::default()));
+        let windowed = parse(&phi3.replace(r#""eos_token_id":1"#, r#""eos_token_id":1,"sliding_window":32"#)).unwrap();
+        assert_eq!(windowed.sliding_window, Some(32));
+        assert!(windowed.beyond_gguf(256).unwrap().contains("`sliding_window`: 32"));
+        let partial = parse(&phi3.replace(r#""eos_token_id":1"#, r#""eos_token_id":1,"partial_rotary_factor":0.75"#));
+        assert!(partial.unwrap_err().to_string().contains("partial_rotary_factor"));
+        let long = phi3.replace(r#""rope_type":"default""#, r#""rope_type":"longrope""#);
+        assert!(parse(&long).unwrap_err().to_string().contains("'longrope' is not supported"));
+    }
+
+    #[test]
+    fn gemma3_text_reads_its_extras_and_refuses_soft_capping() {
+        let gemma = r#"{"model_type":"gemma3_text","vocab_size":512,"hidden_size":64,"num_hidden_layers":12,
+            "num_attention_heads":4,"num_key_value_heads":1,"head_dim":16,"intermediate_size":128,
+            "max_position_embeddings":256,"sliding_window":48,"query_pre_attn_scalar":16,
+            "rope_parameters":{"sliding_attention":{"rope_type":"default","rope_theta":10000.0},
+                               "full_attention":{"rope_type":"default","rope_theta":1000000.0}}}"#;
+        let c = parse(gemma).unwrap();
+        assert_eq!(c.full_attention_layers, [5, 11]);
+        assert_eq!((c.rope_theta, c.extras.rope_local_theta), (Some(1e6), Some(1e4)));
+        assert_eq!((c.activation, c.attention_scale, c.tie_word_embeddings), (Activation::GeluTanh, 0.25, true));
+        assert_eq!(c.rope_local_inv_freq().unwrap()[1], 1e4f64.powf(-2.0 / 16.0));
+        let capped = gemma.replace(r#""sliding_window":48"#, r#""sliding_window":48,"final_logit_softcapping":30.0"#);
+        assert!(parse(&capped).unwrap_err().to_string().contains("final_logit_softcapping"));
+        let multimodal = gemma.replace("gemma3_text", "gemma3");
+        assert!(parse(&multimodal).unwrap_err().to_string().contains("gemma3_text"));
+        // llama.cpp's fixed pattern (every 6th layer global) and local base are what this config has; another
+        // pattern is named.
+        assert_eq!(c.beyond_gguf(256), None);
+        let pattern = gemma.replace(r#""sliding_window":48"#, r#""sliding_window":48,"sliding_window_pattern":4"#);
+        assert!(parse(&pattern).unwrap().beyond_gguf(256).unwrap().contains("layer_types"));
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub(super) struct Window {
 /// The attention window, as transformers decides it. Mistral: `sliding_window` (absent: 4096, MistralConfig's
 /// default; null: none) in every layer. Qwen2: only with `use_sliding_window` (default false; off,
 /// `sliding_window` is ignored), absent `sliding_window` 4096, and only from layer `max_window_layers` (default 28)
-/// on: full attention below it. Either: a `layer_types` list, when present, says which layers are windowed. Llama
-/// has no window.
+/// on: full attention below it (Qwen3 alike). Gemma 3: `sliding_window` (absent: 4096) in every layer but each
+/// `sliding_window_pattern`-th (default 6: layers 5, 11, 17, ...). Any: a `layer_types` list, when present, says which
+/// layers are windowed. Llama has no window.
 pub(super) fn sliding_window(
     r: &Reader<'_>,
     architecture: HfArchitecture,
@@ -26,11 +27,14 @@ pub(super) fn sliding_window(
 ) -> Result<Window, BundleError> {
     let enabled = match architecture {
         HfArchitecture::Mistral => true,
-        HfArchitecture::Qwen2 => r.bool_or("use_sliding_window", false)?,
+        HfArchitecture::Qwen2 | HfArchitecture::Qwen3 => r.bool_or("use_sliding_window", false)?,
+        HfArchitecture::Gemma3 | HfArchitecture::Phi3 => true,
         _ => return Ok(Window::default()),
     };
     let window = match r.v.get("sliding_window") {
         _ if !enabled => None,
+        // Phi3Config's default is no window.
+        None if architecture == HfArchitecture::Phi3 => None,
         None => Some(4096),
         Some(_) => r.opt_usize("sliding_window")?,
     };
@@ -61,7 +65,16 @@ pub(super) fn sliding_window(
             ));
         }
         windowed
-    } else if architecture == HfArchitecture::Qwen2 && enabled {
+    } else if architecture == HfArchitecture::Gemma3 {
+        let pattern = match r.opt_usize("sliding_window_pattern")? {
+            Some(p) => p,
+            None => r.opt_usize("_sliding_window_pattern")?.unwrap_or(6),
+        };
+        if pattern == 0 {
+            return Err(r.err("sliding_window_pattern", "must be at least 1"));
+        }
+        (0..num_layers).map(|i| (i + 1) % pattern != 0).collect()
+    } else if matches!(architecture, HfArchitecture::Qwen2 | HfArchitecture::Qwen3) && enabled {
         let first = r.opt_usize("max_window_layers")?.unwrap_or(28);
         (0..num_layers).map(|i| i >= first).collect()
     } else {

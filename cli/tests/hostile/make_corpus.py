@@ -110,6 +110,20 @@ def main() -> None:
         for rt in ["native", "llama-cpp"]:
             case(f"gguf {name} ({rt})", gen + ["--model", p, "--runtime", rt], f"{name}.gguf")
 
+    # --- GGUF vocabularies the tokenizer cannot be built from (metadata rewritten, tensors kept).
+    vocab_cases = {
+        "tokenizer_model_t5": ({"tokenizer.ggml.model": (8, "t5")}, ["tokenizer.ggml.model", "'t5'"]),
+        "scores_short": ({"tokenizer.ggml.model": (8, "llama"), "tokenizer.ggml.scores": (9, (6, [0.0, 1.0, 2.0]))},
+                         ["tokenizer.ggml.scores", "3 entries"]),
+        "scores_not_numbers": ({"tokenizer.ggml.model": (8, "llama"), "tokenizer.ggml.scores": (9, (8, ["a"] * 512))},
+                               ["tokenizer.ggml.scores", "non-number"]),
+        "bos_out_of_range": ({"tokenizer.ggml.add_bos_token": (7, True), "tokenizer.ggml.bos_token_id": (4, 10**6)},
+                             ["BOS"]),
+    }
+    for name, (changes, expect) in vocab_cases.items():
+        p = write(f"gguf/{name}.gguf", gguf_with_metadata(gguf, changes))
+        case(f"gguf vocabulary {name}", gen + ["--model", p, "--runtime", "native"], *expect)
+
     # --- ONNX graph in an HF directory.
     onnx = (BUNDLE / "model.onnx").read_bytes()
     for name, bytes_ in {"truncated": onnx[: len(onnx) // 3], "garbage": b"\x08\x07" + b"\xff" * 4096, "empty": b""}.items():
@@ -346,6 +360,65 @@ def main() -> None:
 
     (out / "cases.json").write_text(json.dumps(cases, indent=1))
     print(f"{len(cases)} cases in {out / 'cases.json'}")
+
+
+# GGUF value types (gguf-py's GGUFValueType): fixed-size scalars by struct format.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _gguf_value(buf: bytes, at: int, kind: int):
+    """One value of type `kind` at `at`: (value, next offset). Arrays are (item kind, [items])."""
+    if kind in _GGUF_SCALARS:
+        fmt = _GGUF_SCALARS[kind]
+        return struct.unpack_from(fmt, buf, at)[0], at + struct.calcsize(fmt)
+    if kind == 8:
+        (n,) = struct.unpack_from("<Q", buf, at)
+        return buf[at + 8 : at + 8 + n].decode("utf-8"), at + 8 + n
+    if kind == 9:
+        item, count = struct.unpack_from("<IQ", buf, at)
+        at += 12
+        items = []
+        for _ in range(count):
+            v, at = _gguf_value(buf, at, item)
+            items.append(v)
+        return (item, items), at
+    raise ValueError(f"GGUF value type {kind}")
+
+
+def _gguf_encode(kind: int, value) -> bytes:
+    if kind in _GGUF_SCALARS:
+        return struct.pack(_GGUF_SCALARS[kind], value)
+    if kind == 8:
+        raw = value.encode("utf-8")
+        return struct.pack("<Q", len(raw)) + raw
+    item, items = value
+    return struct.pack("<IQ", item, len(items)) + b"".join(_gguf_encode(item, v) for v in items)
+
+
+def gguf_with_metadata(gguf: bytes, changes: dict) -> bytes:
+    """`gguf` (version 3) with the metadata keys in `changes` ({key: (type, value)}) set or added, tensors kept:
+    the tensor data moves with the header, and its offsets are relative to it."""
+    _, _, n_tensors, n_kv = struct.unpack_from("<IIQQ", gguf, 0)
+    at, kvs = 24, {}
+    for _ in range(n_kv):
+        key, at = _gguf_value(gguf, at, 8)
+        (kind,) = struct.unpack_from("<I", gguf, at)
+        value, at = _gguf_value(gguf, at + 4, kind)
+        kvs[key] = (kind, value)
+    infos_start = at
+    for _ in range(n_tensors):
+        _, at = _gguf_value(gguf, at, 8)
+        (dims,) = struct.unpack_from("<I", gguf, at)
+        at += 4 + 8 * dims + 4 + 8
+    infos = gguf[infos_start:at]
+    align = kvs.get("general.alignment", (4, 32))[1]
+    data = gguf[at + (-at % align) :]
+    kvs.update(changes)
+    head = struct.pack("<IIQQ", 0x46554747, 3, n_tensors, len(kvs))
+    for key, (kind, value) in kvs.items():
+        head += _gguf_encode(8, key) + struct.pack("<I", kind) + _gguf_encode(kind, value)
+    head += infos
+    return head + b"\0" * (-len(head) % align) + data
 
 
 def m_first_path(bundle: Path) -> str:

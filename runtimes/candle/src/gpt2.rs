@@ -46,6 +46,8 @@ pub(crate) fn load(c: &HfConfig, w: &Weights) -> Result<Transformer, CandleError
                 proj: conv1d(&format!("h.{i}.mlp.c_proj"), c.intermediate_size, hidden)?,
                 activation: c.activation,
             },
+            qk_norm: None,
+            post_norms: None,
         });
     }
     let lm_head = if c.tie_word_embeddings {
@@ -57,7 +59,9 @@ pub(crate) fn load(c: &HfConfig, w: &Weights) -> Result<Transformer, CandleError
         heads: Heads { heads: c.num_heads, kv_heads: c.num_heads, head_dim: c.head_dim, scale: c.attention_scale },
         windowed: vec![false; c.num_layers],
         embed,
+        embed_scale: None,
         positions: Positions::Learned(wpe),
+        local_rope: None,
         blocks,
         final_norm: layer_norm("ln_f")?,
         lm_head,

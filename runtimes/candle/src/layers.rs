@@ -80,8 +80,9 @@ impl Norm {
 /// The feed-forward block.
 #[derive(Debug, Clone)]
 pub(crate) enum Mlp {
-    /// `down(silu(gate(x)) * up(x))`, gate and up fused into one `[2 * intermediate, hidden]` map.
-    Gated { gate_up: Linear, down: Linear, intermediate: usize },
+    /// `down(act(gate(x)) * up(x))` (SiLU; Gemma: GELU-tanh), gate and up fused into one `[2 * intermediate, hidden]`
+    /// map.
+    Gated { gate_up: Linear, down: Linear, intermediate: usize, activation: Activation },
     /// `proj(act(fc(x)))` (GPT-2).
     Plain { fc: Linear, proj: Linear, activation: Activation },
 }
@@ -98,9 +99,9 @@ fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
 impl Mlp {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Gated { gate_up, down, intermediate } => {
+            Self::Gated { gate_up, down, intermediate, activation } => {
                 let gu = gate_up.forward(x)?;
-                let gate = gu.narrow(1, 0, *intermediate)?.silu()?;
+                let gate = activate(&gu.narrow(1, 0, *intermediate)?, *activation)?;
                 let up = gu.narrow(1, *intermediate, *intermediate)?;
                 down.forward(&(gate * up)?)
             }
@@ -148,7 +149,7 @@ mod tests {
         // hidden 1, intermediate 1: gate weight 2, up weight 3, down weight 1.
         let gate_up = Linear::new(Tensor::new(&[[2f32], [3.]], &dev).unwrap(), None);
         let down = Linear::new(Tensor::new(&[[1f32]], &dev).unwrap(), None);
-        let mlp = Mlp::Gated { gate_up, down, intermediate: 1 };
+        let mlp = Mlp::Gated { gate_up, down, intermediate: 1, activation: Activation::Silu };
         let y = mlp.forward(&Tensor::new(&[[0.5f32]], &dev).unwrap()).unwrap().to_vec2::<f32>().unwrap();
         let silu = |v: f32| v / (1.0 + (-v).exp());
         assert!((y[0][0] - silu(1.0) * 1.5).abs() < 1e-6, "{y:?}");

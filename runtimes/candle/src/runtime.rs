@@ -66,7 +66,7 @@ pub struct CandleRuntime {
 impl CandleRuntime {
     /// Loads a Hugging Face model directory: `config.json` and `model.safetensors` (or the shards of
     /// `model.safetensors.index.json`), memory-mapped; f16 and bf16 weights are converted to f32. Or a GGUF file
-    /// (Llama, Qwen2, GPT-2), its tensors dequantized to f32.
+    /// (Llama, Qwen2, Qwen3, Gemma 3, GPT-2), its tensors dequantized to f32.
     pub fn load(path: impl AsRef<Path>, options: &CandleOptions) -> Result<Self, CandleError> {
         let dir = path.as_ref();
         let (config_path, config, weights) = if dir.is_file() {
@@ -78,10 +78,8 @@ impl CandleRuntime {
             (config_path, config, Weights::open(dir)?)
         };
         let model = match config.architecture {
-            HfArchitecture::Llama | HfArchitecture::Mistral | HfArchitecture::Qwen2 => {
-                crate::llama::load(&config, &config_path, &weights)?
-            }
             HfArchitecture::Gpt2 => crate::gpt2::load(&config, &weights)?,
+            _ => crate::llama::load(&config, &config_path, &weights)?,
         };
         let threads = options.threads.unwrap_or_else(candle_core::utils::get_num_threads);
         if threads == 0 {

@@ -28,11 +28,26 @@ fn tiny_qwen2_matches_transformers_in_every_situation() {
 }
 
 #[test]
+fn tiny_qwen3_matches_transformers_in_every_situation() {
+    parity("tiny-qwen3");
+}
+
+#[test]
+fn tiny_gemma3_matches_transformers_in_every_situation() {
+    parity("tiny-gemma3");
+}
+
+#[test]
+fn tiny_phi3_matches_transformers_in_every_situation() {
+    parity("tiny-phi3");
+}
+
+#[test]
 fn tiny_gpt2_matches_transformers_in_every_situation() {
     parity("tiny-gpt2");
 }
 
 #[test]
 fn every_committed_bundle_has_a_parity_test() {
-    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2"]);
+    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"]);
 }

@@ -41,13 +41,28 @@ fn tiny_qwen2_gguf_tokenizer_matches_hf_tokenizers() {
 }
 
 #[test]
+fn tiny_qwen3_gguf_tokenizer_matches_hf_tokenizers() {
+    tokenizer_conformance("tiny-qwen3");
+}
+
+#[test]
+fn tiny_gemma3_gguf_tokenizer_matches_hf_tokenizers() {
+    tokenizer_conformance("tiny-gemma3");
+}
+
+#[test]
+fn tiny_phi3_gguf_tokenizer_matches_hf_tokenizers() {
+    tokenizer_conformance("tiny-phi3");
+}
+
+#[test]
 fn tiny_gpt2_gguf_tokenizer_matches_hf_tokenizers() {
     tokenizer_conformance("tiny-gpt2");
 }
 
 #[test]
 fn every_committed_bundle_has_a_tokenizer_test() {
-    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2"]);
+    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"]);
 }
 
 /// Why `parse_special` is on: without it llama.cpp tokenizes `<s>` as the text `<`, `s`, `>`.

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::error::NativeError;
 use crate::kernels::attention::{Heads, attend};
 use crate::kernels::linear::matmul_t;
-use crate::kernels::{gelu_erf, gelu_tanh, silu_mul};
+use crate::kernels::{gelu_erf, gelu_tanh, gelu_tanh_mul, silu_mul};
 use crate::model::{Embedding, Mlp, Model};
 use nano_vllm_bundle::Activation;
 
@@ -112,6 +112,9 @@ pub fn forward(
     let x = grow(&mut ws.x, t * hd);
     for (k, row) in x.chunks_exact_mut(hd).enumerate() {
         model.embed.row_into(batch.token_ids[k] as usize, row);
+        if let Some(scale) = model.embed_scale {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
         if let Some(wpe) = &model.pos_embed {
             let p = batch.positions[k] as usize;
             for (v, &w) in row.iter_mut().zip(&wpe[p * hd..(p + 1) * hd]) {
@@ -127,10 +130,19 @@ pub fn forward(
         let qkv = grow(&mut ws.qkv, t * qkv_width);
         layer.qkv.forward(&ws.h[..t * hd], t, qkv, threads);
         let (kp, vp) = (&mut kv.k[li], &mut kv.v[li]);
+        // Gemma 3's windowed layers rotate with their own base.
+        let rope = match &model.rope_local {
+            Some(local) if c.window(li).is_some() => Some(local),
+            _ => model.rope.as_ref(),
+        };
         for (k, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
             let (q, rest) = row.split_at_mut(q_width);
             let (kk, vv) = rest.split_at_mut(nkv * d);
-            if let Some(rope) = &model.rope {
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                q_norm.forward_in_place(q);
+                k_norm.forward_in_place(kk);
+            }
+            if let Some(rope) = rope {
                 let p = batch.positions[k] as usize;
                 if model.rope_adjacent {
                     rope.apply_adjacent(q, p);
@@ -162,20 +174,30 @@ pub fn forward(
         }
         let tmp = grow(&mut ws.tmp, t * hd);
         layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads);
+        if let Some((post_attn, _)) = &layer.post_norms {
+            post_attn.forward_in_place(&mut ws.tmp[..t * hd]);
+        }
         add_into(&mut ws.x[..t * hd], &ws.tmp[..t * hd]);
 
         // MLP block.
         let h = grow(&mut ws.h, t * hd);
         layer.mlp_norm.forward(&ws.x[..t * hd], h);
         match &layer.mlp {
-            Mlp::Gated { gate_up, down } => {
+            Mlp::Gated { gate_up, down, act: activation } => {
                 let i = down.inp;
                 let mlp = grow(&mut ws.mlp, t * 2 * i);
                 gate_up.forward(&ws.h[..t * hd], t, mlp, threads);
                 let act = grow(&mut ws.act, t * i);
                 for (row, out) in ws.mlp[..t * 2 * i].chunks_exact_mut(2 * i).zip(act.chunks_exact_mut(i)) {
                     let (g, u) = row.split_at_mut(i);
-                    silu_mul(g, u);
+                    match activation {
+                        Activation::Silu => silu_mul(g, u),
+                        Activation::GeluTanh => gelu_tanh_mul(g, u),
+                        Activation::Gelu => {
+                            gelu_erf(g);
+                            g.iter_mut().zip(&*u).for_each(|(g, &u)| *g *= u);
+                        }
+                    }
                     out.copy_from_slice(g);
                 }
                 down.forward(&ws.act[..t * i], t, grow(&mut ws.tmp, t * hd), threads);
@@ -191,6 +213,9 @@ pub fn forward(
                 }
                 proj.forward(&ws.mlp[..t * i], t, grow(&mut ws.tmp, t * hd), threads);
             }
+        }
+        if let Some((_, post_mlp)) = &layer.post_norms {
+            post_mlp.forward_in_place(&mut ws.tmp[..t * hd]);
         }
         add_into(&mut ws.x[..t * hd], &ws.tmp[..t * hd]);
     }

@@ -1,12 +1,14 @@
 //! The transformer's weights, built from an HF directory for the Llama family (Llama, Mistral, Qwen2: RMSNorm, RoPE,
-//! SwiGLU, GQA, optional q/k/v bias) and GPT-2 (learned positions, LayerNorm, GELU, fused Conv1D attention). Follows
-//! transformers' `modeling_llama.py`, `modeling_qwen2.py` and `modeling_gpt2.py`. Projections that share an input are
-//! stacked (q/k/v, gate/up) so each takes one matrix product.
+//! SwiGLU, GQA, optional q/k/v bias; Qwen3 and Gemma 3 with what they add, see [`LayerExtras`]; Phi-3's fused
+//! projections) and GPT-2 (learned
+//! positions, LayerNorm, GELU, fused Conv1D attention). Follows transformers' `modeling_llama.py`,
+//! `modeling_qwen2.py`, `modeling_qwen3.py`, `modeling_gemma3.py` and `modeling_gpt2.py`. Projections that share an
+//! input are stacked (q/k/v, gate/up) so each takes one matrix product.
 
 use std::path::Path;
 
 use nano_vllm_bundle::gguf::{GgmlType, GgufModel, dequantize};
-use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig};
+use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig, LayerExtras};
 
 use crate::error::NativeError;
 use crate::kernels::linear::{Linear, WeightDtype, Weights};
@@ -17,8 +19,8 @@ use crate::weights::WeightFiles;
 
 #[derive(Debug, Clone)]
 pub enum Mlp {
-    /// `down(silu(gate(x)) * up(x))`; `gate_up` stacks gate then up.
-    Gated { gate_up: Linear, down: Linear },
+    /// `down(act(gate(x)) * up(x))` (SiLU, or Gemma's GELU-tanh); `gate_up` stacks gate then up.
+    Gated { gate_up: Linear, down: Linear, act: Activation },
     /// `proj(act(fc(x)))`.
     Plain { fc: Linear, proj: Linear, act: Activation },
 }
@@ -31,6 +33,10 @@ pub struct Layer {
     pub o: Linear,
     pub mlp_norm: Norm,
     pub mlp: Mlp,
+    /// Qwen3 / Gemma 3: RMSNorm of each query and key head before RoPE.
+    pub qk_norm: Option<(Norm, Norm)>,
+    /// Gemma 3: norms of the attention and MLP outputs, before their residual adds.
+    pub post_norms: Option<(Norm, Norm)>,
 }
 
 /// The token embedding table, `[vocab, hidden]`: f32, or a GGUF's quantized table (read a row at a time).
@@ -79,6 +85,10 @@ pub struct Model {
     /// `None`: tied to `embed`.
     pub lm_head: Option<Linear>,
     pub rope: Option<Rope>,
+    /// Gemma 3: the sliding-window layers' RoPE (their own base).
+    pub rope_local: Option<Rope>,
+    /// Gemma: token embeddings times this.
+    pub embed_scale: Option<f32>,
     /// RoPE rotates adjacent pairs (ggml's order: q and k rows as a GGUF stores them) rather than halves.
     pub rope_adjacent: bool,
     /// Dense layers kept in f32 by a quantized `weight_dtype` because their rows are not whole blocks.
@@ -169,8 +179,13 @@ impl Loader<'_> {
         }
         Ok(Embedding::F32(self.t(name, &[vocab, hidden])?))
     }
-    fn rms(&self, name: &str, n: usize, eps: f64) -> Result<Norm, NativeError> {
-        Ok(Norm::Rms { w: self.t(name, &[n])?, eps: eps as f32 })
+    /// An RMSNorm; with `unit_offset` (Gemma) its HF weights `w` scale by `1 + w`, which a GGUF stores as is.
+    fn rms(&self, name: &str, n: usize, eps: f64, unit_offset: bool) -> Result<Norm, NativeError> {
+        let mut w = self.t(name, &[n])?;
+        if unit_offset && !matches!(self.source, Source::GgufStored(_)) {
+            w.iter_mut().for_each(|v| *v += 1.0);
+        }
+        Ok(Norm::Rms { w, eps: eps as f32 })
     }
     fn layer_norm(&self, prefix: &str, n: usize, eps: f64) -> Result<Norm, NativeError> {
         Ok(Norm::Layer {
@@ -195,7 +210,7 @@ impl Model {
         let model = GgufModel::open(path)?;
         let source = if stored { Source::GgufStored(&model) } else { Source::Gguf(&model) };
         let mut built = Self::build(model.config.clone(), source)?;
-        built.rope_adjacent = stored && model.config.architecture != HfArchitecture::Qwen2 && built.rope.is_some();
+        built.rope_adjacent = stored && model.config.architecture.gguf_permutes_qk() && built.rope.is_some();
         Ok(built)
     }
 
@@ -210,27 +225,61 @@ impl Model {
         let l = Loader { source };
         let (h, d, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
         let (q_out, kv_out) = (c.num_heads * d, c.num_kv_heads * d);
+        let LayerExtras { qk_norm, norm_unit_offset: unit, sandwich_norms, .. } = c.extras;
+        let eps = c.norm_eps;
         // Grown as layers load: a config's layer count is not trusted before its tensors are found.
         let mut layers = Vec::new();
         for n in 0..c.num_layers {
             let p = format!("model.layers.{n}");
-            let qkv = Linear::stack(vec![
-                l.linear(&format!("{p}.self_attn.q_proj"), q_out, h, c.qkv_bias)?,
-                l.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, c.qkv_bias)?,
-                l.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, c.qkv_bias)?,
-            ]);
+            let qk_norm = if qk_norm {
+                Some((
+                    l.rms(&format!("{p}.self_attn.q_norm.weight"), d, eps, unit)?,
+                    l.rms(&format!("{p}.self_attn.k_norm.weight"), d, eps, unit)?,
+                ))
+            } else {
+                None
+            };
+            // Gemma: post_attention_layernorm is the attention output's norm; the MLP's input norm is
+            // pre_feedforward_layernorm.
+            let (mlp_norm, post_norms) = if sandwich_norms {
+                let post_attn = l.rms(&format!("{p}.post_attention_layernorm.weight"), h, eps, unit)?;
+                let pre_mlp = l.rms(&format!("{p}.pre_feedforward_layernorm.weight"), h, eps, unit)?;
+                let post_mlp = l.rms(&format!("{p}.post_feedforward_layernorm.weight"), h, eps, unit)?;
+                (pre_mlp, Some((post_attn, post_mlp)))
+            } else {
+                (l.rms(&format!("{p}.post_attention_layernorm.weight"), h, eps, unit)?, None)
+            };
+            // Phi-3 stores both stacks fused, in our order (q, k, v; gate, up).
+            let fused = c.architecture == HfArchitecture::Phi3;
+            let qkv = if fused {
+                l.linear(&format!("{p}.self_attn.qkv_proj"), q_out + 2 * kv_out, h, c.qkv_bias)?
+            } else {
+                Linear::stack(vec![
+                    l.linear(&format!("{p}.self_attn.q_proj"), q_out, h, c.qkv_bias)?,
+                    l.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, c.qkv_bias)?,
+                    l.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, c.qkv_bias)?,
+                ])
+            };
+            let gate_up = if fused {
+                l.linear(&format!("{p}.mlp.gate_up_proj"), 2 * i, h, c.mlp_bias)?
+            } else {
+                Linear::stack(vec![
+                    l.linear(&format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?,
+                    l.linear(&format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?,
+                ])
+            };
             layers.push(Layer {
-                attn_norm: l.rms(&format!("{p}.input_layernorm.weight"), h, c.norm_eps)?,
+                attn_norm: l.rms(&format!("{p}.input_layernorm.weight"), h, eps, unit)?,
                 qkv,
                 o: l.linear(&format!("{p}.self_attn.o_proj"), h, q_out, c.o_bias)?,
-                mlp_norm: l.rms(&format!("{p}.post_attention_layernorm.weight"), h, c.norm_eps)?,
+                mlp_norm,
                 mlp: Mlp::Gated {
-                    gate_up: Linear::stack(vec![
-                        l.linear(&format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?,
-                        l.linear(&format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?,
-                    ]),
+                    gate_up,
                     down: l.linear(&format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?,
+                    act: c.activation,
                 },
+                qk_norm,
+                post_norms,
             });
         }
         let embed = l.embedding("model.embed_tokens.weight", c.vocab_size, h)?;
@@ -244,9 +293,11 @@ impl Model {
             embed,
             pos_embed: None,
             layers,
-            final_norm: l.rms("model.norm.weight", h, c.norm_eps)?,
+            final_norm: l.rms("model.norm.weight", h, eps, unit)?,
             lm_head,
             rope: Some(Rope::new(&inv_freq, c.max_position_embeddings)),
+            rope_local: c.rope_local_inv_freq().map(|inv| Rope::new(&inv, c.max_position_embeddings)),
+            embed_scale: c.extras.embedding_scale.map(|s| s as f32),
             rope_adjacent: false,
             unquantized_layers: 0,
             config: c,
@@ -272,6 +323,8 @@ impl Model {
                     proj: l.conv1d(&format!("{p}.mlp.c_proj"), i, h)?,
                     act: c.activation,
                 },
+                qk_norm: None,
+                post_norms: None,
             });
         }
         let embed = l.embedding(&format!("{root}wte.weight"), c.vocab_size, h)?;
@@ -287,6 +340,8 @@ impl Model {
             final_norm: l.layer_norm(&format!("{root}ln_f"), h, c.norm_eps)?,
             lm_head,
             rope: None,
+            rope_local: None,
+            embed_scale: None,
             rope_adjacent: false,
             unquantized_layers: 0,
             config: c,
@@ -309,8 +364,9 @@ impl Model {
         for layer in &mut self.layers {
             layer.qkv = convert(layer.qkv.clone());
             layer.o = convert(layer.o.clone());
-            layer.mlp = match std::mem::replace(&mut layer.mlp, Mlp::Gated { gate_up: empty(), down: empty() }) {
-                Mlp::Gated { gate_up, down } => Mlp::Gated { gate_up: convert(gate_up), down: convert(down) },
+            let placeholder = Mlp::Gated { gate_up: empty(), down: empty(), act: Activation::Silu };
+            layer.mlp = match std::mem::replace(&mut layer.mlp, placeholder) {
+                Mlp::Gated { gate_up, down, act } => Mlp::Gated { gate_up: convert(gate_up), down: convert(down), act },
                 Mlp::Plain { fc, proj, act } => Mlp::Plain { fc: convert(fc), proj: convert(proj), act },
             };
         }
@@ -359,7 +415,7 @@ impl Model {
             .iter()
             .flat_map(|l| {
                 let mlp: [&Linear; 2] = match &l.mlp {
-                    Mlp::Gated { gate_up, down } => [gate_up, down],
+                    Mlp::Gated { gate_up, down, .. } => [gate_up, down],
                     Mlp::Plain { fc, proj, .. } => [fc, proj],
                 };
                 [&l.qkv, &l.o].into_iter().chain(mlp)

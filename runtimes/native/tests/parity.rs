@@ -29,13 +29,28 @@ fn tiny_qwen2_parity() {
 }
 
 #[test]
+fn tiny_qwen3_parity() {
+    check_bundle("tiny-qwen3");
+}
+
+#[test]
+fn tiny_gemma3_parity() {
+    check_bundle("tiny-gemma3");
+}
+
+#[test]
+fn tiny_phi3_parity() {
+    check_bundle("tiny-phi3");
+}
+
+#[test]
 fn tiny_gpt2_parity() {
     check_bundle("tiny-gpt2");
 }
 
 #[test]
 fn every_committed_bundle_is_covered() {
-    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2"]);
+    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"]);
 }
 
 /// f16 and bf16 weight storage (f32 accumulation), teacher forced on every committed fixture: held to the

@@ -32,7 +32,7 @@ fn check_bundle(name: &str) {
 
 #[test]
 fn committed_bundles_are_the_ones_tested_here() {
-    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2"]);
+    assert_eq!(COMMITTED_BUNDLES, ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-qwen3", "tiny-gemma3", "tiny-phi3"]);
 }
 
 #[test]
@@ -43,6 +43,21 @@ fn parity_tiny_llama() {
 #[test]
 fn parity_tiny_qwen2() {
     check_bundle("tiny-qwen2");
+}
+
+#[test]
+fn parity_tiny_qwen3() {
+    check_bundle("tiny-qwen3");
+}
+
+#[test]
+fn parity_tiny_gemma3() {
+    check_bundle("tiny-gemma3");
+}
+
+#[test]
+fn parity_tiny_phi3() {
+    check_bundle("tiny-phi3");
 }
 
 #[test]

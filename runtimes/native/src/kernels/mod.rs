@@ -52,6 +52,14 @@ pub fn gelu_tanh(x: &mut [f32]) {
     }
 }
 
+/// `gate = gelu_tanh(gate) * up` (Gemma's gated MLP), in place.
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    gelu_tanh(gate);
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g *= u;
+    }
+}
+
 /// GELU, exact, in place.
 pub fn gelu_erf(x: &mut [f32]) {
     for v in x {

@@ -30,6 +30,18 @@ fn sum8(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 impl Norm {
+    /// As [`Norm::forward`], in place: each row of `x` (`w.len()` values: Qwen3's and Gemma's per-head QK-norm).
+    pub fn forward_in_place(&self, x: &mut [f32]) {
+        let n = match self {
+            Self::Rms { w, .. } | Self::Layer { w, .. } => w.len(),
+        };
+        let mut row = vec![0.0; n];
+        for xr in x.chunks_exact_mut(n) {
+            row.copy_from_slice(xr);
+            self.forward(&row, xr);
+        }
+    }
+
     /// Normalises each row of `x` (`rows` of `w.len()`) into `y`.
     pub fn forward(&self, x: &[f32], y: &mut [f32]) {
         match self {
