@@ -267,6 +267,13 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         if head_dim % 2 != 0 {
             return Err(bad("attention.key_length", format!("head dimension {head_dim} must be even for RoPE")));
         }
+        if head_dim > crate::hf_config::MAX_HEAD_DIM {
+            let max = crate::hf_config::MAX_HEAD_DIM;
+            return Err(bad(
+                "attention.key_length",
+                format!("head dimension {head_dim} is beyond any model (at most {max})"),
+            ));
+        }
         if let Some(dims) =
             f.get(&key("rope.dimension_count")).and_then(|v| v.as_u64()).filter(|&d| d as usize != head_dim)
         {
@@ -296,6 +303,10 @@ fn config_of(f: &GgufFile) -> Result<HfConfig, GgufError> {
         (Some(theta), f.f64(&key("attention.layer_norm_rms_epsilon"))?, act)
     };
     let num_layers = positive("block_count")?;
+    if num_layers > crate::hf_config::MAX_LAYERS {
+        let max = crate::hf_config::MAX_LAYERS;
+        return Err(bad("block_count", format!("{num_layers} layers is beyond any model (at most {max})")));
+    }
     // Llama 3.x's RoPE scaling, as llama.cpp's converter stores it: one divisor per frequency.
     let rope_freq_factors = match f.tensor("rope_freqs.weight") {
         None => None,

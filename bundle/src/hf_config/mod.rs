@@ -14,6 +14,12 @@ use crate::error::{BundleError, read_file};
 
 mod window;
 
+/// The widest attention head a config may ask for (today's models: 64 to 256). Beyond it a config is an error rather
+/// than a RoPE table or KV sizes computed from a number nobody meant.
+pub const MAX_HEAD_DIM: usize = 1 << 16;
+/// The most layers a config may ask for (today's models: up to about 130), for the same reason: per-layer tables.
+pub const MAX_LAYERS: usize = 1 << 16;
+
 /// The architectures the runtimes implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HfArchitecture {
@@ -158,6 +164,14 @@ impl Reader<'_> {
         }
         Ok(n)
     }
+    /// A layer count, at most [`MAX_LAYERS`].
+    fn layers(&self, field: &str) -> Result<usize, BundleError> {
+        let n = self.positive(field)?;
+        if n > MAX_LAYERS {
+            return Err(self.err(field, format!("{n} layers is beyond any model (at most {MAX_LAYERS})")));
+        }
+        Ok(n)
+    }
     fn opt_f64(&self, field: &str) -> Result<Option<f64>, BundleError> {
         match self.v.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -255,6 +269,9 @@ impl HfConfig {
         if head_dim % 2 != 0 {
             return Err(r.err("head_dim", format!("{head_dim} must be even for RoPE")));
         }
+        if head_dim > MAX_HEAD_DIM {
+            return Err(r.err("head_dim", format!("{head_dim} is beyond any model (at most {MAX_HEAD_DIM})")));
+        }
         let mut rope_params = v.get("rope_parameters").filter(|p| p.is_object());
         // Gemma 3 (transformers 5): one entry per layer type; older configs: `rope_local_base_freq`.
         let mut rope_local_theta =
@@ -293,7 +310,7 @@ impl HfConfig {
             }
         }
         let attention_bias = r.bool_or("attention_bias", false)?;
-        let num_layers = r.positive("num_hidden_layers")?;
+        let num_layers = r.layers("num_hidden_layers")?;
         let window = window::sliding_window(&r, architecture, num_layers)?;
         Ok(Self {
             architecture,
@@ -357,7 +374,7 @@ impl HfConfig {
             architecture: HfArchitecture::Gpt2,
             vocab_size: r.vocab_size()?,
             hidden_size,
-            num_layers: r.positive("n_layer")?,
+            num_layers: r.layers("n_layer")?,
             num_heads,
             num_kv_heads: num_heads,
             head_dim,
@@ -483,9 +500,9 @@ impl HfConfig {
         self.num_heads / self.num_kv_heads
     }
 
-    /// f32 bytes of keys and values per token, all layers.
+    /// f32 bytes of keys and values per token, all layers (`usize::MAX` where that overflows: no pool fits it).
     pub fn kv_bytes_per_token_f32(&self) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
+        [self.num_layers, self.num_kv_heads, self.head_dim, 4].iter().fold(2usize, |a, &b| a.saturating_mul(b))
     }
 
     /// RoPE inverse frequencies of the sliding-window layers where their base differs ([`LayerExtras`]), unscaled.
@@ -560,6 +577,19 @@ mod tests {
         let none = LLAMA.replace(r#""rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},"#, "");
         let err = parse(&none).unwrap_err().to_string();
         assert!(err.contains("rope_theta") && err.contains("missing"), "{err}");
+    }
+
+    /// Found by ci/fuzz.sh (fuzz/regressions/hf_config/): a head of 1.6e18 dimensions overflowed the KV size.
+    #[test]
+    fn a_head_beyond_any_model_is_refused_and_kv_sizes_saturate() {
+        let err = parse(&LLAMA.replace(r#""vocab_size":512"#, r#""vocab_size":512,"head_dim":1642000000001157258"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("head_dim") && err.contains("beyond any model"), "{err}");
+        let layers = parse(&LLAMA.replace(r#""num_hidden_layers":2"#, r#""num_hidden_layers":4000000000"#));
+        assert!(layers.unwrap_err().to_string().contains("beyond any model"));
+        let c = HfConfig { num_layers: usize::MAX / 4, ..parse(LLAMA).unwrap() };
+        assert_eq!(c.kv_bytes_per_token_f32(), usize::MAX);
     }
 
     #[test]
