@@ -180,11 +180,12 @@ impl ModelSource {
         let json = match (&self.bundle, self.kind) {
             (Some(b), _) => b.tokenizer_json(),
             (None, ModelKind::Bundle | ModelKind::HfDir) => self.path.join("tokenizer.json"),
-            (None, ModelKind::Gguf) => {
-                let file = GgufFile::open(&self.path)?;
-                return tokenizer::from_gguf(&file)
+            // The file parsed when the model was opened (its vocabulary is the largest part of the header).
+            (None, _) if let Some(file) = &self.gguf => {
+                return tokenizer::from_gguf(file)
                     .map_err(|reason| ModelError::Tokenizer { path: self.path.clone(), reason });
             }
+            (None, ModelKind::Gguf) => unreachable!("a GGUF model keeps its parsed file"),
         };
         if !json.is_file() {
             return Err(ModelError::NoTokenizer { dir: self.path.clone() });

@@ -58,7 +58,9 @@ pub(super) fn build(file: &GgufFile) -> Result<Tokenizer, String> {
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": vocabulary.added_tokens(),
+        "added_tokens": vocabulary.added().map(|(id, token, special)| json!({"id": id, "content": token,
+            "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": special}))
+            .collect::<Vec<_>>(),
         "normalizer": null,
         "pre_tokenizer": pre,
         "post_processor": bos_post_processor(file, &vocabulary.tokens, false)?,

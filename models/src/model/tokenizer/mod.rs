@@ -44,19 +44,15 @@ impl<'a> Vocabulary<'a> {
         Ok(Self { tokens, types })
     }
 
-    /// Control and user-defined tokens, as `tokenizer.json` `added_tokens` entries (not normalized: matched in the raw
-    /// text, as llama.cpp partitions the text on them before tokenizing the rest).
-    fn added_tokens(&self) -> Vec<Value> {
+    /// Control and user-defined tokens: `(id, text, special)`, special for control tokens. Matched whole in the raw
+    /// text (not normalized), as llama.cpp partitions the text on them before tokenizing the rest.
+    fn added(&self) -> impl Iterator<Item = (usize, &'a str, bool)> + '_ {
         self.tokens
             .iter()
             .zip(&self.types)
             .enumerate()
             .filter(|(_, (_, ty))| **ty == CONTROL || **ty == USER_DEFINED)
-            .map(|(id, (token, ty))| {
-                json!({"id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
-                       "normalized": false, "special": *ty == CONTROL})
-            })
-            .collect()
+            .map(|(id, (token, ty))| (id, *token, *ty == CONTROL))
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, Tokenizer};
 
-use super::{CONTROL, USER_DEFINED, Vocabulary, bos_post_processor};
+use super::{Vocabulary, bos_post_processor};
 
 pub(super) fn build(file: &GgufFile) -> Result<Tokenizer, String> {
     let vocabulary = Vocabulary::read(file)?;
@@ -69,15 +69,12 @@ pub(super) fn build(file: &GgufFile) -> Result<Tokenizer, String> {
     if !post.is_null() {
         tokenizer.with_post_processor(Some(from_json::<PostProcessorWrapper>(post)?));
     }
-    let added = |ty: u64| {
-        tokens
-            .iter()
-            .zip(&vocabulary.types)
-            .filter(move |(_, t)| **t == ty)
-            .map(move |(token, _)| AddedToken::from(*token, ty == CONTROL).normalized(false))
-    };
-    tokenizer.add_special_tokens(added(CONTROL)).map_err(|e| e.to_string())?;
-    tokenizer.add_tokens(added(USER_DEFINED)).map_err(|e| e.to_string())?;
+    let (special, plain): (Vec<AddedToken>, Vec<AddedToken>) = vocabulary
+        .added()
+        .map(|(_, token, special)| AddedToken::from(token, special).normalized(false))
+        .partition(|t| t.special);
+    tokenizer.add_special_tokens(special).map_err(|e| e.to_string())?;
+    tokenizer.add_tokens(plain).map_err(|e| e.to_string())?;
     Ok(tokenizer)
 }
 

@@ -30,15 +30,29 @@ fn sum8(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 impl Norm {
-    /// As [`Norm::forward`], in place: each row of `x` (`w.len()` values: Qwen3's and Gemma's per-head QK-norm).
+    /// As [`Norm::forward`], in place: each row of `x` (`w.len()` values: Qwen3's and Gemma's per-head QK-norm, Gemma's
+    /// post-norms). A row's statistics are taken before it is written, so no copy is needed (this runs per token and
+    /// head in every layer).
     pub fn forward_in_place(&self, x: &mut [f32]) {
-        let n = match self {
-            Self::Rms { w, .. } | Self::Layer { w, .. } => w.len(),
-        };
-        let mut row = vec![0.0; n];
-        for xr in x.chunks_exact_mut(n) {
-            row.copy_from_slice(xr);
-            self.forward(&row, xr);
+        match self {
+            Self::Rms { w, eps } => {
+                for xr in x.chunks_exact_mut(w.len()) {
+                    let inv = 1.0 / (sum8(xr, |v| v * v) / w.len() as f32 + eps).sqrt();
+                    for (v, &g) in xr.iter_mut().zip(w) {
+                        *v = g * (*v * inv);
+                    }
+                }
+            }
+            Self::Layer { w, b, eps } => {
+                let n = w.len() as f32;
+                for xr in x.chunks_exact_mut(w.len()) {
+                    let mean = sum8(xr, |v| v) / n;
+                    let inv = 1.0 / (sum8(xr, |v| (v - mean) * (v - mean)) / n + eps).sqrt();
+                    for ((v, &g), &bb) in xr.iter_mut().zip(w).zip(b) {
+                        *v = (*v - mean) * inv * g + bb;
+                    }
+                }
+            }
         }
     }
 
@@ -81,6 +95,20 @@ mod tests {
         assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] - 8.0 / r).abs() < 1e-6);
         Norm::Layer { w: vec![1.0, 1.0], b: vec![0.5, 0.0], eps: 0.0 }.forward(&[1.0, 3.0], &mut y);
         assert!((y[0] + 0.5).abs() < 1e-6 && (y[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn in_place_is_bit_identical_to_forward_row_by_row() {
+        let x: Vec<f32> = (0..48).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.37).collect();
+        let w: Vec<f32> = (0..16).map(|i| 0.5 + i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..16).map(|i| i as f32 * -0.05).collect();
+        for norm in [Norm::Rms { w: w.clone(), eps: 1e-6 }, Norm::Layer { w: w.clone(), b, eps: 1e-5 }] {
+            let mut want = vec![0.0; x.len()];
+            norm.forward(&x, &mut want);
+            let mut got = x.clone();
+            norm.forward_in_place(&mut got);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
