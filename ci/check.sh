@@ -9,7 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
+# The binary is built with the workspace's whole feature set, as `cargo test --workspace --all-targets` builds it:
+# after ci/test.sh's test build this is a no-op. (`-p nano-vllm-cli` alone resolves other features and compiled
+# candle, ort and llama.cpp a second time: 8 GB more in the target directory.)
+cargo build --release --locked -q --workspace --all-targets
 bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
 out="reports/runs/check-$(date +%s)"
 status=0

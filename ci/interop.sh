@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 bash ci/peers.sh
-cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
+cargo build --release --locked -q --workspace --all-targets  # the test build's feature set: no second compile (ci/check.sh)
 bin="${CARGO_TARGET_DIR:-target}/release/nano-vllm"
 out="reports/runs/interop-$(date +%s)"
 mkdir -p "$out"

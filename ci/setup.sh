@@ -116,6 +116,13 @@ cached_bundle() {
     mkdir -p "$(dirname "$cache")"
     .venv/bin/python fixtures/generate.py "$@" --out "$cache" > "$cache.log" 2>&1 || {
       tail -n 30 "$cache.log" >&2; echo "ci/setup.sh: building the $name bundle failed (log: $cache.log)" >&2; exit 1; }
+    # Each change to the generator makes a new generation (the smollm2 bundle is 2 GB): the older ones are pruned,
+    # keeping the newest other one, which a second checkout on an older commit may still link to.
+    local old
+    for old in $(ls -1dt "$(dirname "$cache")/$name-"???????????????? 2>/dev/null | grep -vxF "$cache" | tail -n +2); do
+      echo "ci/setup.sh: pruning an older generation of the $name bundle: $old"
+      rm -rf "$old" "$old.log"
+    done
   fi
   if [ -e "fixtures/$name" ] && [ ! -L "fixtures/$name" ]; then
     echo "ci/setup.sh: fixtures/$name is a directory of its own, not the link this script makes; leaving it" >&2
