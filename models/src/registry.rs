@@ -36,8 +36,9 @@ pub enum RegistryError {
     #[error("runtime '{name}' is not compiled in: build with --features {feature}")]
     NotCompiledIn { name: String, feature: String },
     #[error(
-        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16, q8_0, q4_0, q4_k_m, shipped; candle: shipped; mock: \
-         fail-at=N, panic-at=N, delay-us=N; llama-cpp: defaults, q8_0, q4_0, q4_k_m, f32, shipped)"
+        "runtime '{name}': option '{option}' is not known (native: f32, f16, bf16, q8_0, q4_0, shipped, or one of llama.cpp's \
+         mixes q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k, iq4_nl, iq4_xs; candle: shipped; mock: fail-at=N, panic-at=N, \
+         delay-us=N; llama-cpp: defaults, q8_0, q4_0, f32, shipped, or a mix)"
     )]
     BadOption { name: String, option: String },
     #[error("runtime '{name}' needs {needs}, which {} does not have", model.display())]
@@ -83,7 +84,7 @@ pub fn default_runtimes() -> Vec<String> {
 /// native and candle for the architectures they implement (Llama, Qwen2, GPT-2).
 pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
     use crate::model::ModelKind;
-    let hf_arch = |arch: &str| matches!(arch, "llama" | "qwen2" | "gpt2");
+    let hf_arch = |arch: &str| matches!(arch, "llama" | "qwen2" | "qwen3" | "gemma3" | "phi3" | "gpt2");
     let mut names = match model.kind() {
         ModelKind::Bundle => default_runtimes(),
         ModelKind::HfDir => {
@@ -211,7 +212,9 @@ fn llama_cpp_options(
             "f32" => o.weights = Weights::F32,
             "shipped" => o.weights = Weights::Shipped,
             "q4_0" => o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::Q4_0Pure),
-            "q4_k_m" => o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::Q4KM),
+            mix if nano_vllm_llama_cpp::Quantization::mix(mix).is_some() => {
+                o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::mix(mix).expect("checked"))
+            }
             _ => return Err(RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() }),
         }
     }
@@ -253,15 +256,22 @@ fn llama_cpp_file(
     }
 }
 
-/// The Q4_K_M file of `model` made by llama.cpp's quantizer (needs the llama-cpp feature).
+/// llama.cpp's quantization mixes by option name (`q4_k_m`, ...): the files `native:<mix>` and `llama-cpp:<mix>`
+/// run, made by llama.cpp's quantizer.
+pub const LLAMA_MIXES: [&str; 7] = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "iq4_nl", "iq4_xs"];
+
+/// The `mix` file of `model` made by llama.cpp's quantizer (needs the llama-cpp feature).
 #[cfg(feature = "native")]
-fn native_q4_k_m(model: &ModelSource) -> Result<PathBuf, String> {
+fn native_llama_mix(model: &ModelSource, mix: &str) -> Result<PathBuf, String> {
     #[cfg(feature = "llama-cpp")]
-    return crate::quantized::llama_quantized(model, nano_vllm_llama_cpp::Quantization::Q4KM);
+    return crate::quantized::llama_quantized(
+        model,
+        nano_vllm_llama_cpp::Quantization::mix(mix).ok_or_else(|| format!("{mix} is not a llama.cpp mix"))?,
+    );
     #[cfg(not(feature = "llama-cpp"))]
     {
         let _ = model;
-        Err("native:q4_k_m runs llama.cpp's Q4_K_M of the bundle: build with --features llama-cpp to make it".into())
+        Err(format!("native:{mix} runs llama.cpp's {mix} of the bundle: build with --features llama-cpp to make it"))
     }
 }
 
@@ -302,15 +312,19 @@ pub fn build(name: &str, model: &ModelSource, settings: &RuntimeSettings) -> Res
         #[cfg(feature = "native")]
         spec if spec == "native" || spec.starts_with("native:") => {
             use nano_vllm_native::WeightDtype;
-            let opts = options(spec, "native", &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "shipped"])?;
-            let dtypes: Vec<&str> = opts.iter().copied().filter(|o| !matches!(*o, "shipped" | "q4_k_m")).collect();
-            let path = if opts.contains(&"q4_k_m") {
-                // llama.cpp's Q4_K_M of the bundle (its quantizer), run as stored: the file llama-cpp:q4_k_m runs,
-                // refused where the bundle's config says what a GGUF cannot.
+            let known: Vec<&str> =
+                ["f32", "f16", "bf16", "q8_0", "q4_0", "shipped"].into_iter().chain(LLAMA_MIXES).collect();
+            let opts = options(spec, "native", &known)?;
+            let mix = opts.iter().copied().find(|o| LLAMA_MIXES.contains(o));
+            let dtypes: Vec<&str> =
+                opts.iter().copied().filter(|o| *o != "shipped" && !LLAMA_MIXES.contains(o)).collect();
+            let path = if let Some(mix) = mix {
+                // llama.cpp's quantization of the bundle (its quantizer), run as stored: the file llama-cpp:<mix>
+                // runs, refused where the bundle's config says what a GGUF cannot.
                 if let Some(reason) = model.bundle().and_then(|b| b.beyond_gguf(settings.max_model_len)) {
                     return Err(load_err(reason.into()));
                 }
-                native_q4_k_m(model).map_err(|e| load_err(e.into()))?
+                native_llama_mix(model, mix).map_err(|e| load_err(e.into()))?
             } else {
                 hf_or_gguf(name, model, opts.contains(&"shipped"))?
             };
@@ -409,9 +423,9 @@ pub enum ParityCheck {
     /// Q8_0 weights (alone or with other lossy options): teacher forced on the reference tokens, held to the bundle's
     /// `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
     TeacherForced,
-    /// Q4_0 weights (`native:q4_0`, `llama-cpp:q4_0`), and llama.cpp's Q4_K_M (`native:q4_k_m`, `llama-cpp:q4_k_m`,
-    /// a finer mix with no torch emulation of its own, bounded by Q4_0's): teacher forced, held to the bundle's `q4_0`
-    /// tolerance.
+    /// Q4_0 weights (`native:q4_0`, `llama-cpp:q4_0`), and llama.cpp's mixes (`native:q4_k_m`, `llama-cpp:q4_k_m`,
+    /// and the others of [`LLAMA_MIXES`], with no torch emulation of their own, bounded by Q4_0's): teacher forced,
+    /// held to the bundle's `q4_0` tolerance.
     TeacherForcedQ4_0,
     /// llama.cpp on the shipped GGUF (quantized kernels): teacher forced, held to the bundle's `shipped` tolerance.
     ShippedTeacherForced,
@@ -450,7 +464,7 @@ pub fn parity_check(name: &str) -> ParityCheck {
     if let Some(options) = name.strip_prefix("native:") {
         let options: Vec<&str> = options.split(',').collect();
         let has = |o: &str| options.contains(&o);
-        return if has("q4_0") || has("q4_k_m") {
+        return if has("q4_0") || LLAMA_MIXES.iter().any(|m| has(m)) {
             ParityCheck::TeacherForcedQ4_0
         } else if has("q8_0") {
             ParityCheck::TeacherForced
@@ -467,7 +481,9 @@ pub fn parity_check(name: &str) -> ParityCheck {
     }
     match name.strip_prefix("llama-cpp") {
         Some(options) if options.contains("shipped") => ParityCheck::ShippedTeacherForced,
-        Some(options) if options.contains("q4_0") || options.contains("q4_k_m") => ParityCheck::TeacherForcedQ4_0,
+        Some(options) if options.contains("q4_0") || LLAMA_MIXES.iter().any(|m| options.contains(m)) => {
+            ParityCheck::TeacherForcedQ4_0
+        }
         Some(options) if options.contains("q8_0") => ParityCheck::TeacherForced,
         Some(options) if options.contains("defaults") => ParityCheck::LlamaCppDefaults,
         Some(_) => ParityCheck::LlamaCppElementwise,

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use super::dequantize::dequantize;
 use super::error::GgufError;
-use super::ggml_type::{GgmlType, dequantize};
+use super::ggml_type::GgmlType;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,12 +3,14 @@
 //! a Llama, Qwen2 or GPT-2 GGUF as a Hugging Face checkpoint (config and HF-named, HF-layout f32 tensors) for the
 //! runtimes that load HF checkpoints.
 
+mod dequantize;
 mod error;
 mod file;
 mod ggml_type;
 mod hf;
 
+pub use dequantize::{IQ4NL_VALUES, dequantize, q3k_scales, scale_min_k4};
 pub use error::GgufError;
 pub use file::{GGUF_VERSIONS, GgufFile, GgufTensor, GgufValue, MappedBytes};
-pub use ggml_type::{GgmlType, dequantize};
+pub use ggml_type::GgmlType;
 pub use hf::{GgufModel, StoredTensor};

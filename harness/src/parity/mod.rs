@@ -145,11 +145,17 @@ fn check_runtime_keeping_runs(
 
 /// Pairs of runtimes that run the same quantized file: the native kernels and llama.cpp on a bundle's Q8_0 GGUF and
 /// llama.cpp's pure Q4_0 of it (`native:q8_0` and `native:q4_0` quantize the f32 checkpoint at load with ggml's
-/// reference quantizers: the same blocks), llama.cpp's Q4_K_M of it, and the shipped GGUF.
-const SAME_FILE_PAIRS: [(&str, &str); 4] = [
+/// reference quantizers: the same blocks), llama.cpp's mixes of it (Q2_K to Q6_K, IQ4_NL, IQ4_XS), and the shipped GGUF.
+const SAME_FILE_PAIRS: [(&str, &str); 10] = [
     ("native:q8_0", "llama-cpp:q8_0"),
     ("native:q4_0", "llama-cpp:q4_0"),
     ("native:q4_k_m", "llama-cpp:q4_k_m"),
+    ("native:q2_k", "llama-cpp:q2_k"),
+    ("native:q3_k_m", "llama-cpp:q3_k_m"),
+    ("native:q5_k_m", "llama-cpp:q5_k_m"),
+    ("native:q6_k", "llama-cpp:q6_k"),
+    ("native:iq4_nl", "llama-cpp:iq4_nl"),
+    ("native:iq4_xs", "llama-cpp:iq4_xs"),
     ("native:shipped", "llama-cpp:shipped"),
 ];
 
@@ -274,10 +280,11 @@ pub fn check_bundle(
             let tolerances = bundle.tolerances();
             let floor = if a.contains("shipped") {
                 tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl)
-            } else if a.contains("q4_") {
-                tolerances.q4_0.order_floor_kl
-            } else {
+            } else if a.contains("q8_0") {
                 tolerances.q8_0.order_floor_kl
+            } else {
+                // Q4_0 and llama.cpp's mixes.
+                tolerances.q4_0.order_floor_kl
             };
             let agreement = pair_agreement(pa, ra, pb, rb, floor);
             out.agreement.push(agreement);

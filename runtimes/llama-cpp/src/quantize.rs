@@ -1,7 +1,8 @@
 //! llama.cpp's own quantizer (`llama_model_quantize`, what its `llama-quantize` tool runs), so that the native
 //! kernels and llama.cpp can be compared on the same quantized file made by the reference implementation: Q4_0
-//! ("pure": every matrix Q4_0, as `native:q4_0` quantizes at load) and Q4_K_M (llama.cpp's usual mix of Q4_K and Q6_K,
-//! with its fallbacks for rows that are not whole 256-blocks).
+//! ("pure": every matrix Q4_0, as `native:q4_0` quantizes at load), and the mixes the hubs publish, each with
+//! llama.cpp's own choice of types per tensor and its fallbacks for rows that are not whole 256-blocks: Q2_K, Q3_K_M,
+//! Q4_K_M, Q5_K_M, Q6_K, IQ4_NL and IQ4_XS (none needs an importance matrix).
 
 use std::ffi::CString;
 use std::path::Path;
@@ -13,16 +14,42 @@ use crate::error::LoadError;
 pub enum Quantization {
     /// Every matrix Q4_0 (`--pure`), token embeddings and output included.
     Q4_0Pure,
-    /// llama.cpp's `Q4_K_M` mix.
+    /// llama.cpp's `Q2_K` mix (Q2_K with Q3_K/Q4_K where it keeps more bits).
+    Q2K,
+    /// llama.cpp's `Q3_K_M` mix.
+    Q3KM,
+    /// llama.cpp's `Q4_K_M` mix (Q4_K and Q6_K).
     Q4KM,
+    /// llama.cpp's `Q5_K_M` mix (Q5_K and Q6_K).
+    Q5KM,
+    /// llama.cpp's `Q6_K`.
+    Q6K,
+    /// llama.cpp's `IQ4_NL` (non-linear 4-bit blocks of 32).
+    IQ4NL,
+    /// llama.cpp's `IQ4_XS` (non-linear 4-bit super-blocks of 256).
+    IQ4XS,
 }
 
 impl Quantization {
+    /// The llama.cpp mixes (every target but Q4_0 pure), by option name.
+    pub const MIXES: [Self; 7] = [Self::Q2K, Self::Q3KM, Self::Q4KM, Self::Q5KM, Self::Q6K, Self::IQ4NL, Self::IQ4XS];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Q4_0Pure => "q4_0",
+            Self::Q2K => "q2_k",
+            Self::Q3KM => "q3_k_m",
             Self::Q4KM => "q4_k_m",
+            Self::Q5KM => "q5_k_m",
+            Self::Q6K => "q6_k",
+            Self::IQ4NL => "iq4_nl",
+            Self::IQ4XS => "iq4_xs",
         }
+    }
+
+    /// The mix named `name` (`q4_k_m`, ...), not Q4_0 pure.
+    pub fn mix(name: &str) -> Option<Self> {
+        Self::MIXES.into_iter().find(|q| q.as_str() == name)
     }
 }
 
@@ -46,7 +73,13 @@ pub fn quantize(input: &Path, output: &Path, target: Quantization, threads: usiz
             params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_0;
             params.pure_ = true;
         }
+        Quantization::Q2K => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q2_K,
+        Quantization::Q3KM => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q3_K_M,
         Quantization::Q4KM => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_K_M,
+        Quantization::Q5KM => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q5_K_M,
+        Quantization::Q6K => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q6_K,
+        Quantization::IQ4NL => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_IQ4_NL,
+        Quantization::IQ4XS => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_IQ4_XS,
     }
     crate::log::clear();
     // SAFETY: both paths are NUL-terminated C strings that outlive the call; `params` is a valid parameter struct

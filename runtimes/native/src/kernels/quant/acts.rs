@@ -1,6 +1,9 @@
-//! Activations quantized on the fly to 8-bit blocks of 32, as ggml does before a Q8_0 / Q4_0 / Q4_1 product: per
-//! block `d = amax / 127`, `q = round(x / d)` (ties to even, like ggml's AVX2 `quantize_row_q8_0`), `d` kept as the
-//! f16 ggml stores, and `s = d * sum(q)` (ggml's Q8_1, for Q4_1's offset term), also rounded through f16.
+//! Activations quantized on the fly as ggml quantizes them before an integer product. [`Q8Acts`]: 8-bit blocks of 32
+//! for the Q8_0 / Q4_0 / Q4_1 / Q5_x / IQ4_NL weights: per block `d = amax / 127`, `q = round(x / d)` (ties to even,
+//! like ggml's AVX2 `quantize_row_q8_0`), `d` kept as the f16 ggml stores, and `s = d * sum(q)` (ggml's Q8_1, for
+//! Q4_1's offset term), also rounded through f16. [`Q8KActs`]: ggml's Q8_K blocks of 256 for the K-quants and IQ4_XS
+//! (`quantize_row_q8_K_ref`): the value of largest magnitude maps to -127, `d = 1 / iscale` kept f32, and the sums of
+//! each 16 quants (`bsums`, for the K-quants' mins and offsets).
 
 use half::f16;
 
@@ -61,6 +64,62 @@ impl Q8Acts {
     }
 }
 
+/// `t` rows of `k` activations as Q8_K blocks (`k` a multiple of 256).
+#[derive(Debug, Clone, Default)]
+pub struct Q8KActs {
+    k: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    bsums: Vec<i16>,
+}
+
+/// One row of [`Q8KActs`]: per block of 256, its quants, scale and the 16 sums of 16 quants.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8KRow<'a> {
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub bsums: &'a [i16],
+}
+
+impl Q8KActs {
+    /// Quantizes `x` (`[t, k]`, `k` a multiple of 256).
+    pub fn quantize(x: &[f32], t: usize, k: usize) -> Self {
+        assert!(k.is_multiple_of(256) && x.len() >= t * k, "Q8KActs::quantize: {t} x {k} from {} values", x.len());
+        let blocks = t * k / 256;
+        let mut a = Self { k, qs: vec![0; t * k], d: vec![0.0; blocks], bsums: vec![0; 16 * blocks] };
+        for (b, (xb, qb)) in x[..t * k].chunks_exact(256).zip(a.qs.chunks_exact_mut(256)).enumerate() {
+            let (mut amax, mut max) = (0.0f32, 0.0f32);
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            if amax == 0.0 {
+                continue; // zeros, d = 0, sums 0
+            }
+            let iscale = -127.0 / max;
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                *q = nearest_int(iscale * v).min(127) as i8;
+            }
+            for (s, g) in a.bsums[16 * b..16 * b + 16].iter_mut().zip(qb.chunks_exact(16)) {
+                *s = g.iter().map(|&q| q as i16).sum();
+            }
+            a.d[b] = 1.0 / iscale;
+        }
+        a
+    }
+
+    pub fn row(&self, i: usize) -> Q8KRow<'_> {
+        let nb = self.k / 256;
+        Q8KRow {
+            qs: &self.qs[i * self.k..(i + 1) * self.k],
+            d: &self.d[i * nb..(i + 1) * nb],
+            bsums: &self.bsums[16 * i * nb..16 * (i + 1) * nb],
+        }
+    }
+}
+
 /// How ggml rounds the activations before a product with weights of a given type (the weight type's `vec_dot_type`):
 /// Q8_0 blocks (Q8_0, Q4_0, Q5_0 weights; Q8_1 for Q4_1 and Q5_1 has the same values), Q8_K blocks of 256 (the
 /// K-quants), f16 (F16 weights), or not at all (F32).
@@ -76,8 +135,8 @@ impl ActRounding {
     pub fn of(ty: nano_vllm_bundle::gguf::GgmlType) -> Self {
         use nano_vllm_bundle::gguf::GgmlType::*;
         match ty {
-            Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 => Self::Q8_0,
-            Q4K | Q6K => Self::Q8K,
+            Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | IQ4NL => Self::Q8_0,
+            Q2K | Q3K | Q4K | Q5K | Q6K | IQ4XS => Self::Q8K,
             F16 => Self::F16,
             _ => Self::None,
         }
@@ -92,26 +151,13 @@ impl ActRounding {
                 let a = Q8Acts::quantize(x, 1, x.len());
                 a.qs.iter().enumerate().map(|(j, &q)| q as f32 * a.d[j / 32]).collect()
             }
-            // ggml's quantize_row_q8_K_ref: the value of largest magnitude maps to -127, d = 1 / iscale kept f32.
+            // Blocks of 256; a row that is not whole blocks has no K-quant weights, but is rounded as if padded.
             Self::Q8K => {
-                let mut out = Vec::with_capacity(x.len());
-                for b in x.chunks(256) {
-                    let (mut amax, mut max) = (0.0f32, 0.0f32);
-                    for &v in b {
-                        if v.abs() > amax {
-                            amax = v.abs();
-                            max = v;
-                        }
-                    }
-                    if amax == 0.0 {
-                        out.extend(std::iter::repeat_n(0.0, b.len()));
-                        continue;
-                    }
-                    let iscale = -127.0 / max;
-                    let d = 1.0 / iscale;
-                    out.extend(b.iter().map(|&v| (nearest_int(iscale * v).min(127) as f32) * d));
-                }
-                out
+                let n = x.len().next_multiple_of(256);
+                let mut padded = x.to_vec();
+                padded.resize(n, 0.0);
+                let a = Q8KActs::quantize(&padded, 1, n);
+                a.qs[..x.len()].iter().enumerate().map(|(j, &q)| q as f32 * a.d[j / 256]).collect()
             }
         }
     }

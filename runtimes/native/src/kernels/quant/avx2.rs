@@ -4,10 +4,11 @@
 
 use std::arch::x86_64::*;
 
-use nano_vllm_bundle::gguf::{GgmlType, dequantize};
+use nano_vllm_bundle::gguf::{GgmlType, IQ4NL_VALUES, dequantize};
 
-use super::dot::f32_dot;
-use super::{Q8Acts, Q8Row, QMatrix};
+use super::avx2_k::{self, TOKENS};
+use super::dot::{Acts, f32_dot};
+use super::{Q8Acts, Q8KActs, Q8Row, QMatrix, kquant};
 
 /// As `dot::rows_portable`.
 ///
@@ -20,7 +21,7 @@ pub(super) unsafe fn rows(
     r0: usize,
     rows: usize,
     x: &[f32],
-    acts: Option<&Q8Acts>,
+    acts: &Acts,
     t: usize,
     vals: &mut [f32],
     scratch: &mut Vec<f32>,
@@ -30,16 +31,128 @@ pub(super) unsafe fn rows(
         let w = part.row(r0 + r);
         // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; `w` is whole blocks of the type
         // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
-        match (part.ty, acts) {
-            (ty @ (GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1), Some(a)) => {
-                (0..t).for_each(|i| vals[r * t + i] = unsafe { dot_q8(ty, w, a.row(i)) })
-            }
+        match (part.ty, &acts.q8, &acts.q8k) {
+            (ty, Some(a), _) if super::dot::wants_q8(ty) => unsafe {
+                q8_tokens(ty, w, a, t, &mut vals[r * t..r * t + t])
+            },
+            (ty, _, Some(a)) if kquant::wants_q8k(ty) => unsafe { k_tokens(ty, w, a, t, &mut vals[r * t..r * t + t]) },
             _ => {
                 scratch.clear();
                 dequantize(part.ty, w, scratch);
                 (0..t).for_each(|i| vals[r * t + i] = f32_dot(scratch, &x[i * k..(i + 1) * k]));
             }
         }
+    }
+}
+
+/// One row of 32-blocks against every token: one token alone on the two-accumulator loop, else [`TOKENS`] at a time
+/// sharing each decoded block.
+///
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole blocks of `ty`, `a` rows of as many blocks, `out` one value per token.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_tokens(ty: GgmlType, w: &[u8], a: &Q8Acts, t: usize, out: &mut [f32]) {
+    // SAFETY (each call): as this function's contract.
+    if t == 1 {
+        out[0] = unsafe { dot_q8(ty, w, a.row(0)) };
+        return;
+    }
+    let mut i = 0;
+    while i + TOKENS <= t {
+        let rows = std::array::from_fn(|j| a.row(i + j));
+        out[i..i + TOKENS].copy_from_slice(&unsafe { dot_q8_n::<TOKENS>(ty, w, rows) });
+        i += TOKENS;
+    }
+    match t - i {
+        3 => out[i..].copy_from_slice(&unsafe { dot_q8_n::<3>(ty, w, [a.row(i), a.row(i + 1), a.row(i + 2)]) }),
+        2 => out[i..].copy_from_slice(&unsafe { dot_q8_n::<2>(ty, w, [a.row(i), a.row(i + 1)]) }),
+        1 => out[i] = unsafe { dot_q8(ty, w, a.row(i)) },
+        _ => {}
+    }
+}
+
+/// A row of 32-blocks against `N` tokens: each block decoded once ([`decode32`]), then multiplied with every token.
+///
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole blocks of `ty` and each row at least as many activation blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_n<const N: usize>(ty: GgmlType, w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut off = [0.0f32; N];
+    for (b, blk) in w.chunks_exact(ty.block_bytes()).enumerate() {
+        // SAFETY: one whole block of `ty`; each activation row's block `b` is 32 bytes.
+        let (q, signed, dw, mw) = unsafe { decode32(ty, blk) };
+        let aq = _mm256_sign_epi8(q, q);
+        for (i, x) in a.iter().enumerate() {
+            let xv = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * b).cast()) };
+            let p = if signed { mul_sum_u8_i8(aq, _mm256_sign_epi8(xv, q)) } else { mul_sum_u8_i8(q, xv) };
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[b]), p, acc[i]);
+            off[i] += mw * x.s[b];
+        }
+    }
+    let mut out = [0.0; N];
+    for i in 0..N {
+        out[i] = hsum(acc[i]) + off[i];
+    }
+    out
+}
+
+/// One 32-block's quants as bytes (signed, or unsigned for the types with a min), its scale and its min (0 without).
+///
+/// # Safety
+/// AVX2/FMA/F16C; `blk` one whole block of `ty` (one of `dot::wants_q8`).
+#[inline(always)]
+unsafe fn decode32(ty: GgmlType, blk: &[u8]) -> (__m256i, bool, f32, f32) {
+    // SAFETY: the offsets of each type's quants inside its block, as in `block`.
+    unsafe {
+        match ty {
+            GgmlType::Q8_0 => (_mm256_loadu_si256(blk.as_ptr().add(2).cast()), true, half(blk, 0), 0.0),
+            GgmlType::Q4_0 => {
+                (_mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8)), true, half(blk, 0), 0.0)
+            }
+            GgmlType::Q4_1 => (nibbles(blk.as_ptr().add(4)), false, half(blk, 0), half(blk, 2)),
+            GgmlType::Q5_0 => {
+                let hi = bits_to_bytes(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+                let w = _mm256_or_si256(
+                    nibbles(blk.as_ptr().add(6)),
+                    _mm256_andnot_si256(hi, _mm256_set1_epi8(0xF0u8 as i8)),
+                );
+                (w, true, half(blk, 0), 0.0)
+            }
+            GgmlType::IQ4NL => {
+                let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_VALUES.as_ptr().cast()));
+                (_mm256_shuffle_epi8(table, nibbles(blk.as_ptr().add(2))), true, half(blk, 0), 0.0)
+            }
+            _ => {
+                let hi = bits_to_bytes(u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]));
+                let w = _mm256_or_si256(nibbles(blk.as_ptr().add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
+                (w, false, half(blk, 0), half(blk, 2))
+            }
+        }
+    }
+}
+
+/// One row of super-block weights against every token, [`TOKENS`] at a time.
+///
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole blocks of `ty`, `a` rows of as many blocks, `out` one value per token.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_tokens(ty: GgmlType, w: &[u8], a: &Q8KActs, t: usize, out: &mut [f32]) {
+    let mut i = 0;
+    // SAFETY (each call): as this function's contract.
+    while i + TOKENS <= t {
+        let rows = std::array::from_fn(|j| a.row(i + j));
+        out[i..i + TOKENS].copy_from_slice(&unsafe { avx2_k::dot::<TOKENS>(ty, w, rows) });
+        i += TOKENS;
+    }
+    match t - i {
+        3 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<3>(ty, w, [a.row(i), a.row(i + 1), a.row(i + 2)]) }),
+        2 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<2>(ty, w, [a.row(i), a.row(i + 1)]) }),
+        1 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<1>(ty, w, [a.row(i)]) }),
+        _ => {}
     }
 }
 
@@ -116,6 +229,12 @@ unsafe fn block(ty: GgmlType, blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m25
                     nibbles(blk.as_ptr().add(6)),
                     _mm256_andnot_si256(hi, _mm256_set1_epi8(0xF0u8 as i8)),
                 );
+                (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
+            }
+            // IQ4_NL: the nibbles index ggml's table (signed values).
+            GgmlType::IQ4NL => {
+                let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_VALUES.as_ptr().cast()));
+                let w = _mm256_shuffle_epi8(table, nibbles(blk.as_ptr().add(2)));
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
             }
             // Q5_1: nibble | bit * 16, unsigned.

@@ -1,17 +1,37 @@
-//! Per-row products on the small-batch path, portable versions: the integer block products ggml computes for Q8_0,
-//! Q4_0, Q4_1, Q5_0 and Q5_1 weights against Q8 activations (`ggml_vec_dot_q8_0_q8_0`, `_q4_0_q8_0`, `_q4_1_q8_1`,
-//! `_q5_0_q8_0`, `_q5_1_q8_1`), and, for the other types (Q4_K, Q6_K, F16, F32), a dequantized row against f32 activations. The AVX2 versions (`avx2.rs`) compute the same sums; a
-//! test holds the two together.
+//! Per-row products, portable versions: the integer block products ggml computes for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
+//! and IQ4_NL weights against Q8 activations (`ggml_vec_dot_q8_0_q8_0`, `_q4_0_q8_0`, `_q4_1_q8_1`, `_q5_0_q8_0`,
+//! `_q5_1_q8_1`, `_iq4_nl_q8_0`), the super-block types against Q8_K activations (`kquant.rs`), and, for F16 and F32
+//! parts, a dequantized row against f32 activations. The AVX2 versions (`avx2.rs`, `avx2_k.rs`) compute the same
+//! integer sums; a test holds the two together.
 
 use half::f16;
-use nano_vllm_bundle::gguf::{GgmlType, dequantize};
+use nano_vllm_bundle::gguf::{GgmlType, IQ4NL_VALUES, dequantize};
 
-use super::{Isa, Q8Acts, Q8Row, QMatrix};
+use super::kquant;
+use super::{Isa, Q8Acts, Q8KActs, Q8Row, QMatrix};
 use crate::kernels::isa::Kind;
 
-/// Whether products with `ty` take Q8 activations (integer products) rather than f32 ones.
+/// Whether products with `ty` take Q8 activations in blocks of 32 (integer products).
 pub fn wants_q8(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1)
+    use GgmlType::*;
+    matches!(ty, Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | IQ4NL)
+}
+
+/// The activations of one product, quantized once for every part that takes them.
+#[derive(Debug, Default)]
+pub struct Acts {
+    pub q8: Option<Q8Acts>,
+    pub q8k: Option<Q8KActs>,
+}
+
+impl Acts {
+    /// `x` (`[t, k]`) quantized as the `types` take it.
+    pub fn for_types(types: impl Iterator<Item = GgmlType> + Clone, x: &[f32], t: usize, k: usize) -> Self {
+        Self {
+            q8: types.clone().any(wants_q8).then(|| Q8Acts::quantize(x, t, k)),
+            q8k: types.clone().any(kquant::wants_q8k).then(|| Q8KActs::quantize(x, t, k)),
+        }
+    }
 }
 
 pub(super) fn half(b: &[u8], i: usize) -> f32 {
@@ -19,14 +39,14 @@ pub(super) fn half(b: &[u8], i: usize) -> f32 {
 }
 
 /// `vals[r * t + i]` = row `r0 + r` of `part` times token `i`, for `rows` rows and `t` tokens. `acts` are `x`
-/// quantized (present when [`wants_q8`]); `scratch` holds a dequantized row on the f32 path.
+/// quantized (as [`Acts::for_types`] of the part's type); `scratch` holds a dequantized row on the f32 path.
 #[allow(clippy::too_many_arguments)]
 pub fn rows(
     part: &QMatrix,
     r0: usize,
     rows: usize,
     x: &[f32],
-    acts: Option<&Q8Acts>,
+    acts: &Acts,
     t: usize,
     vals: &mut [f32],
     scratch: &mut Vec<f32>,
@@ -46,7 +66,7 @@ fn rows_portable(
     r0: usize,
     rows: usize,
     x: &[f32],
-    acts: Option<&Q8Acts>,
+    acts: &Acts,
     t: usize,
     vals: &mut [f32],
     scratch: &mut Vec<f32>,
@@ -54,12 +74,16 @@ fn rows_portable(
     let k = part.cols;
     for r in 0..rows {
         let w = part.row(r0 + r);
-        match (part.ty, acts) {
-            (GgmlType::Q8_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q8_0(w, a.row(i))),
-            (GgmlType::Q4_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q4_0(w, a.row(i))),
-            (GgmlType::Q4_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q4_1(w, a.row(i))),
-            (GgmlType::Q5_0, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q5(w, a.row(i), false)),
-            (GgmlType::Q5_1, Some(a)) => (0..t).for_each(|i| vals[r * t + i] = q5(w, a.row(i), true)),
+        match (part.ty, &acts.q8, &acts.q8k) {
+            (GgmlType::Q8_0, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q8_0(w, a.row(i))),
+            (GgmlType::Q4_0, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q4_0(w, a.row(i))),
+            (GgmlType::Q4_1, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q4_1(w, a.row(i))),
+            (GgmlType::Q5_0, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q5(w, a.row(i), false)),
+            (GgmlType::Q5_1, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q5(w, a.row(i), true)),
+            (GgmlType::IQ4NL, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = iq4_nl(w, a.row(i))),
+            (ty, _, Some(a)) if kquant::wants_q8k(ty) => {
+                (0..t).for_each(|i| vals[r * t + i] = kquant::dot(ty, w, a.row(i)))
+            }
             _ => {
                 scratch.clear();
                 dequantize(part.ty, w, scratch);
@@ -127,6 +151,21 @@ pub fn q5(w: &[u8], a: Q8Row<'_>, with_min: bool) -> f32 {
         if with_min {
             acc += half(blk, 2) * a.s[b];
         }
+    }
+    acc
+}
+
+/// IQ4_NL weights (d, nibbles as Q4_0 indexing ggml's non-linear table) against Q8_0.
+pub fn iq4_nl(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, blk) in w.chunks_exact(18).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        let mut sumi = 0i32;
+        for (j, &q) in blk[2..18].iter().enumerate() {
+            sumi += IQ4NL_VALUES[(q & 0x0F) as usize] as i32 * qx[j] as i32
+                + IQ4NL_VALUES[(q >> 4) as usize] as i32 * qx[j + 16] as i32;
+        }
+        acc += half(blk, 0) * a.d[b] * sumi as f32;
     }
     acc
 }

@@ -40,12 +40,19 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatr
             for blk in bytes.chunks_exact_mut(bb) {
                 let (s, m) = (0.02 + 0.01 * rng.f32(), 0.05 * rng.f32());
                 match ty {
-                    GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K => {
+                    GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => {
                         put_half(blk, 0, s);
                         put_half(blk, 2, m);
                     }
+                    GgmlType::Q2K => {
+                        put_half(blk, 80, s);
+                        put_half(blk, 82, m);
+                    }
                     GgmlType::Q5_0 => put_half(blk, 0, s),
                     GgmlType::Q6K => put_half(blk, 208, s * 0.05),
+                    GgmlType::Q3K => put_half(blk, 108, s * 0.05),
+                    GgmlType::IQ4NL => put_half(blk, 0, s * 0.1),
+                    GgmlType::IQ4XS => put_half(blk, 0, s * 0.01),
                     other => unreachable!("{other}"),
                 }
             }
@@ -55,7 +62,7 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatr
     QMatrix::new("test", ty, rows, cols, bytes).unwrap()
 }
 
-const TYPES: [GgmlType; 9] = [
+const TYPES: [GgmlType; 14] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q8_0,
@@ -63,8 +70,13 @@ const TYPES: [GgmlType; 9] = [
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
+    GgmlType::IQ4NL,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
     GgmlType::Q4K,
+    GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::IQ4XS,
 ];
 
 fn isas() -> Vec<Isa> {
@@ -81,7 +93,7 @@ fn reference(m: &QMatrix, x: &[f32], t: usize) -> (Vec<f64>, Vec<f64>) {
         GgmlType::Q4_1 | GgmlType::Q5_1 => Some(2),
         _ => None,
     };
-    let acts = (min_at.is_some() && t <= MAX_DOT_TOKENS).then(|| Q8Acts::quantize(x, t, k));
+    let acts = (min_at.is_some() && t <= MAX_INT_TOKENS).then(|| Q8Acts::quantize(x, t, k));
     for i in 0..t {
         for r in 0..m.rows {
             let (row, xi) = (&w[r * k..(r + 1) * k], &xs[i * k..(i + 1) * k]);
@@ -108,7 +120,7 @@ fn every_type_matches_dequantize_then_f64_on_both_paths() {
         let cols = if ty.block_size() == 256 { 512 } else { 96 };
         let rows = 37; // not a multiple of the task sizes: the last task is partial
         let m = random_matrix(ty, rows, cols, &mut rng);
-        for t in [1, 3, MAX_DOT_TOKENS, MAX_DOT_TOKENS + 1, 33] {
+        for t in [1, 3, MAX_DOT_TOKENS, MAX_DOT_TOKENS + 1, 33, MAX_INT_TOKENS + 1] {
             let x = rng.floats(t * cols);
             let (want, scale) = reference(&m, &x, t);
             for isa in isas() {
@@ -163,17 +175,20 @@ fn avx2_and_portable_kernels_agree() {
     for ty in TYPES {
         let cols = if ty.block_size() == 256 { 1024 } else { 1536 };
         let m = random_matrix(ty, 24, cols, &mut rng);
-        let x = rng.floats(2 * cols);
-        let run = |isa| {
-            let mut y = vec![0.0f32; 2 * 24];
-            matmul_parts(std::slice::from_ref(&m), &x, 2, &mut y, 24, 1, isa);
-            y
-        };
-        let (a, b) = (run(Isa::PORTABLE), run(avx2));
-        let (_, scale) = reference(&m, &x, 2);
-        for (j, (p, v)) in a.iter().zip(&b).enumerate() {
-            // Same integer sums; only the order of the f32 accumulation differs.
-            assert!(((p - v).abs() as f64) <= 1e-6 * scale[j] + 1e-7, "{ty} [{j}]: portable {p} vs avx2 {v}");
+        // One token, and seven: a group of four tokens sharing each decoded block, then three.
+        for t in [1, 7] {
+            let x = rng.floats(t * cols);
+            let run = |isa| {
+                let mut y = vec![0.0f32; t * 24];
+                matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, 24, 1, isa);
+                y
+            };
+            let (a, b) = (run(Isa::PORTABLE), run(avx2));
+            let (_, scale) = reference(&m, &x, t);
+            for (j, (p, v)) in a.iter().zip(&b).enumerate() {
+                // Same integer sums; only the order of the f32 accumulation differs.
+                assert!(((p - v).abs() as f64) <= 1e-6 * scale[j] + 1e-7, "{ty} t={t} [{j}]: portable {p} vs avx2 {v}");
+            }
         }
     }
 }
@@ -217,6 +232,6 @@ fn bad_matrices_are_errors_naming_the_tensor() {
     assert!(e.to_string().contains("blk.0.attn_q.weight") && e.to_string().contains("not whole Q8_0 blocks"), "{e}");
     let e = QMatrix::new("w", GgmlType::Q8_0, 2, 32, vec![0; 67]).unwrap_err();
     assert!(e.to_string().contains("67 bytes"), "{e}");
-    let e = QMatrix::new("w", GgmlType::Q2K, 1, 256, vec![0; 84]).unwrap_err();
-    assert!(e.to_string().contains("no kernel for Q2_K"), "{e}");
+    let e = QMatrix::new("w", GgmlType::Q8_1, 1, 32, vec![0; 36]).unwrap_err();
+    assert!(e.to_string().contains("no kernel for Q8_1"), "{e}");
 }
