@@ -12,6 +12,8 @@
 //! - `runtimes::serve_tiny_llama.<runtime>`: a 16-request mix replayed on `fixtures/tiny-llama` with one thread:
 //!   native, native_q8_0 (the quantized kernels), onnx, llama_cpp and llama_cpp_q8_0. Candle is not counted: its work runs on rayon worker threads, which Callgrind's
 //!   per-thread collection does not see (the wall-clock gate covers it).
+//! - `kernels::quant_matmul.<type>_t<tokens>`: the native runtime's integer K-quant products alone (Q4_K and Q6_K, the
+//!   Q4_K_M files' types, and Q5_K; 512 x 1024 weights; one token and sixteen), one thread.
 //!
 //! Setup (loading runtimes, building requests and engines) is not counted. Run with `gungraun-runner` on the PATH
 //! (ci/setup.sh installs the pinned version): `cargo bench -p nano-vllm-harness --bench instructions`;
@@ -149,7 +151,51 @@ fn serve_tiny_llama(input: (Box<dyn Runtime>, Vec<ResolvedRequest>)) -> usize {
 
 library_benchmark_group!(name = runtimes, benchmarks = [serve_tiny_llama]);
 
+/// 512 x 1024 weights of `ty` (seeded random blocks, small f16 scales) and `t` tokens of activations.
+fn quant_setup(ty: &str, t: usize) -> (nano_vllm_native::kernels::quant::QMatrix, Vec<f32>, usize) {
+    use nano_vllm_bundle::gguf::GgmlType;
+    let (ty, scales): (GgmlType, &[usize]) = match ty {
+        "q4_k" => (GgmlType::Q4K, &[0, 2]),
+        "q5_k" => (GgmlType::Q5K, &[0, 2]),
+        _ => (GgmlType::Q6K, &[208]),
+    };
+    let (rows, cols) = (512, 1024);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut bytes: Vec<u8> = (0..rows * cols / 256 * ty.block_bytes())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scales {
+            blk[at..at + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        }
+    }
+    let m = nano_vllm_native::kernels::quant::QMatrix::new("bench", ty, rows, cols, bytes).expect("whole blocks");
+    let x = (0..t * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    (m, x, t)
+}
+
+#[library_benchmark]
+#[bench::q4_k_t1(setup = quant_setup, args = ("q4_k", 1))]
+#[bench::q4_k_t16(setup = quant_setup, args = ("q4_k", 16))]
+#[bench::q5_k_t1(setup = quant_setup, args = ("q5_k", 1))]
+#[bench::q6_k_t1(setup = quant_setup, args = ("q6_k", 1))]
+#[bench::q6_k_t16(setup = quant_setup, args = ("q6_k", 16))]
+fn quant_matmul(input: (nano_vllm_native::kernels::quant::QMatrix, Vec<f32>, usize)) -> f32 {
+    use nano_vllm_native::kernels::quant::{Isa, matmul_parts};
+    let (m, x, t) = input;
+    let mut y = vec![0.0f32; t * m.rows];
+    matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, m.rows, 1, Isa::detect());
+    black_box(y.iter().sum())
+}
+
+library_benchmark_group!(name = kernels, benchmarks = [quant_matmul]);
+
 main!(
     config = LibraryBenchmarkConfig::default().tool(Callgrind::with_args(["--cache-sim=no"]));
-    library_benchmark_groups = engine, harness, runtimes
+    library_benchmark_groups = engine, harness, runtimes, kernels
 );

@@ -10,7 +10,7 @@ use nano_vllm_engine::{
 use crate::error::NativeError;
 use crate::forward::{KvPool, Workspace, forward};
 use crate::kernels::linear::WeightDtype;
-use crate::kernels::quant::{Isa, MAX_DOT_TOKENS};
+use crate::kernels::quant::{Isa, MAX_INT_TOKENS};
 use crate::model::Model;
 
 /// Settings of the native runtime.
@@ -103,9 +103,9 @@ impl Runtime for NativeRuntime {
                 (
                     "quantized_kernels".into(),
                     format!(
-                        "{} (Q8 activations for Q8_0/Q4_0/Q4_1 up to {} tokens, dequantized tiles on gemm above)",
+                        "{} (integer products on Q8_0 / Q8_K activations up to {} tokens, dequantized tiles on gemm above)",
                         Isa::detect().as_str(),
-                        MAX_DOT_TOKENS
+                        MAX_INT_TOKENS
                     ),
                 ),
                 ("threads".into(), self.threads.to_string()),

@@ -27,47 +27,122 @@ pub(super) unsafe fn rows(
     scratch: &mut Vec<f32>,
 ) {
     let k = part.cols;
-    for r in 0..rows {
-        let w = part.row(r0 + r);
-        // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; `w` is whole blocks of the type
-        // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
-        match (part.ty, &acts.q8, &acts.q8k) {
-            (ty, Some(a), _) if super::dot::wants_q8(ty) => unsafe {
-                q8_tokens(ty, w, a, t, &mut vals[r * t..r * t + t])
-            },
-            (ty, _, Some(a)) if kquant::wants_q8k(ty) => unsafe { k_tokens(ty, w, a, t, &mut vals[r * t..r * t + t]) },
-            _ => {
+    // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; each row is whole blocks of the type
+    // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
+    match (part.ty, &acts.q8, &acts.q8k) {
+        (ty, Some(a), _) if super::dot::wants_q8(ty) => unsafe { q8_rows(part, r0, rows, a, t, vals) },
+        (ty, _, Some(a)) if kquant::wants_q8k(ty) => unsafe {
+            match ty {
+                GgmlType::Q2K => k_rows::<{ avx2_k::Q2_K }>(part, r0, rows, a, t, vals),
+                GgmlType::Q3K => k_rows::<{ avx2_k::Q3_K }>(part, r0, rows, a, t, vals),
+                GgmlType::Q4K => k_rows::<{ avx2_k::Q4_K }>(part, r0, rows, a, t, vals),
+                GgmlType::Q5K => k_rows::<{ avx2_k::Q5_K }>(part, r0, rows, a, t, vals),
+                GgmlType::Q6K => k_rows::<{ avx2_k::Q6_K }>(part, r0, rows, a, t, vals),
+                _ => k_rows::<{ avx2_k::IQ4_XS }>(part, r0, rows, a, t, vals),
+            }
+        },
+        _ => {
+            for r in 0..rows {
                 scratch.clear();
-                dequantize(part.ty, w, scratch);
+                dequantize(part.ty, part.row(r0 + r), scratch);
                 (0..t).for_each(|i| vals[r * t + i] = f32_dot(scratch, &x[i * k..(i + 1) * k]));
             }
         }
     }
 }
 
-/// One row of 32-blocks against every token: one token alone on the two-accumulator loop, else [`TOKENS`] at a time
-/// sharing each decoded block.
+/// Rows `r0..r0 + rows` of 32-blocks against every token (`vals[r * t + i]`).
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole blocks of `ty`, `a` rows of as many blocks, `out` one value per token.
+/// AVX2/FMA/F16C; `a` rows of the part's width.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_tokens(ty: GgmlType, w: &[u8], a: &Q8Acts, t: usize, out: &mut [f32]) {
+unsafe fn q8_rows(part: &QMatrix, r0: usize, rows: usize, a: &Q8Acts, t: usize, vals: &mut [f32]) {
+    // SAFETY: as this function's contract. The type becomes a constant here, once per task, so the loops below have
+    // no branch on it.
+    unsafe {
+        match part.ty {
+            GgmlType::Q8_0 => q8_rows_of::<Q8_0>(part, r0, rows, a, t, vals),
+            GgmlType::Q4_0 => q8_rows_of::<Q4_0>(part, r0, rows, a, t, vals),
+            GgmlType::Q4_1 => q8_rows_of::<Q4_1>(part, r0, rows, a, t, vals),
+            GgmlType::Q5_0 => q8_rows_of::<Q5_0>(part, r0, rows, a, t, vals),
+            GgmlType::Q5_1 => q8_rows_of::<Q5_1>(part, r0, rows, a, t, vals),
+            _ => q8_rows_of::<IQ4_NL>(part, r0, rows, a, t, vals),
+        }
+    }
+}
+
+/// As [`q8_rows`], for the type `T`.
+///
+/// # Safety
+/// As [`q8_rows`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_rows_of<const T: u8>(part: &QMatrix, r0: usize, rows: usize, a: &Q8Acts, t: usize, vals: &mut [f32]) {
+    if t == 1 {
+        // One token: rows in pairs, two weight streams in flight.
+        let x = a.row(0);
+        let mut r = 0;
+        while r + 2 <= rows {
+            // SAFETY: as this function's contract.
+            let [v0, v1] = unsafe { dot_q8_rows2::<T>(part.row(r0 + r), part.row(r0 + r + 1), x) };
+            (vals[r], vals[r + 1]) = (v0, v1);
+            r += 2;
+        }
+        if r < rows {
+            // SAFETY: as this function's contract.
+            vals[r] = unsafe { dot_q8::<T>(part.row(r0 + r), x) };
+        }
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: as this function's contract; each row is whole blocks of `T`.
+        unsafe { q8_tokens_of::<T>(part.row(r0 + r), a, t, &mut vals[r * t..r * t + t]) };
+    }
+}
+
+/// The 32-block types as constants (`T` below).
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
+const Q5_1: u8 = 4;
+const IQ4_NL: u8 = 5;
+
+/// Bytes of a block of the 32-block type `t`.
+const fn block_bytes(t: u8) -> usize {
+    match t {
+        Q8_0 => 34,
+        Q4_0 | IQ4_NL => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        _ => 24,
+    }
+}
+
+/// One row of 32-blocks of type `T` against every token: one token alone on the two-accumulator loop, else
+/// [`TOKENS`] at a time sharing each decoded block.
+///
+/// # Safety
+/// AVX2/FMA/F16C; `w` whole blocks of `T`, `a` rows of as many blocks, `out` one value per token.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_tokens_of<const T: u8>(w: &[u8], a: &Q8Acts, t: usize, out: &mut [f32]) {
     // SAFETY (each call): as this function's contract.
     if t == 1 {
-        out[0] = unsafe { dot_q8(ty, w, a.row(0)) };
+        out[0] = unsafe { dot_q8::<T>(w, a.row(0)) };
         return;
     }
     let mut i = 0;
     while i + TOKENS <= t {
         let rows = std::array::from_fn(|j| a.row(i + j));
-        out[i..i + TOKENS].copy_from_slice(&unsafe { dot_q8_n::<TOKENS>(ty, w, rows) });
+        out[i..i + TOKENS].copy_from_slice(&unsafe { dot_q8_n::<T, TOKENS>(w, rows) });
         i += TOKENS;
     }
     match t - i {
-        3 => out[i..].copy_from_slice(&unsafe { dot_q8_n::<3>(ty, w, [a.row(i), a.row(i + 1), a.row(i + 2)]) }),
-        2 => out[i..].copy_from_slice(&unsafe { dot_q8_n::<2>(ty, w, [a.row(i), a.row(i + 1)]) }),
-        1 => out[i] = unsafe { dot_q8(ty, w, a.row(i)) },
+        3 => out[i..].copy_from_slice(&unsafe { dot_q8_n::<T, 3>(w, [a.row(i), a.row(i + 1), a.row(i + 2)]) }),
+        2 => out[i..].copy_from_slice(&unsafe { dot_q8_n::<T, 2>(w, [a.row(i), a.row(i + 1)]) }),
+        1 => out[i] = unsafe { dot_q8::<T>(w, a.row(i)) },
         _ => {}
     }
 }
@@ -78,12 +153,12 @@ unsafe fn q8_tokens(ty: GgmlType, w: &[u8], a: &Q8Acts, t: usize, out: &mut [f32
 /// AVX2/FMA/F16C; `w` whole blocks of `ty` and each row at least as many activation blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_n<const N: usize>(ty: GgmlType, w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
+unsafe fn dot_q8_n<const T: u8, const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut off = [0.0f32; N];
-    for (b, blk) in w.chunks_exact(ty.block_bytes()).enumerate() {
-        // SAFETY: one whole block of `ty`; each activation row's block `b` is 32 bytes.
-        let (q, signed, dw, mw) = unsafe { decode32(ty, blk) };
+    for (b, blk) in w.chunks_exact(block_bytes(T)).enumerate() {
+        // SAFETY: one whole block of `T`; each activation row's block `b` is 32 bytes.
+        let (q, signed, dw, mw) = unsafe { decode32::<T>(blk) };
         let aq = _mm256_sign_epi8(q, q);
         for (i, x) in a.iter().enumerate() {
             let xv = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * b).cast()) };
@@ -104,16 +179,14 @@ unsafe fn dot_q8_n<const N: usize>(ty: GgmlType, w: &[u8], a: [Q8Row<'_>; N]) ->
 /// # Safety
 /// AVX2/FMA/F16C; `blk` one whole block of `ty` (one of `dot::wants_q8`).
 #[inline(always)]
-unsafe fn decode32(ty: GgmlType, blk: &[u8]) -> (__m256i, bool, f32, f32) {
+unsafe fn decode32<const T: u8>(blk: &[u8]) -> (__m256i, bool, f32, f32) {
     // SAFETY: the offsets of each type's quants inside its block, as in `block`.
     unsafe {
-        match ty {
-            GgmlType::Q8_0 => (_mm256_loadu_si256(blk.as_ptr().add(2).cast()), true, half(blk, 0), 0.0),
-            GgmlType::Q4_0 => {
-                (_mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8)), true, half(blk, 0), 0.0)
-            }
-            GgmlType::Q4_1 => (nibbles(blk.as_ptr().add(4)), false, half(blk, 0), half(blk, 2)),
-            GgmlType::Q5_0 => {
+        match T {
+            Q8_0 => (_mm256_loadu_si256(blk.as_ptr().add(2).cast()), true, half(blk, 0), 0.0),
+            Q4_0 => (_mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8)), true, half(blk, 0), 0.0),
+            Q4_1 => (nibbles(blk.as_ptr().add(4)), false, half(blk, 0), half(blk, 2)),
+            Q5_0 => {
                 let hi = bits_to_bytes(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
                 let w = _mm256_or_si256(
                     nibbles(blk.as_ptr().add(6)),
@@ -121,7 +194,7 @@ unsafe fn decode32(ty: GgmlType, blk: &[u8]) -> (__m256i, bool, f32, f32) {
                 );
                 (w, true, half(blk, 0), 0.0)
             }
-            GgmlType::IQ4NL => {
+            IQ4_NL => {
                 let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_VALUES.as_ptr().cast()));
                 (_mm256_shuffle_epi8(table, nibbles(blk.as_ptr().add(2))), true, half(blk, 0), 0.0)
             }
@@ -134,25 +207,28 @@ unsafe fn decode32(ty: GgmlType, blk: &[u8]) -> (__m256i, bool, f32, f32) {
     }
 }
 
-/// One row of super-block weights against every token, [`TOKENS`] at a time.
+/// Rows `r0..r0 + rows` of super-blocks of type `T` against every token (`vals[r * t + i]`), [`TOKENS`] at a time.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole blocks of `ty`, `a` rows of as many blocks, `out` one value per token.
+/// AVX2/FMA/F16C; the part's type is `T`, `a` rows of its width.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_tokens(ty: GgmlType, w: &[u8], a: &Q8KActs, t: usize, out: &mut [f32]) {
-    let mut i = 0;
-    // SAFETY (each call): as this function's contract.
-    while i + TOKENS <= t {
-        let rows = std::array::from_fn(|j| a.row(i + j));
-        out[i..i + TOKENS].copy_from_slice(&unsafe { avx2_k::dot::<TOKENS>(ty, w, rows) });
-        i += TOKENS;
-    }
-    match t - i {
-        3 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<3>(ty, w, [a.row(i), a.row(i + 1), a.row(i + 2)]) }),
-        2 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<2>(ty, w, [a.row(i), a.row(i + 1)]) }),
-        1 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<1>(ty, w, [a.row(i)]) }),
-        _ => {}
+unsafe fn k_rows<const T: u8>(part: &QMatrix, r0: usize, rows: usize, a: &Q8KActs, t: usize, vals: &mut [f32]) {
+    for r in 0..rows {
+        let (w, out) = (part.row(r0 + r), &mut vals[r * t..r * t + t]);
+        let mut i = 0;
+        // SAFETY (each call): as this function's contract.
+        while i + TOKENS <= t {
+            let rows = std::array::from_fn(|j| a.row(i + j));
+            out[i..i + TOKENS].copy_from_slice(&unsafe { avx2_k::dot::<T, TOKENS>(w, rows) });
+            i += TOKENS;
+        }
+        match t - i {
+            3 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<T, 3>(w, [a.row(i), a.row(i + 1), a.row(i + 2)]) }),
+            2 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<T, 2>(w, [a.row(i), a.row(i + 1)]) }),
+            1 => out[i..].copy_from_slice(&unsafe { avx2_k::dot::<T, 1>(w, [a.row(i)]) }),
+            _ => {}
+        }
     }
 }
 
@@ -204,26 +280,26 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// # Safety
 /// AVX2/FMA/F16C; `blk` one whole block of `ty` and `qx` its 32 activations.
 #[inline(always)]
-unsafe fn block(ty: GgmlType, blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m256, f32) {
+unsafe fn block<const T: u8>(blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m256, f32) {
     // SAFETY: Q8_0 blocks are 34 bytes (32 from offset 2), Q4 blocks hold 16 nibble bytes at offset 2 (Q4_0) or 4
     // (Q4_1), Q5 blocks at offset 6 (Q5_0) or 8 (Q5_1) after 4 bytes of high bits; `qx` is 32 bytes.
     unsafe {
         let x = _mm256_loadu_si256(qx.as_ptr().cast());
-        match ty {
-            GgmlType::Q8_0 => {
+        match T {
+            Q8_0 => {
                 let w = _mm256_loadu_si256(blk.as_ptr().add(2).cast());
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
             }
-            GgmlType::Q4_0 => {
+            Q4_0 => {
                 let w = _mm256_sub_epi8(nibbles(blk.as_ptr().add(2)), _mm256_set1_epi8(8));
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
             }
-            GgmlType::Q4_1 => {
+            Q4_1 => {
                 let w = nibbles(blk.as_ptr().add(4));
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_u8_i8(w, x)), half(blk, 2) * sx)
             }
             // Q5_0: nibble | (1 - bit) * 0xF0 as a signed byte is q - 16 (ggml's `ggml_vec_dot_q5_0_q8_0`).
-            GgmlType::Q5_0 => {
+            Q5_0 => {
                 let hi = bits_to_bytes(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
                 let w = _mm256_or_si256(
                     nibbles(blk.as_ptr().add(6)),
@@ -232,7 +308,7 @@ unsafe fn block(ty: GgmlType, blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m25
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
             }
             // IQ4_NL: the nibbles index ggml's table (signed values).
-            GgmlType::IQ4NL => {
+            IQ4_NL => {
                 let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_VALUES.as_ptr().cast()));
                 let w = _mm256_shuffle_epi8(table, nibbles(blk.as_ptr().add(2)));
                 (_mm256_mul_ps(_mm256_set1_ps(half(blk, 0) * dx), mul_sum_i8(w, x)), 0.0)
@@ -257,6 +333,28 @@ fn bits_to_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
 
+/// Two rows of 32-blocks of type `T` against one activation row, block by block: each row its own accumulator.
+///
+/// # Safety
+/// AVX2/FMA/F16C; `w0` and `w1` whole blocks of `T`, as many as `a` has.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_rows2<const T: u8>(w0: &[u8], w1: &[u8], a: Q8Row<'_>) -> [f32; 2] {
+    let bb = block_bytes(T);
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut off0, mut off1) = (0.0f32, 0.0f32);
+    for (b, (b0, b1)) in w0.chunks_exact(bb).zip(w1.chunks_exact(bb)).enumerate() {
+        let qx = &a.qs[32 * b..32 * b + 32];
+        // SAFETY: as the function's contract; `b0`, `b1` one block each, `qx` its 32 activations.
+        let ((p0, o0), (p1, o1)) = unsafe { (block::<T>(b0, qx, a.d[b], a.s[b]), block::<T>(b1, qx, a.d[b], a.s[b])) };
+        acc0 = _mm256_add_ps(acc0, p0);
+        acc1 = _mm256_add_ps(acc1, p1);
+        off0 += o0;
+        off1 += o1;
+    }
+    [hsum(acc0) + off0, hsum(acc1) + off1]
+}
+
 /// A row of Q8_0, Q4_0 or Q4_1 blocks against a Q8 activation row: two blocks per iteration into two accumulators
 /// held in registers, so consecutive blocks do not wait on each other.
 ///
@@ -264,8 +362,8 @@ fn bits_to_bytes(bits: u32) -> __m256i {
 /// AVX2/FMA/F16C; `w` whole blocks of `ty` and `a` at least as many activation blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8(ty: GgmlType, w: &[u8], a: Q8Row<'_>) -> f32 {
-    let bb = ty.block_bytes();
+unsafe fn dot_q8<const T: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let bb = block_bytes(T);
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let (mut off0, mut off1) = (0.0f32, 0.0f32);
     let pairs = w.chunks_exact(2 * bb);
@@ -275,8 +373,8 @@ unsafe fn dot_q8(ty: GgmlType, w: &[u8], a: Q8Row<'_>) -> f32 {
         // SAFETY: as the function's contract; each half of `pair` is one block, `b + 1` an activation block.
         let ((p0, o0), (p1, o1)) = unsafe {
             (
-                block(ty, &pair[..bb], &a.qs[32 * b..32 * b + 32], a.d[b], a.s[b]),
-                block(ty, &pair[bb..], &a.qs[32 * b + 32..32 * b + 64], a.d[b + 1], a.s[b + 1]),
+                block::<T>(&pair[..bb], &a.qs[32 * b..32 * b + 32], a.d[b], a.s[b]),
+                block::<T>(&pair[bb..], &a.qs[32 * b + 32..32 * b + 64], a.d[b + 1], a.s[b + 1]),
             )
         };
         acc0 = _mm256_add_ps(acc0, p0);
@@ -287,7 +385,7 @@ unsafe fn dot_q8(ty: GgmlType, w: &[u8], a: Q8Row<'_>) -> f32 {
     }
     if !tail.is_empty() {
         // SAFETY: the last, odd block.
-        let (p, o) = unsafe { block(ty, tail, &a.qs[32 * b..32 * b + 32], a.d[b], a.s[b]) };
+        let (p, o) = unsafe { block::<T>(tail, &a.qs[32 * b..32 * b + 32], a.d[b], a.s[b]) };
         acc0 = _mm256_add_ps(acc0, p);
         off0 += o;
     }

@@ -13,6 +13,38 @@ use super::Q8KRow;
 /// At most this many tokens share one decode of a weight block.
 pub(super) const TOKENS: usize = 4;
 
+/// The super-block types as constants (`T` below), so each kernel is compiled per type with no branch on it.
+pub(super) const Q2_K: u8 = 0;
+pub(super) const Q3_K: u8 = 1;
+pub(super) const Q4_K: u8 = 2;
+pub(super) const Q5_K: u8 = 3;
+pub(super) const Q6_K: u8 = 4;
+pub(super) const IQ4_XS: u8 = 5;
+
+/// The type `t` stands for.
+const fn ty(t: u8) -> GgmlType {
+    match t {
+        Q2_K => GgmlType::Q2K,
+        Q3_K => GgmlType::Q3K,
+        Q4_K => GgmlType::Q4K,
+        Q5_K => GgmlType::Q5K,
+        Q6_K => GgmlType::Q6K,
+        _ => GgmlType::IQ4XS,
+    }
+}
+
+/// Bytes of a block of type `t`.
+const fn block_bytes(t: u8) -> usize {
+    match t {
+        Q2_K => 84,
+        Q3_K => 110,
+        Q4_K => 144,
+        Q5_K => 176,
+        Q6_K => 210,
+        _ => 136,
+    }
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn half(b: &[u8], i: usize) -> f32 {
@@ -46,12 +78,13 @@ struct Decoded {
     signed: bool,
 }
 
-/// Decodes one block of `ty` as `KBlock::decode` does, into vectors.
+/// Decodes one block of type `T` as `KBlock::decode` does, into vectors.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `b` one whole block of `ty`.
+/// AVX2/FMA/F16C; `b` one whole block of `T`.
 #[inline(always)]
-unsafe fn decode(ty: GgmlType, b: &[u8]) -> Decoded {
+unsafe fn decode<const T: u8>(b: &[u8]) -> Decoded {
+    let ty = ty(T);
     // SAFETY: every load reads 32 (or 16) bytes inside the block, whose size the match arm's type fixes
     // (84, 110, 144, 176, 210, 136 bytes), as the offsets below show.
     unsafe {
@@ -165,17 +198,17 @@ unsafe fn decode(ty: GgmlType, b: &[u8]) -> Decoded {
     }
 }
 
-/// A row of `ty` blocks against `N` (1..=[`TOKENS`]) Q8_K activation rows.
+/// A row of blocks of type `T` against `N` (1..=[`TOKENS`]) Q8_K activation rows.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole blocks of `ty` (one of `kquant::wants_q8k`), each row at least as many blocks.
+/// AVX2/FMA/F16C; `w` whole blocks of `T`, each activation row at least as many blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot<const N: usize>(ty: GgmlType, w: &[u8], a: [Q8KRow<'_>; N]) -> [f32; N] {
+pub(super) unsafe fn dot<const T: u8, const N: usize>(w: &[u8], a: [Q8KRow<'_>; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    for (b, blk) in w.chunks_exact(ty.block_bytes()).enumerate() {
-        // SAFETY: `blk` is one block of `ty` and this function runs only where AVX2/FMA/F16C exist.
-        let k = unsafe { decode(ty, blk) };
+    for (b, blk) in w.chunks_exact(block_bytes(T)).enumerate() {
+        // SAFETY: `blk` is one block of `T` and this function runs only where AVX2/FMA/F16C exist.
+        let k = unsafe { decode::<T>(blk) };
         for (i, x) in a.iter().enumerate() {
             let qx = &x.qs[256 * b..256 * b + 256];
             let mut isum = _mm256_setzero_si256();
