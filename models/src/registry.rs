@@ -81,7 +81,7 @@ pub fn default_runtimes() -> Vec<String> {
 /// What `all` means for `model`: the runtimes that can load its files. A bundle: [`default_runtimes`], and with a
 /// shipped GGUF the runtimes that read it (`native:shipped` and `llama-cpp:shipped` run it as stored,
 /// `candle:shipped` dequantizes it). An HF directory: native, candle, and onnx when it has `model.onnx`. A GGUF: llama.cpp, and
-/// native and candle for the architectures they implement (Llama, Qwen2, GPT-2).
+/// native and candle for the architectures they implement (Llama, Qwen2, Qwen3, Gemma 3, Phi-3, GPT-2).
 pub fn default_runtimes_for(model: &ModelSource) -> Vec<String> {
     use crate::model::ModelKind;
     let hf_arch = |arch: &str| matches!(arch, "llama" | "qwen2" | "qwen3" | "gemma3" | "phi3" | "gpt2");

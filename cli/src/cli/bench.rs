@@ -25,8 +25,8 @@ pub struct BenchArgs {
     #[arg(long, alias = "bundle", default_value = "fixtures/tiny-llama")]
     model: PathBuf,
     /// Runtimes, comma-separated, `none`, or `all`: every compiled-in runtime that can load the model (a bundle: all of
-    /// them, and llama-cpp:q8_0; a GGUF: llama-cpp, and native and candle for Llama, Qwen2, GPT-2; an HF directory:
-    /// native, candle, and onnx with model.onnx).
+    /// them, and llama-cpp:q8_0; a GGUF: llama-cpp, and native and candle for Llama, Qwen2, Qwen3, Gemma 3, Phi-3,
+    /// GPT-2; an HF directory: native, candle, and onnx with model.onnx).
     /// Default: `all`, or none when `--target` is given.
     #[arg(long)]
     runtime: Option<String>,

@@ -80,18 +80,19 @@ unsafe fn q8_rows(part: &QMatrix, r0: usize, rows: usize, a: &Q8Acts, t: usize, 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_rows_of<const T: u8>(part: &QMatrix, r0: usize, rows: usize, a: &Q8Acts, t: usize, vals: &mut [f32]) {
     if t == 1 {
-        // One token: rows in pairs, two weight streams in flight.
+        // One token: [`ROWS`] rows at a time, as many weight streams in flight (measured: 2 and 4 alike).
         let x = a.row(0);
         let mut r = 0;
-        while r + 2 <= rows {
+        while r + ROWS <= rows {
+            let w = std::array::from_fn(|i| part.row(r0 + r + i));
             // SAFETY: as this function's contract.
-            let [v0, v1] = unsafe { dot_q8_rows2::<T>(part.row(r0 + r), part.row(r0 + r + 1), x) };
-            (vals[r], vals[r + 1]) = (v0, v1);
-            r += 2;
+            vals[r..r + ROWS].copy_from_slice(&unsafe { dot_q8_rows::<T, ROWS>(w, x) });
+            r += ROWS;
         }
-        if r < rows {
+        while r < rows {
             // SAFETY: as this function's contract.
             vals[r] = unsafe { dot_q8::<T>(part.row(r0 + r), x) };
+            r += 1;
         }
         return;
     }
@@ -100,6 +101,9 @@ unsafe fn q8_rows_of<const T: u8>(part: &QMatrix, r0: usize, rows: usize, a: &Q8
         unsafe { q8_tokens_of::<T>(part.row(r0 + r), a, t, &mut vals[r * t..r * t + t]) };
     }
 }
+
+/// Rows a one-token product takes at a time.
+const ROWS: usize = 2;
 
 /// The 32-block types as constants (`T` below).
 const Q8_0: u8 = 0;
@@ -333,26 +337,31 @@ fn bits_to_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
 
-/// Two rows of 32-blocks of type `T` against one activation row, block by block: each row its own accumulator.
+/// `R` rows of 32-blocks of type `T` against one activation row, block by block: each row its own accumulator, `R`
+/// weight streams in flight.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `w0` and `w1` whole blocks of `T`, as many as `a` has.
+/// AVX2/FMA/F16C; each of `w` whole blocks of `T`, as many as `a` has.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_rows2<const T: u8>(w0: &[u8], w1: &[u8], a: Q8Row<'_>) -> [f32; 2] {
+unsafe fn dot_q8_rows<const T: u8, const R: usize>(w: [&[u8]; R], a: Q8Row<'_>) -> [f32; R] {
     let bb = block_bytes(T);
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut off0, mut off1) = (0.0f32, 0.0f32);
-    for (b, (b0, b1)) in w0.chunks_exact(bb).zip(w1.chunks_exact(bb)).enumerate() {
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut off = [0.0f32; R];
+    for b in 0..a.d.len().min(w[0].len() / bb) {
         let qx = &a.qs[32 * b..32 * b + 32];
-        // SAFETY: as the function's contract; `b0`, `b1` one block each, `qx` its 32 activations.
-        let ((p0, o0), (p1, o1)) = unsafe { (block::<T>(b0, qx, a.d[b], a.s[b]), block::<T>(b1, qx, a.d[b], a.s[b])) };
-        acc0 = _mm256_add_ps(acc0, p0);
-        acc1 = _mm256_add_ps(acc1, p1);
-        off0 += o0;
-        off1 += o1;
+        for r in 0..R {
+            // SAFETY: as the function's contract; block `b` of row `r`, `qx` its 32 activations.
+            let (p, o) = unsafe { block::<T>(&w[r][bb * b..bb * b + bb], qx, a.d[b], a.s[b]) };
+            acc[r] = _mm256_add_ps(acc[r], p);
+            off[r] += o;
+        }
     }
-    [hsum(acc0) + off0, hsum(acc1) + off1]
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        out[r] = hsum(acc[r]) + off[r];
+    }
+    out
 }
 
 /// A row of Q8_0, Q4_0 or Q4_1 blocks against a Q8 activation row: two blocks per iteration into two accumulators
