@@ -121,14 +121,15 @@ impl Q8KActs {
 }
 
 /// How ggml rounds the activations before a product with weights of a given type (the weight type's `vec_dot_type`):
-/// Q8_0 blocks (Q8_0, Q4_0, Q5_0 weights; Q8_1 for Q4_1 and Q5_1 has the same values), Q8_K blocks of 256 (the
-/// K-quants), f16 (F16 weights), or not at all (F32).
+/// Q8_0 blocks (Q8_0, Q4_0, Q5_0, IQ4_NL weights; Q8_1 for Q4_1 and Q5_1 has the same values), Q8_K blocks of 256
+/// (the K-quants, IQ4_XS), f16 (F16 weights), bf16 (BF16 weights), or not at all (F32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActRounding {
     None,
     Q8_0,
     Q8K,
     F16,
+    Bf16,
 }
 
 impl ActRounding {
@@ -138,6 +139,7 @@ impl ActRounding {
             Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | IQ4NL => Self::Q8_0,
             Q2K | Q3K | Q4K | Q5K | Q6K | IQ4XS => Self::Q8K,
             F16 => Self::F16,
+            BF16 => Self::Bf16,
             _ => Self::None,
         }
     }
@@ -147,6 +149,8 @@ impl ActRounding {
         match self {
             Self::None => x.to_vec(),
             Self::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+            // Round to nearest, ties to even, as ggml's GGML_FP32_TO_BF16.
+            Self::Bf16 => x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
             Self::Q8_0 => {
                 let a = Q8Acts::quantize(x, 1, x.len());
                 a.qs.iter().enumerate().map(|(j, &q)| q as f32 * a.d[j / 32]).collect()

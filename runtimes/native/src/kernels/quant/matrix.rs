@@ -6,7 +6,7 @@ use nano_vllm_bundle::gguf::{GgmlType, dequantize};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QuantError {
     #[error(
-        "{name}: the native runtime has no kernel for {ty} (it runs F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)"
+        "{name}: the native runtime has no kernel for {ty} (it runs F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)"
     )]
     Unsupported { name: String, ty: GgmlType },
     #[error("{name}: rows of {cols} elements are not whole {ty} blocks of {block}")]
@@ -36,7 +36,7 @@ impl PartialEq for QMatrix {
 /// The types this runtime computes on.
 pub fn supported(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2K | Q3K | Q4K | Q5K | Q6K | IQ4NL | IQ4XS)
+    matches!(ty, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2K | Q3K | Q4K | Q5K | Q6K | IQ4NL | IQ4XS)
 }
 
 impl QMatrix {

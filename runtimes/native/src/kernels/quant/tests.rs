@@ -33,6 +33,7 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatr
     let bytes = match ty {
         GgmlType::F32 => rng.floats(n).iter().flat_map(|v| v.to_le_bytes()).collect(),
         GgmlType::F16 => rng.floats(n).iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+        GgmlType::BF16 => rng.floats(n).iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
         GgmlType::Q8_0 | GgmlType::Q4_0 => quantize::quantize(ty, &rng.floats(n)),
         _ => {
             let (bb, blocks) = (ty.block_bytes(), n / ty.block_size());
@@ -62,9 +63,10 @@ fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatr
     QMatrix::new("test", ty, rows, cols, bytes).unwrap()
 }
 
-const TYPES: [GgmlType; 14] = [
+const TYPES: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
+    GgmlType::BF16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
