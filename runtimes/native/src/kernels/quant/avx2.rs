@@ -1,6 +1,8 @@
-//! AVX2/FMA/F16C versions of the small-batch products in `dot.rs`: the same integer sums per block (ggml's
+//! AVX2/FMA/F16C versions of the products in `dot.rs`: the same integer sums per block (ggml's
 //! `mul_sum_i8_pairs_float` idiom: `maddubs` of |w| and sign-adjusted x, then `madd` to i32), scaled and accumulated
-//! in eight f32 lanes. Only called through an `Isa` that found the features (isa.rs).
+//! in eight f32 lanes. The 32-block types are here, the super-block types in `avx2_k.rs`; each type's loops are
+//! compiled for it (a constant `T`, chosen once per task). One token takes rows in pairs; more tokens share each
+//! decoded block, [`TOKENS`] at a time. Only called through an `Isa` that found the features (isa.rs).
 
 use std::arch::x86_64::*;
 
@@ -154,7 +156,7 @@ unsafe fn q8_tokens_of<const T: u8>(w: &[u8], a: &Q8Acts, t: usize, out: &mut [f
 /// A row of 32-blocks against `N` tokens: each block decoded once ([`decode32`]), then multiplied with every token.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole blocks of `ty` and each row at least as many activation blocks.
+/// AVX2/FMA/F16C; `w` whole blocks of `T` and each row at least as many activation blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8_n<const T: u8, const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
@@ -181,7 +183,7 @@ unsafe fn dot_q8_n<const T: u8, const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> 
 /// One 32-block's quants as bytes (signed, or unsigned for the types with a min), its scale and its min (0 without).
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `blk` one whole block of `ty` (one of `dot::wants_q8`).
+/// AVX2/FMA/F16C; `blk` one whole block of `T`.
 #[inline(always)]
 unsafe fn decode32<const T: u8>(blk: &[u8]) -> (__m256i, bool, f32, f32) {
     // SAFETY: the offsets of each type's quants inside its block, as in `block`.
@@ -282,7 +284,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// One block's product: `(d_w d_x) * sum(q_w q_x)` in eight lanes, plus the scalar offset term (Q4_1).
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `blk` one whole block of `ty` and `qx` its 32 activations.
+/// AVX2/FMA/F16C; `blk` one whole block of `T` and `qx` its 32 activations.
 #[inline(always)]
 unsafe fn block<const T: u8>(blk: &[u8], qx: &[i8], dx: f32, sx: f32) -> (__m256, f32) {
     // SAFETY: Q8_0 blocks are 34 bytes (32 from offset 2), Q4 blocks hold 16 nibble bytes at offset 2 (Q4_0) or 4
@@ -364,11 +366,11 @@ unsafe fn dot_q8_rows<const T: u8, const R: usize>(w: [&[u8]; R], a: Q8Row<'_>) 
     out
 }
 
-/// A row of Q8_0, Q4_0 or Q4_1 blocks against a Q8 activation row: two blocks per iteration into two accumulators
-/// held in registers, so consecutive blocks do not wait on each other.
+/// A row of 32-blocks of type `T` against a Q8 activation row: two blocks per iteration into two accumulators held in
+/// registers, so consecutive blocks do not wait on each other (a single row: the odd one of a task).
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `w` whole blocks of `ty` and `a` at least as many activation blocks.
+/// AVX2/FMA/F16C; `w` whole blocks of `T` and `a` at least as many activation blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8<const T: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
