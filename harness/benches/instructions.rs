@@ -151,31 +151,16 @@ fn serve_tiny_llama(input: (Box<dyn Runtime>, Vec<ResolvedRequest>)) -> usize {
 
 library_benchmark_group!(name = runtimes, benchmarks = [serve_tiny_llama]);
 
-/// 512 x 1024 weights of `ty` (seeded random blocks, small f16 scales) and `t` tokens of activations.
+/// 512 x 1024 weights of `ty` (`quant::synthetic`: seeded random blocks, small f16 scales) and `t` tokens.
 fn quant_setup(ty: &str, t: usize) -> (nano_vllm_native::kernels::quant::QMatrix, Vec<f32>, usize) {
     use nano_vllm_bundle::gguf::GgmlType;
-    let (ty, scales): (GgmlType, &[usize]) = match ty {
-        "q4_k" => (GgmlType::Q4K, &[0, 2]),
-        "q5_k" => (GgmlType::Q5K, &[0, 2]),
-        _ => (GgmlType::Q6K, &[208]),
+    let ty = match ty {
+        "q4_k" => GgmlType::Q4K,
+        "q5_k" => GgmlType::Q5K,
+        _ => GgmlType::Q6K,
     };
-    let (rows, cols) = (512, 1024);
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut bytes: Vec<u8> = (0..rows * cols / 256 * ty.block_bytes())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scales {
-            blk[at..at + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-        }
-    }
-    let m = nano_vllm_native::kernels::quant::QMatrix::new("bench", ty, rows, cols, bytes).expect("whole blocks");
-    let x = (0..t * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let m = nano_vllm_native::kernels::quant::synthetic(ty, 512, 1024);
+    let x = (0..t * m.cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
     (m, x, t)
 }
 

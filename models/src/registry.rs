@@ -212,10 +212,10 @@ fn llama_cpp_options(
             "f32" => o.weights = Weights::F32,
             "shipped" => o.weights = Weights::Shipped,
             "q4_0" => o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::Q4_0Pure),
-            mix if nano_vllm_llama_cpp::Quantization::mix(mix).is_some() => {
-                o.weights = Weights::Quantized(nano_vllm_llama_cpp::Quantization::mix(mix).expect("checked"))
-            }
-            _ => return Err(RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() }),
+            mix => match nano_vllm_llama_cpp::Quantization::mix(mix) {
+                Some(q) => o.weights = Weights::Quantized(q),
+                None => return Err(RegistryError::BadOption { name: spec.to_owned(), option: opt.to_owned() }),
+            },
         }
     }
     o.threads = settings.threads;
@@ -537,6 +537,15 @@ pub fn runtime_tokenizer(name: &str, model: &ModelSource) -> Option<(String, Loa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The option names (needed without llama.cpp compiled in) are llama.cpp's mixes, in its order.
+    #[cfg(feature = "llama-cpp")]
+    #[test]
+    fn the_mix_options_are_llama_cpp_s_mixes() {
+        let names: Vec<&str> = nano_vllm_llama_cpp::Quantization::MIXES.iter().map(|q| q.as_str()).collect();
+        assert_eq!(names, LLAMA_MIXES);
+        assert!(LLAMA_MIXES.iter().all(|m| parity_check(&format!("native:{m}")) == ParityCheck::TeacherForcedQ4_0));
+    }
 
     #[test]
     fn unknown_and_not_compiled_in_runtimes_are_explained() {

@@ -143,21 +143,13 @@ fn check_runtime_keeping_runs(
     (out, kept)
 }
 
-/// Pairs of runtimes that run the same quantized file: the native kernels and llama.cpp on a bundle's Q8_0 GGUF and
-/// llama.cpp's pure Q4_0 of it (`native:q8_0` and `native:q4_0` quantize the f32 checkpoint at load with ggml's
-/// reference quantizers: the same blocks), llama.cpp's mixes of it (Q2_K to Q6_K, IQ4_NL, IQ4_XS), and the shipped GGUF.
-const SAME_FILE_PAIRS: [(&str, &str); 10] = [
-    ("native:q8_0", "llama-cpp:q8_0"),
-    ("native:q4_0", "llama-cpp:q4_0"),
-    ("native:q4_k_m", "llama-cpp:q4_k_m"),
-    ("native:q2_k", "llama-cpp:q2_k"),
-    ("native:q3_k_m", "llama-cpp:q3_k_m"),
-    ("native:q5_k_m", "llama-cpp:q5_k_m"),
-    ("native:q6_k", "llama-cpp:q6_k"),
-    ("native:iq4_nl", "llama-cpp:iq4_nl"),
-    ("native:iq4_xs", "llama-cpp:iq4_xs"),
-    ("native:shipped", "llama-cpp:shipped"),
-];
+/// The settings in which native and llama.cpp run the same quantized file (`native:<s>` and `llama-cpp:<s>`): a
+/// bundle's Q8_0 GGUF and llama.cpp's pure Q4_0 of it (`native:q8_0` and `native:q4_0` quantize the f32 checkpoint at
+/// load with ggml's reference quantizers: the same blocks), llama.cpp's mixes of it ([`registry::LLAMA_MIXES`]), and
+/// the shipped GGUF.
+fn same_file_settings() -> impl Iterator<Item = &'static str> {
+    ["q8_0", "q4_0"].into_iter().chain(registry::LLAMA_MIXES).chain(["shipped"])
+}
 
 /// How closely two runtimes on the same quantized file agree, teacher forced: KL(b || a), held to the larger of a
 /// quarter of the smaller of their KLs to the float32 reference and [`PAIR_FLOOR_FACTOR`] times the manifest's
@@ -274,13 +266,14 @@ pub fn check_bundle(
             RuntimeParity::new(name, check, &elementwise, &distribution).error(format!("panicked: {message}"))
         }));
     }
-    for (a, b) in SAME_FILE_PAIRS {
+    for setting in same_file_settings() {
+        let (a, b) = (format!("native:{setting}"), format!("llama-cpp:{setting}"));
         let find = |n: &str| out.runtimes.iter().find(|r| r.runtime == n).zip(runs.get(n));
-        if let (Some((pa, ra)), Some((pb, rb))) = (find(a), find(b)) {
+        if let (Some((pa, ra)), Some((pb, rb))) = (find(&a), find(&b)) {
             let tolerances = bundle.tolerances();
-            let floor = if a.contains("shipped") {
+            let floor = if setting == "shipped" {
                 tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl)
-            } else if a.contains("q8_0") {
+            } else if setting == "q8_0" {
                 tolerances.q8_0.order_floor_kl
             } else {
                 // Q4_0 and llama.cpp's mixes.

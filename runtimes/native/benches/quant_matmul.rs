@@ -1,53 +1,26 @@
 //! The quantized matmul's two paths side by side, to place `MAX_INT_TOKENS` (kernels/quant/mod.rs): integer products
 //! (each block decoded once per group of tokens, 8-bit activations) against dequantized tiles on `gemm`, for the block
 //! types of the common GGUF files, at 1 to 256 tokens, on a 1024 x 1024 matrix (a 0.3-1B model's attention
-//! projection) and 2 threads. Random blocks with realistic scales: the timing does not depend on the values.
+//! projection) and 2 threads. Random blocks (`quant::synthetic`): the timing does not depend on the values.
 //!
 //! `cargo bench -p nano-vllm-native --bench quant_matmul` (criterion; quick with `-- --quick`).
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use half::f16;
 use nano_vllm_bundle::gguf::GgmlType;
-use nano_vllm_native::kernels::quant::{Isa, QMatrix, matmul_parts_up_to};
+use nano_vllm_native::kernels::quant::{Isa, matmul_parts_up_to, synthetic};
 
 const N: usize = 1024;
 const K: usize = 1024;
 const THREADS: usize = 2;
-
-/// `rows x cols` of random blocks of `ty`, each block's f16 scales set to small normal values.
-fn matrix(ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let bb = ty.block_bytes();
-    let mut bytes: Vec<u8> = (0..rows * cols / ty.block_size() * bb).map(|_| next() as u8).collect();
-    let scales: &[usize] = match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q2K => &[80, 82],
-        GgmlType::Q3K => &[108],
-        GgmlType::Q6K => &[208],
-        _ => &[0],
-    };
-    for blk in bytes.chunks_exact_mut(bb) {
-        for &at in scales {
-            blk[at..at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
-        }
-    }
-    QMatrix::new("bench", ty, rows, cols, bytes).unwrap()
-}
 
 fn paths(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().unwrap();
     let isa = Isa::detect();
     let mut g = c.benchmark_group("quant_matmul");
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
-        let m = matrix(ty, N, K);
+        let m = synthetic(ty, N, K);
         for t in [1usize, 16, 64, 128, 256] {
             let x: Vec<f32> = (0..t * K).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let mut y = vec![0.0f32; t * N];

@@ -236,22 +236,43 @@ pub fn matmul_t(x: &[f32], t: usize, w: &[f32], n: usize, k: usize, y: &mut [f32
         return;
     }
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the pointers cover the asserted extents: dst is t x n with row stride n; lhs is t x k with row stride
-    // k; rhs is w viewed as k x n with column stride k (element (i, j) = w[j * k + i]). dst does not alias the inputs
-    // (it is a &mut borrow). read_dst = false, so dst = 1.0 * lhs * rhs.
+    // SAFETY: the pointers cover the asserted extents: y is t x n (row stride n), x is t x k, w is n x k; y does not
+    // alias the inputs (it is a &mut borrow).
+    unsafe { gemm_x_wt(t, n, k, y.as_mut_ptr(), n, x.as_ptr(), w.as_ptr(), par) };
+}
+
+/// `dst[i * ldd + j] = sum_l x[i * k + l] * w[j * k + l]` for `i < t`, `j < n`: `x` (`[t, k]`) times `w` (`[n, k]`,
+/// Hugging Face's `[out, in]` layout) transposed, on the `gemm` crate (`w` read as `k x n` with column stride `k`).
+///
+/// # Safety
+/// `dst` must be valid for writes at every `i * ldd + j`, `x` for `t * k` reads and `w` for `n * k` reads, and `dst`
+/// must not overlap them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_x_wt(
+    t: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    x: *const f32,
+    w: *const f32,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: as this function's contract; read_dst = false, so dst = 1.0 * x * w^T.
     unsafe {
         gemm::gemm(
             t,
             n,
             k,
-            y.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            ldd as isize,
             false,
-            x.as_ptr(),
+            x,
             1,
             k as isize,
-            w.as_ptr(),
+            w,
             k as isize,
             1,
             0.0f32,
@@ -285,30 +306,8 @@ where
         w[r0 * k..(r0 + rows) * k].convert_to_f32_slice(&mut buf[..rows * k]);
         // SAFETY: dst starts at column r0 of y (row stride n) and spans t rows x `rows` columns, inside y (asserted
         // above: t * n elements); blocks cover disjoint column ranges [r0, r0 + rows), so no two tasks write the same
-        // element. lhs is x (t x k, row stride k); rhs is buf viewed as k x rows with column stride k.
-        unsafe {
-            gemm::gemm(
-                t,
-                rows,
-                k,
-                out.get().add(r0),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                buf.as_ptr(),
-                k as isize,
-                1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // element. x is t x k; buf holds `rows` rows of k.
+        unsafe { gemm_x_wt(t, rows, k, out.get().add(r0), n, x.as_ptr(), buf.as_ptr(), gemm::Parallelism::None) };
     });
 }
 

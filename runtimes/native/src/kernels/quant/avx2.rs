@@ -126,20 +126,16 @@ const fn block_bytes(t: u8) -> usize {
     }
 }
 
-/// One row of 32-blocks of type `T` against every token: one token alone on the two-accumulator loop, else
-/// [`TOKENS`] at a time sharing each decoded block.
+/// One row of 32-blocks of type `T` against several tokens, [`TOKENS`] at a time sharing each decoded block (a last
+/// single token on the two-accumulator loop); one token alone goes through [`q8_rows_of`]'s row pairs.
 ///
 /// # Safety
 /// AVX2/FMA/F16C; `w` whole blocks of `T`, `a` rows of as many blocks, `out` one value per token.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_tokens_of<const T: u8>(w: &[u8], a: &Q8Acts, t: usize, out: &mut [f32]) {
-    // SAFETY (each call): as this function's contract.
-    if t == 1 {
-        out[0] = unsafe { dot_q8::<T>(w, a.row(0)) };
-        return;
-    }
     let mut i = 0;
+    // SAFETY (each call): as this function's contract.
     while i + TOKENS <= t {
         let rows = std::array::from_fn(|j| a.row(i + j));
         out[i..i + TOKENS].copy_from_slice(&unsafe { dot_q8_n::<T, TOKENS>(w, rows) });
@@ -238,9 +234,10 @@ unsafe fn k_rows<const T: u8>(part: &QMatrix, r0: usize, rows: usize, a: &Q8KAct
     }
 }
 
+/// The f16 at byte `i` of `b`, as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn half(b: &[u8], i: usize) -> f32 {
+pub(super) fn half(b: &[u8], i: usize) -> f32 {
     let bits = u16::from_le_bytes([b[i], b[i + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -248,7 +245,7 @@ fn half(b: &[u8], i: usize) -> f32 {
 /// Sum of the eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))

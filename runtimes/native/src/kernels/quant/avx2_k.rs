@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 use nano_vllm_bundle::gguf::{GgmlType, IQ4NL_VALUES, q3k_scales, scale_min_k4};
 
 use super::Q8KRow;
+use super::avx2::{half, hsum};
 
 /// At most this many tokens share one decode of a weight block.
 pub(super) const TOKENS: usize = 4;
@@ -43,21 +44,6 @@ const fn block_bytes(t: u8) -> usize {
         Q6_K => 210,
         _ => 136,
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn half(b: &[u8], i: usize) -> f32 {
-    let bits = u16::from_le_bytes([b[i], b[i + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Eight 16-bit lanes of `lo` then eight of `hi`: the scales of a vector's two 16-groups, lined up with the 16-bit

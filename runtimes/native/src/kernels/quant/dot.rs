@@ -106,12 +106,18 @@ pub fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
 
 /// Q4_0 weights (d, 16 bytes: element j low nibble of byte j, j + 16 high) against Q8_0: `(q - 8)` products.
 pub fn q4_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+    nibble_blocks(w, a, |q| q as i32 - 8)
+}
+
+/// Blocks of d and 16 bytes of nibbles (element j low nibble of byte j, j + 16 high), each nibble standing for
+/// `value(nibble)`, against Q8_0: `sum_b d_w d_x sum_j value(q_j) x_j` (Q4_0, IQ4_NL).
+fn nibble_blocks(w: &[u8], a: Q8Row<'_>, value: impl Fn(u8) -> i32) -> f32 {
     let mut acc = 0.0f32;
     for (b, blk) in w.chunks_exact(18).enumerate() {
         let qx = &a.qs[32 * b..32 * b + 32];
         let mut sumi = 0i32;
         for (j, &q) in blk[2..18].iter().enumerate() {
-            sumi += ((q & 0x0F) as i32 - 8) * qx[j] as i32 + ((q >> 4) as i32 - 8) * qx[j + 16] as i32;
+            sumi += value(q & 0x0F) * qx[j] as i32 + value(q >> 4) * qx[j + 16] as i32;
         }
         acc += half(blk, 0) * a.d[b] * sumi as f32;
     }
@@ -157,17 +163,7 @@ pub fn q5(w: &[u8], a: Q8Row<'_>, with_min: bool) -> f32 {
 
 /// IQ4_NL weights (d, nibbles as Q4_0 indexing ggml's non-linear table) against Q8_0.
 pub fn iq4_nl(w: &[u8], a: Q8Row<'_>) -> f32 {
-    let mut acc = 0.0f32;
-    for (b, blk) in w.chunks_exact(18).enumerate() {
-        let qx = &a.qs[32 * b..32 * b + 32];
-        let mut sumi = 0i32;
-        for (j, &q) in blk[2..18].iter().enumerate() {
-            sumi += IQ4NL_VALUES[(q & 0x0F) as usize] as i32 * qx[j] as i32
-                + IQ4NL_VALUES[(q >> 4) as usize] as i32 * qx[j + 16] as i32;
-        }
-        acc += half(blk, 0) * a.d[b] * sumi as f32;
-    }
-    acc
+    nibble_blocks(w, a, |q| IQ4NL_VALUES[q as usize] as i32)
 }
 
 /// f32 dot product with 32 independent lanes (vectorized by the compiler; the same order under every ISA).

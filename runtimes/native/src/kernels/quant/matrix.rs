@@ -91,3 +91,33 @@ impl QMatrix {
         Self { ty: self.ty, rows: self.rows, cols: self.cols, row_bytes: self.row_bytes, bytes }
     }
 }
+
+/// A `rows x cols` matrix of `ty` for benchmarks: seeded random blocks (xorshift) whose f16 scales (and mins) are all
+/// 0.01, so no block holds a NaN or a huge value. The kernels' timing and instruction counts do not depend on the
+/// values.
+#[doc(hidden)]
+pub fn synthetic(ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut bytes: Vec<u8> = (0..rows * cols / ty.block_size() * ty.block_bytes())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    // Where each block keeps its f16 scale (and min).
+    let scales: &[usize] = match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q6K => &[208],
+        _ => &[0],
+    };
+    for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scales {
+            blk[at..at + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        }
+    }
+    QMatrix::new("synthetic", ty, rows, cols, bytes).expect("whole blocks of a supported type")
+}

@@ -22,9 +22,10 @@ mod matrix;
 pub mod quantize;
 
 pub use acts::{ActRounding, Q8Acts, Q8KActs, Q8KRow, Q8Row};
-pub use matrix::{QMatrix, QuantError};
+pub use matrix::{QMatrix, QuantError, synthetic};
 
 pub use super::isa::Isa;
+use super::linear::gemm_x_wt;
 use super::{OutPtr, for_each_task};
 
 /// Parts in F32 / F16 take the per-row f32 dot products up to this many tokens, and dequantized tiles on `gemm`
@@ -121,31 +122,8 @@ pub fn matmul_parts_up_to(
         part.dequantize_rows(r0, rows, scratch);
         let x = input(part);
         // SAFETY: dst starts at column c0 of y (row stride ldy) and spans t rows x `rows` columns, inside y; tasks
-        // write disjoint column ranges. lhs is x (t x k, row stride k); rhs is the tile viewed as k x rows with
-        // column stride k.
-        unsafe {
-            gemm::gemm(
-                t,
-                rows,
-                k,
-                out.get().add(c0),
-                1,
-                ldy as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                scratch.as_ptr(),
-                k as isize,
-                1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // write disjoint column ranges. x is t x k; the tile holds `rows` rows of k.
+        unsafe { gemm_x_wt(t, rows, k, out.get().add(c0), ldy, x.as_ptr(), scratch.as_ptr(), gemm::Parallelism::None) };
     });
 }
 
