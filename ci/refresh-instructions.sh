@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo build --release --locked -q -p nano-vllm-cli --bin nano-vllm
+# The test build's feature set (as ci/check.sh): one build of every crate.
+cargo build --release --locked -q --workspace --all-targets
 out="reports/runs/instructions-$(date +%s).jsonl"
 bash ci/instructions-bench.sh "$out"
 if [ -f reports/instructions.json ]; then

@@ -27,11 +27,17 @@ fn generate_is_greedy_and_reproducible_on_every_fixture() {
 
 #[test]
 fn bad_input_is_a_clear_error_not_a_panic() {
+    // Runtime names are parsed with the arguments, before any model is read.
     let (ok, _, err) = nano_vllm(&["generate", "--runtime", "tensorrt"]);
     assert!(
-        !ok && err.starts_with("error: unknown runtime 'tensorrt'; available: native, onnx, candle, llama-cpp, mock"),
+        !ok && err.starts_with(
+            "error: invalid value 'tensorrt' for '--runtime <RUNTIME>': unknown runtime 'tensorrt'; available: native, \
+             onnx, candle, llama-cpp, mock"
+        ),
         "{err}"
     );
+    let (ok, _, err) = nano_vllm(&["generate", "--runtime", "native:q8_0,q4_0"]);
+    assert!(!ok && err.contains("runtime 'native:q8_0,q4_0': option 'q4_0' is not known"), "{err}");
     let (ok, _, err) = nano_vllm(&["generate", "--bundle", "fixtures/nope"]);
     assert!(!ok && err.contains("fixtures/nope: no such file or directory"), "{err}");
     let (ok, _, err) = nano_vllm(&["generate", "--max-tokens", "1000"]);

@@ -41,7 +41,7 @@ fn server(s: &stub::Stub, model: &str) -> Server {
 
 fn settings(runtimes: &[&str], targets: Vec<Target>, http: HttpSettings) -> BenchSettings {
     BenchSettings {
-        runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
+        runtimes: runtimes.iter().map(|s| s.parse().unwrap()).collect(),
         runtime: RuntimeSettings::default(),
         engine: Config::builder().max_model_len(64).num_kv_blocks(64).build().unwrap(),
         mode: Mode::Offline,

@@ -44,7 +44,7 @@ fn answer(model: &ModelSource, runtime: &str) -> String {
     let text = template.render(&[Message::user(QUESTION)], true).unwrap();
     let prompt = tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
     let settings = RuntimeSettings { threads: 0, max_model_len: Some(128), ..Default::default() };
-    let rt = registry::build(runtime, model, &settings).unwrap_or_else(|e| panic!("{runtime}: {e}"));
+    let rt = registry::build(&runtime.parse().unwrap(), model, &settings).unwrap_or_else(|e| panic!("{runtime}: {e}"));
     let config = Config::builder()
         .max_model_len(128)
         .num_kv_blocks(9)
@@ -95,7 +95,7 @@ fn the_gguf_alone_is_a_model_with_tokenizer_chat_template_and_runtimes() {
         let text = answer(&gguf, runtime);
         assert!(text.starts_with("L'Étoile, la"), "{runtime}: {text}");
     }
-    let err = registry::build("onnx", &gguf, &RuntimeSettings::default()).err().unwrap().to_string();
+    let err = registry::build(&"onnx".parse().unwrap(), &gguf, &RuntimeSettings::default()).err().unwrap().to_string();
     assert!(err.contains("runtime 'onnx' needs an ONNX graph") && err.contains("Q4_1.gguf"), "{err}");
 }
 

@@ -73,7 +73,7 @@ fn greedy_outputs_are_those_of_the_runtime_in_process() {
         let ids = tokenizer.encode(p, true).unwrap().get_ids().to_vec();
         let config =
             Config::builder().max_model_len(128).num_kv_blocks(16).eos_token_ids(info.eos_token_ids.clone()).build();
-        let runtime = registry::build("native", &model, &RuntimeSettings::default()).unwrap();
+        let runtime = registry::build(&"native".parse().unwrap(), &model, &RuntimeSettings::default()).unwrap();
         let mut engine = LlmEngine::new(config.unwrap(), runtime).unwrap();
         let out = engine.generate(vec![ids.clone()], &SamplingParams::greedy(24)).unwrap();
         expected.push((ids, out[0].output_token_ids().to_vec()));

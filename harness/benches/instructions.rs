@@ -132,7 +132,8 @@ library_benchmark_group!(name = harness, benchmarks = [replay_metrics]);
 fn runtime_setup(name: &str) -> (Box<dyn Runtime>, Vec<ResolvedRequest>) {
     let model = ModelSource::open(nano_vllm_bundle::fixtures_dir().join("tiny-llama")).expect("tiny-llama");
     let settings = RuntimeSettings { threads: 1, max_model_len: Some(256), ..Default::default() };
-    let runtime = registry::build(name, &model, &settings).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = registry::build(&name.parse().unwrap_or_else(|e| panic!("{e}")), &model, &settings)
+        .unwrap_or_else(|e| panic!("{e}"));
     (runtime, synthetic(16, model.info().vocab_size))
 }
 
@@ -171,10 +172,10 @@ fn quant_setup(ty: &str, t: usize) -> (nano_vllm_native::kernels::quant::QMatrix
 #[bench::q6_k_t1(setup = quant_setup, args = ("q6_k", 1))]
 #[bench::q6_k_t16(setup = quant_setup, args = ("q6_k", 16))]
 fn quant_matmul(input: (nano_vllm_native::kernels::quant::QMatrix, Vec<f32>, usize)) -> f32 {
-    use nano_vllm_native::kernels::quant::{Isa, matmul_parts};
+    use nano_vllm_native::kernels::quant::{Isa, Scratch, matmul_parts};
     let (m, x, t) = input;
     let mut y = vec![0.0f32; t * m.rows];
-    matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, m.rows, 1, Isa::detect());
+    matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, m.rows, 1, Isa::detect(), &mut Scratch::default());
     black_box(y.iter().sum())
 }
 

@@ -100,7 +100,7 @@ fn setup() -> Setup {
     let settings = RuntimeSettings { threads, max_model_len: Some(max_model_len), ..Default::default() };
     // One untimed run through the engine records the steps.
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let runtime = registry::build("native", &bundle, &settings).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = registry::build(&"native".parse().unwrap(), &bundle, &settings).unwrap_or_else(|e| panic!("{e}"));
     let recording = Recording { inner: runtime, calls: calls.clone() };
     let r = replay(Box::new(recording), config.clone(), &requests, &options()).expect("replay");
     assert!(r.error.is_none(), "{:?}", r.error);
@@ -152,7 +152,7 @@ fn main() {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut rt = registry::build("native", &s.bundle, &s.settings).expect("native");
+                let mut rt = registry::build(&"native".parse().unwrap(), &s.bundle, &s.settings).expect("native");
                 rt.prepare(&kv_spec(&s.config)).expect("prepare");
                 let t = Instant::now();
                 for call in &s.calls {
@@ -174,7 +174,7 @@ fn main() {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let rt = registry::build("native", &s.bundle, &s.settings).expect("native");
+                let rt = registry::build(&"native".parse().unwrap(), &s.bundle, &s.settings).expect("native");
                 let r = replay(rt, s.config.clone(), &s.requests, &options()).expect("replay");
                 wall_s += r.wall_s;
                 runtime_ms += r.steps.iter().map(|x| x.runtime_ms).sum::<f64>();

@@ -32,14 +32,14 @@ use nano_vllm_harness::bench;
 use nano_vllm_harness::replay::{Mode, ReplayOptions, replay};
 use nano_vllm_harness::workload::synthetic::{SyntheticSpec, generate};
 use nano_vllm_models::model::ModelSource;
-use nano_vllm_models::registry::{self, RuntimeSettings};
+use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 
 const PROMPT: usize = 64;
 const DECODE_STEPS: usize = 64;
 
 struct Setup {
     bundle: ModelSource,
-    runtimes: Vec<String>,
+    runtimes: Vec<RuntimeSpec>,
     settings: RuntimeSettings,
 }
 
@@ -81,7 +81,7 @@ fn settings_for(s: &Setup, config: &Config) -> RuntimeSettings {
     }
 }
 
-fn engine(s: &Setup, runtime: &str, seqs: usize) -> LlmEngine {
+fn engine(s: &Setup, runtime: &RuntimeSpec, seqs: usize) -> LlmEngine {
     let config = config(&s.bundle, seqs);
     let rt = registry::build(runtime, &s.bundle, &settings_for(s, &config)).unwrap_or_else(|e| panic!("{e}"));
     LlmEngine::new(config, rt).expect("engine")
@@ -97,7 +97,7 @@ fn decode(c: &mut Criterion, s: &Setup, batch: usize) {
     let mut g = c.benchmark_group(format!("decode_b{batch}/{}", s.bundle.name()));
     g.sample_size(10).throughput(Throughput::Elements(batch as u64));
     for name in &s.runtimes {
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        g.bench_function(BenchmarkId::from_parameter(name.name()), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 let mut left = iters as usize;
@@ -129,7 +129,7 @@ fn prefill(c: &mut Criterion, s: &Setup) {
     let mut g = c.benchmark_group(format!("prefill_{len}/{}", s.bundle.name()));
     g.sample_size(10).throughput(Throughput::Elements(len as u64));
     for name in &s.runtimes {
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        g.bench_function(BenchmarkId::from_parameter(name.name()), |b| {
             let mut e = engine(s, name, 1);
             let mut i = 0;
             b.iter_custom(|iters| {
@@ -165,7 +165,7 @@ fn serve(c: &mut Criterion, s: &Setup) {
         max_concurrency: None,
     };
     for name in &s.runtimes {
-        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        g.bench_function(BenchmarkId::from_parameter(name.name()), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -189,7 +189,12 @@ fn main() {
         unsafe { std::env::set_var(key, value) };
     }
     let s = setup();
-    eprintln!("runtimes: {} on {} ({} threads setting)", s.runtimes.join(", "), s.bundle.name(), s.settings.threads);
+    eprintln!(
+        "runtimes: {} on {} ({} threads setting)",
+        s.runtimes.iter().map(RuntimeSpec::name).collect::<Vec<_>>().join(", "),
+        s.bundle.name(),
+        s.settings.threads
+    );
     let mut c = Criterion::default().configure_from_args();
     decode(&mut c, &s, 1);
     decode(&mut c, &s, 32);

@@ -73,7 +73,7 @@ fn run(runtime: &str, golden: &[Golden]) -> Vec<PromptRun> {
     let model = ModelSource::open(gguf()).unwrap();
     let settings =
         RuntimeSettings { max_model_len: Some(1024), max_num_batched_tokens: Some(1024), ..Default::default() };
-    let rt = registry::build(runtime, &model, &settings).unwrap_or_else(|e| panic!("{runtime}: {e}"));
+    let rt = registry::build(&runtime.parse().unwrap(), &model, &settings).unwrap_or_else(|e| panic!("{runtime}: {e}"));
     run_teacher_forced(rt, &prompts(golden), 1024).unwrap_or_else(|e| panic!("{runtime}: {e}"))
 }
 

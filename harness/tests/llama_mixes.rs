@@ -13,7 +13,7 @@
 //! `--ignored`.
 
 use nano_vllm_harness::parity::{Status, ToleranceOverrides, check_bundle};
-use nano_vllm_models::registry::{LLAMA_MIXES, RuntimeSettings};
+use nano_vllm_models::registry::{Mix, RuntimeSettings};
 
 #[test]
 #[ignore = "needs fixtures/bench (ci/setup.sh); ci/test.sh runs it with --ignored"]
@@ -21,10 +21,10 @@ fn native_computes_what_llama_cpp_computes_on_every_mix() {
     let dir = nano_vllm_bundle::fixtures_dir().join("bench");
     assert!(dir.join("manifest.json").is_file(), "{} is missing: run `bash ci/setup.sh`", dir.display());
     let runtimes: Vec<String> =
-        LLAMA_MIXES.iter().flat_map(|m| [format!("native:{m}"), format!("llama-cpp:{m}")]).collect();
+        Mix::ALL.iter().flat_map(|m| [format!("native:{}", m.as_str()), format!("llama-cpp:{}", m.as_str())]).collect();
     let report = check_bundle(&dir, &runtimes.join(","), &RuntimeSettings::default(), &ToleranceOverrides::default());
     assert_eq!(report.error, None);
-    for mix in LLAMA_MIXES {
+    for mix in Mix::ALL.map(Mix::as_str) {
         let (native, llama) = (format!("native:{mix}"), format!("llama-cpp:{mix}"));
         let pair = report.agreement.iter().find(|p| p.a == native && p.b == llama).unwrap_or_else(|| {
             panic!(

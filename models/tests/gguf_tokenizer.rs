@@ -53,7 +53,8 @@ fn three_ways(name: &str, gguf: &Path) {
     assert!(cases.len() >= 25, "{name}: {} cases", cases.len());
     let model = ModelSource::open(gguf).unwrap();
     let ours = model.tokenizer().unwrap();
-    let (label, llama) = runtime_tokenizer("llama-cpp", &model).expect("llama-cpp is a default feature");
+    let (label, llama) =
+        runtime_tokenizer(&"llama-cpp".parse().unwrap(), &model).expect("llama-cpp is a default feature");
     let llama = llama.unwrap_or_else(|e| panic!("{label}: {e}"));
     for case in &cases {
         let ids = ours.encode(case.text.as_str(), false).unwrap().get_ids().to_vec();

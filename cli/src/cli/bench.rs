@@ -240,7 +240,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if let Some(b) = &a.baseline {
         let rows: Vec<String> = runtimes
             .iter()
-            .cloned()
+            .map(|r| r.name().to_owned())
             .chain(targets.iter().flat_map(|t| {
                 let servers = t.servers.iter().filter(|_| t.fleet).map(move |s| format!("{}@{}", t.name, s.label()));
                 std::iter::once(t.name.clone()).chain(servers)

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use nano_vllm_engine::{Config, LlmEngine, SamplingParams, SeqId};
 use nano_vllm_models::model::ModelSource;
 use nano_vllm_models::model::chat::Message;
-use nano_vllm_models::registry::{self, RuntimeSettings};
+use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -18,8 +18,8 @@ pub struct GenerateArgs {
     #[arg(long, alias = "bundle", default_value = "fixtures/tiny-llama")]
     model: PathBuf,
     /// Runtime to generate with (`nano-vllm --version` lists those compiled in).
-    #[arg(long, default_value = "native")]
-    runtime: String,
+    #[arg(long, default_value = "native", value_parser = RuntimeSpec::parse)]
+    runtime: RuntimeSpec,
     /// A prompt; repeat for several, generated together in one batch.
     #[arg(long = "prompt", default_values_t = [String::from("The engine schedules requests"), String::from("Once upon a time")])]
     prompts: Vec<String>,

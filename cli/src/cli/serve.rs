@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use nano_vllm_engine::LlmEngine;
 use nano_vllm_models::model::ModelSource;
 use nano_vllm_models::model::chat::ChatTemplate;
-use nano_vllm_models::registry::{self, RuntimeSettings};
+use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 use nano_vllm_serve::{self as serve, AppState, ServedModel, ServerMetrics};
 
 use super::bench::EngineArgs;
@@ -22,8 +22,8 @@ pub struct ServeArgs {
     #[arg(long, alias = "bundle")]
     model: PathBuf,
     /// The runtime (`nano-vllm --version` lists those compiled in), with options as in `bench --runtime`.
-    #[arg(long, default_value = "native")]
-    runtime: String,
+    #[arg(long, default_value = "native", value_parser = RuntimeSpec::parse)]
+    runtime: RuntimeSpec,
     /// The model name clients send (default: the model's directory or file name).
     #[arg(long)]
     served_model_name: Option<String>,

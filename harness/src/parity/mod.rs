@@ -25,7 +25,7 @@ use nano_vllm_conformance::{
 };
 
 use nano_vllm_models::model::ModelSource;
-use nano_vllm_models::registry::{self, ParityCheck, RuntimeSettings};
+use nano_vllm_models::registry::{self, ParityCheck, RuntimeSettings, RuntimeSpec, SameFile};
 
 /// Tolerances given on the command line, replacing the manifest's.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,22 +60,23 @@ impl ToleranceOverrides {
 /// Checks runtime `name` against `bundle`'s reference. Never panics on a runtime's failure: a runtime that does not
 /// build or whose engine run fails is [`Status::Error`] with the reason.
 pub fn check_runtime(
-    name: &str,
+    spec: &RuntimeSpec,
     bundle: &Bundle,
     settings: &RuntimeSettings,
     overrides: &ToleranceOverrides,
 ) -> RuntimeParity {
-    check_runtime_keeping_runs(name, bundle, settings, overrides).0
+    check_runtime_keeping_runs(spec, bundle, settings, overrides).0
 }
 
 /// [`check_runtime`], also returning the teacher-forced runs of a lossy setting (for [`PairAgreement`]).
 fn check_runtime_keeping_runs(
-    name: &str,
+    spec: &RuntimeSpec,
     bundle: &Bundle,
     settings: &RuntimeSettings,
     overrides: &ToleranceOverrides,
 ) -> (RuntimeParity, Option<Vec<PromptRun>>) {
-    let (check, elementwise, distribution) = tolerances_for(name, bundle, overrides);
+    let name = spec.name();
+    let (check, elementwise, distribution) = tolerances_for(spec, bundle, overrides);
     let out = RuntimeParity::new(name, check, &elementwise, &distribution);
     let distribution = match distribution {
         Ok(d) => d,
@@ -94,13 +95,13 @@ fn check_runtime_keeping_runs(
     let model = ModelSource::from(bundle.clone());
     let model = &model;
     // The first build shows whether the runtime loads at all (one clear error rather than one per situation).
-    if let Err(e) = registry::build(name, model, settings) {
+    if let Err(e) = registry::build(spec, model, settings) {
         return (out.error(e.to_string()), None);
     }
     // Lossy runtimes run the situations for their mechanics and figures; only teacher forcing judges their logits.
     let teacher_forced = check.is_teacher_forced();
     let situation_tolerance = (!teacher_forced).then_some(&elementwise);
-    let make = || registry::build(name, model, settings);
+    let make = || registry::build(spec, model, settings);
     let checks = check_situations(name, &reference, context, situation_tolerance, make);
     out.failures.extend(checks.failures);
     out.situations = checks
@@ -121,7 +122,7 @@ fn check_runtime_keeping_runs(
 
     let mut kept = None;
     if teacher_forced {
-        let runs = registry::build(name, model, settings)
+        let runs = registry::build(spec, model, settings)
             .map_err(|e| e.to_string())
             .and_then(|rt| run_teacher_forced(rt, &reference, context).map_err(|e| e.to_string()));
         match runs {
@@ -141,14 +142,6 @@ fn check_runtime_keeping_runs(
         out.status = if out.figures.is_none() { Status::Error } else { Status::Fail };
     }
     (out, kept)
-}
-
-/// The settings in which native and llama.cpp run the same quantized file (`native:<s>` and `llama-cpp:<s>`): a
-/// bundle's Q8_0 GGUF and llama.cpp's pure Q4_0 of it (`native:q8_0` and `native:q4_0` quantize the f32 checkpoint at
-/// load with ggml's reference quantizers: the same blocks), llama.cpp's mixes of it ([`registry::LLAMA_MIXES`]), and
-/// the shipped GGUF.
-fn same_file_settings() -> impl Iterator<Item = &'static str> {
-    ["q8_0", "q4_0"].into_iter().chain(registry::LLAMA_MIXES).chain(["shipped"])
 }
 
 /// How closely two runtimes on the same quantized file agree, teacher forced: KL(b || a), held to the larger of a
@@ -237,7 +230,7 @@ pub fn check_bundle(
             return out;
         }
     };
-    eprintln!("   runtimes: {}", runtimes.join(", "));
+    eprintln!("   runtimes: {}", runtimes.iter().map(RuntimeSpec::name).collect::<Vec<_>>().join(", "));
     if runtime_spec.trim() == "all" {
         for (name, why) in registry::left_out_of_all(&model) {
             eprintln!("   left out of all: {name}: {why}");
@@ -245,14 +238,14 @@ pub fn check_bundle(
         }
     }
     let mut runs = std::collections::HashMap::new();
-    for name in &runtimes {
+    for spec in &runtimes {
         // A runtime that panics is that runtime's error; the other runtimes and the report go on.
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_runtime_keeping_runs(name, &bundle, settings, overrides)
+            check_runtime_keeping_runs(spec, &bundle, settings, overrides)
         }))
         .map(|(parity, kept)| {
-            if let Some(kept) = kept {
-                runs.insert(name.clone(), kept);
+            if let (Some(kept), Some(setting)) = (kept, spec.same_file_setting()) {
+                runs.insert((setting, spec.base()), (spec.name().to_owned(), kept));
             }
             parity
         });
@@ -262,22 +255,23 @@ pub fn check_bundle(
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("(no message)");
-            let (check, elementwise, distribution) = tolerances_for(name, &bundle, overrides);
-            RuntimeParity::new(name, check, &elementwise, &distribution).error(format!("panicked: {message}"))
+            let (check, elementwise, distribution) = tolerances_for(spec, &bundle, overrides);
+            RuntimeParity::new(spec.name(), check, &elementwise, &distribution).error(format!("panicked: {message}"))
         }));
     }
-    for setting in same_file_settings() {
-        let (a, b) = (format!("native:{setting}"), format!("llama-cpp:{setting}"));
-        let find = |n: &str| out.runtimes.iter().find(|r| r.runtime == n).zip(runs.get(n));
-        if let (Some((pa, ra)), Some((pb, rb))) = (find(&a), find(&b)) {
+    // Native and llama.cpp on the same quantized file (`native:<s>` beside `llama-cpp:<s>`).
+    for setting in SameFile::all() {
+        let find = |base: &'static str| {
+            let (name, kept) = runs.get(&(setting, base))?;
+            Some((out.runtimes.iter().find(|r| &r.runtime == name)?, kept))
+        };
+        if let (Some((pa, ra)), Some((pb, rb))) = (find("native"), find("llama-cpp")) {
             let tolerances = bundle.tolerances();
-            let floor = if setting == "shipped" {
-                tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl)
-            } else if setting == "q8_0" {
-                tolerances.q8_0.order_floor_kl
-            } else {
+            let floor = match setting {
+                SameFile::Shipped => tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl),
+                SameFile::Q8_0 => tolerances.q8_0.order_floor_kl,
                 // Q4_0 and llama.cpp's mixes.
-                tolerances.q4_0.order_floor_kl
+                SameFile::Q4_0 | SameFile::Mix(_) => tolerances.q4_0.order_floor_kl,
             };
             let agreement = pair_agreement(pa, ra, pb, rb, floor);
             out.agreement.push(agreement);
@@ -306,8 +300,8 @@ pub fn check_bundle(
             if let Some(shipped) = bundle.gguf_shipped() {
                 out.tokenizers.push(tokenizer::check_gguf_vocabulary(&shipped, &reference));
             }
-            for name in &runtimes {
-                let Some((label, loaded)) = registry::runtime_tokenizer(name, &model) else { continue };
+            for spec in &runtimes {
+                let Some((label, loaded)) = registry::runtime_tokenizer(spec, &model) else { continue };
                 if out.tokenizers.iter().any(|t| t.tokenizer == label) {
                     continue;
                 }
@@ -330,11 +324,11 @@ pub fn check_bundle(
 /// How runtime `name` is judged on `bundle`, and the tolerances (the manifest's, overridden); the distribution
 /// tolerance is an error for the shipped GGUF of a bundle that has none.
 fn tolerances_for(
-    name: &str,
+    spec: &RuntimeSpec,
     bundle: &Bundle,
     overrides: &ToleranceOverrides,
 ) -> (ParityCheck, LogitTolerance, Result<Q8Tolerance, String>) {
-    let check = registry::parity_check(name);
+    let check = spec.parity_check();
     let tolerances = bundle.tolerances();
     let elementwise = match check {
         ParityCheck::LlamaCppElementwise => overrides.elementwise(tolerances.llama_cpp_f32()),
@@ -416,7 +410,8 @@ mod tests {
     #[test]
     fn a_runtime_that_is_not_the_model_fails_with_its_figures() {
         let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
-        let r = check_runtime("mock", &bundle, &RuntimeSettings::default(), &ToleranceOverrides::default());
+        let mock = RuntimeSpec::parse("mock").unwrap();
+        let r = check_runtime(&mock, &bundle, &RuntimeSettings::default(), &ToleranceOverrides::default());
         assert_eq!(r.status, Status::Fail, "{:?}", r.failures);
         assert_eq!(r.situations.len(), 4);
         assert!(r.failures.iter().all(|f| f.contains("max |diff|")), "{:?}", r.failures);
@@ -427,9 +422,11 @@ mod tests {
     #[test]
     fn a_runtime_that_does_not_build_is_an_error_not_a_panic() {
         let bundle = nano_vllm_bundle::open_fixture("tiny-llama").unwrap();
-        let r = check_runtime("tensorrt", &bundle, &RuntimeSettings::default(), &ToleranceOverrides::default());
+        // tiny-llama ships no GGUF.
+        let spec = RuntimeSpec::parse("candle:shipped").unwrap();
+        let r = check_runtime(&spec, &bundle, &RuntimeSettings::default(), &ToleranceOverrides::default());
         assert_eq!(r.status, Status::Error);
-        assert!(r.failures[0].contains("unknown runtime 'tensorrt'"), "{:?}", r.failures);
+        assert!(r.failures[0].contains("runtime 'candle:shipped' needs a shipped GGUF file"), "{:?}", r.failures);
         assert!(r.figures.is_none() && r.situations.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nano_vllm_bundle::gguf::GgmlType;
-use nano_vllm_native::kernels::quant::{Isa, matmul_parts_up_to, synthetic};
+use nano_vllm_native::kernels::quant::{Isa, Scratch, matmul_parts_up_to, synthetic};
 
 const N: usize = 1024;
 const K: usize = 1024;
@@ -18,6 +18,7 @@ const THREADS: usize = 2;
 fn paths(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().unwrap();
     let isa = Isa::detect();
+    let mut scratch = Scratch::default();
     let mut g = c.benchmark_group("quant_matmul");
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
         let m = synthetic(ty, N, K);
@@ -32,7 +33,17 @@ fn paths(c: &mut Criterion) {
                 g.bench_with_input(BenchmarkId::new(format!("{ty}/{path}"), t), &t, |b, &t| {
                     b.iter(|| {
                         pool.install(|| {
-                            matmul_parts_up_to(std::slice::from_ref(&m), &x, t, &mut y, N, THREADS, isa, max_int)
+                            matmul_parts_up_to(
+                                std::slice::from_ref(&m),
+                                &x,
+                                t,
+                                &mut y,
+                                N,
+                                THREADS,
+                                isa,
+                                max_int,
+                                &mut scratch,
+                            )
                         });
                         black_box(&y);
                     })

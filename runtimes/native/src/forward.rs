@@ -50,6 +50,8 @@ pub struct Workspace {
     token_ctx_full: Vec<(usize, usize)>,
     /// Per sequence, the slots of its context positions, concatenated.
     ctx_slots: Vec<u32>,
+    /// The quantized products' buffers.
+    quant: crate::kernels::quant::Scratch,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -128,7 +130,7 @@ pub fn forward(
         let h = grow(&mut ws.h, t * hd);
         layer.attn_norm.forward(&ws.x[..t * hd], h);
         let qkv = grow(&mut ws.qkv, t * qkv_width);
-        layer.qkv.forward(&ws.h[..t * hd], t, qkv, threads);
+        layer.qkv.forward(&ws.h[..t * hd], t, qkv, threads, &mut ws.quant);
         let (kp, vp) = (&mut kv.k[li], &mut kv.v[li]);
         // Gemma 3's windowed layers rotate with their own base.
         let rope = match &model.rope_local {
@@ -173,7 +175,7 @@ pub fn forward(
             attn.chunks_mut(q_width).enumerate().for_each(|token| attend_token(&mut scores, token));
         }
         let tmp = grow(&mut ws.tmp, t * hd);
-        layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads);
+        layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads, &mut ws.quant);
         if let Some((post_attn, _)) = &layer.post_norms {
             post_attn.forward_in_place(&mut ws.tmp[..t * hd]);
         }
@@ -186,7 +188,7 @@ pub fn forward(
             Mlp::Gated { gate_up, down, act: activation } => {
                 let i = down.inp;
                 let mlp = grow(&mut ws.mlp, t * 2 * i);
-                gate_up.forward(&ws.h[..t * hd], t, mlp, threads);
+                gate_up.forward(&ws.h[..t * hd], t, mlp, threads, &mut ws.quant);
                 let act = grow(&mut ws.act, t * i);
                 for (row, out) in ws.mlp[..t * 2 * i].chunks_exact_mut(2 * i).zip(act.chunks_exact_mut(i)) {
                     let (g, u) = row.split_at_mut(i);
@@ -200,18 +202,18 @@ pub fn forward(
                     }
                     out.copy_from_slice(g);
                 }
-                down.forward(&ws.act[..t * i], t, grow(&mut ws.tmp, t * hd), threads);
+                down.forward(&ws.act[..t * i], t, grow(&mut ws.tmp, t * hd), threads, &mut ws.quant);
             }
             Mlp::Plain { fc, proj, act } => {
                 let i = fc.out;
                 let mlp = grow(&mut ws.mlp, t * i);
-                fc.forward(&ws.h[..t * hd], t, mlp, threads);
+                fc.forward(&ws.h[..t * hd], t, mlp, threads, &mut ws.quant);
                 match act {
                     Activation::Gelu => gelu_erf(mlp),
                     Activation::GeluTanh => gelu_tanh(mlp),
                     Activation::Silu => mlp.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
                 }
-                proj.forward(&ws.mlp[..t * i], t, grow(&mut ws.tmp, t * hd), threads);
+                proj.forward(&ws.mlp[..t * i], t, grow(&mut ws.tmp, t * hd), threads, &mut ws.quant);
             }
         }
         if let Some((_, post_mlp)) = &layer.post_norms {
@@ -231,7 +233,7 @@ pub fn forward(
     let v = c.vocab_size;
     let mut logits = vec![0.0f32; r * v];
     match (&model.lm_head, &model.embed) {
-        (Some(head), _) => head.forward(&ws.rows_normed[..r * hd], r, &mut logits, threads),
+        (Some(head), _) => head.forward(&ws.rows_normed[..r * hd], r, &mut logits, threads, &mut ws.quant),
         (None, Embedding::F32(e)) => matmul_t(&ws.rows_normed[..r * hd], r, e, v, hd, &mut logits, threads),
         (None, Embedding::Quant(_)) => unreachable!("a quantized embedding always has its head (Model::llama, gpt2)"),
     }

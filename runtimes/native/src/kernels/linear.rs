@@ -205,8 +205,8 @@ impl Linear {
         self.w.bytes() + 4 * self.b.as_ref().map_or(0, Vec::len)
     }
 
-    /// `y = x w^T + b` for `t` rows of `x`.
-    pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize) {
+    /// `y = x w^T + b` for `t` rows of `x`; `scratch` holds the quantized products' buffers from call to call.
+    pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize, scratch: &mut quant::Scratch) {
         match &self.w {
             Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
             Weights::F16(w) if t <= half_gemv::MAX_TOKENS => {
@@ -217,7 +217,7 @@ impl Linear {
             }
             Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
             Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
-            Weights::Quant(parts) => quant::matmul_parts(parts, x, t, y, self.out, threads, Isa::detect()),
+            Weights::Quant(parts) => quant::matmul_parts(parts, x, t, y, self.out, threads, Isa::detect(), scratch),
         }
         if let Some(b) = &self.b {
             for row in y[..t * self.out].chunks_exact_mut(self.out) {
@@ -323,7 +323,7 @@ mod tests {
         let b: Vec<f32> = (0..n).map(|i| i as f32).collect();
         let lin = Linear::new(w.clone(), Some(b.clone()), n, k);
         let mut y = vec![0.0; t * n];
-        lin.forward(&x, t, &mut y, 2);
+        lin.forward(&x, t, &mut y, 2, &mut Default::default());
         for r in 0..t {
             for o in 0..n {
                 let want: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum::<f32>() + b[o];
@@ -344,7 +344,11 @@ mod tests {
                 _ => unreachable!(),
             };
             let (mut y, mut want) = (vec![0.0; t * n], vec![0.0; t * n]);
-            rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| half.forward(&x, t, &mut y, 2));
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap()
+                .install(|| half.forward(&x, t, &mut y, 2, &mut Default::default()));
             matmul_t(&x, t, &rounded, n, k, &mut want, 1);
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{dtype:?}: {a} vs {b}");
@@ -359,7 +363,7 @@ mod tests {
         let b = Linear::new(vec![5.0, 6.0], None, 1, 2);
         let s = Linear::stack(vec![a, b]);
         let mut y = vec![0.0; 3];
-        s.forward(&[1.0, 1.0], 1, &mut y, 1);
+        s.forward(&[1.0, 1.0], 1, &mut y, 1, &mut Default::default());
         assert_eq!(y, [3.5, 7.5, 11.0]);
     }
 }

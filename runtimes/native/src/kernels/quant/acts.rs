@@ -16,6 +16,41 @@ fn nearest_int(v: f32) -> i32 {
     (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
+/// One block of 32 as ggml's Q8_0: its quants in `q`; returns the scale (before f16 rounding) and the quants' sum.
+#[inline]
+fn q8_0_block(x: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = nearest_int(v * id) as i8;
+        sum += *q as i32;
+    }
+    (d, sum)
+}
+
+/// One block of 256 as ggml's Q8_K: its quants in `q`; returns the scale (0 for a block of zeros).
+#[inline]
+fn q8k_block(x: &[f32], q: &mut [i8; 256]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).min(127) as i8;
+    }
+    1.0 / iscale
+}
+
 /// `t` rows of `k` activations, quantized.
 #[derive(Debug, Clone, Default)]
 pub struct Q8Acts {
@@ -36,22 +71,24 @@ pub struct Q8Row<'a> {
 impl Q8Acts {
     /// Quantizes `x` (`[t, k]`, `k` a multiple of 32).
     pub fn quantize(x: &[f32], t: usize, k: usize) -> Self {
+        let mut a = Self::default();
+        a.quantize_into(x, t, k);
+        a
+    }
+
+    /// [`Q8Acts::quantize`] into these buffers (no allocation once they are large enough).
+    pub fn quantize_into(&mut self, x: &[f32], t: usize, k: usize) {
         assert!(k.is_multiple_of(32) && x.len() >= t * k, "Q8Acts::quantize: {t} x {k} from {} values", x.len());
         let blocks = t * k / 32;
-        let mut a = Self { k, qs: vec![0; t * k], d: vec![0.0; blocks], s: vec![0.0; blocks] };
-        for (b, (xb, qb)) in x[..t * k].chunks_exact(32).zip(a.qs.chunks_exact_mut(32)).enumerate() {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                *q = nearest_int(v * id) as i8;
-                sum += *q as i32;
-            }
-            a.d[b] = f16::from_f32(d).to_f32();
-            a.s[b] = f16::from_f32(d * sum as f32).to_f32();
+        self.k = k;
+        self.qs.resize(t * k, 0);
+        self.d.resize(blocks, 0.0);
+        self.s.resize(blocks, 0.0);
+        for (b, (xb, qb)) in x[..t * k].chunks_exact(32).zip(self.qs.chunks_exact_mut(32)).enumerate() {
+            let (d, sum) = q8_0_block(xb, qb.try_into().expect("blocks of 32"));
+            self.d[b] = f16::from_f32(d).to_f32();
+            self.s[b] = f16::from_f32(d * sum as f32).to_f32();
         }
-        a
     }
 
     pub fn row(&self, i: usize) -> Q8Row<'_> {
@@ -84,30 +121,25 @@ pub struct Q8KRow<'a> {
 impl Q8KActs {
     /// Quantizes `x` (`[t, k]`, `k` a multiple of 256).
     pub fn quantize(x: &[f32], t: usize, k: usize) -> Self {
+        let mut a = Self::default();
+        a.quantize_into(x, t, k);
+        a
+    }
+
+    /// [`Q8KActs::quantize`] into these buffers (no allocation once they are large enough).
+    pub fn quantize_into(&mut self, x: &[f32], t: usize, k: usize) {
         assert!(k.is_multiple_of(256) && x.len() >= t * k, "Q8KActs::quantize: {t} x {k} from {} values", x.len());
         let blocks = t * k / 256;
-        let mut a = Self { k, qs: vec![0; t * k], d: vec![0.0; blocks], bsums: vec![0; 16 * blocks] };
-        for (b, (xb, qb)) in x[..t * k].chunks_exact(256).zip(a.qs.chunks_exact_mut(256)).enumerate() {
-            let (mut amax, mut max) = (0.0f32, 0.0f32);
-            for &v in xb {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
-                continue; // zeros, d = 0, sums 0
-            }
-            let iscale = -127.0 / max;
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                *q = nearest_int(iscale * v).min(127) as i8;
-            }
-            for (s, g) in a.bsums[16 * b..16 * b + 16].iter_mut().zip(qb.chunks_exact(16)) {
+        self.k = k;
+        self.qs.resize(t * k, 0);
+        self.d.resize(blocks, 0.0);
+        self.bsums.resize(16 * blocks, 0);
+        for (b, (xb, qb)) in x[..t * k].chunks_exact(256).zip(self.qs.chunks_exact_mut(256)).enumerate() {
+            self.d[b] = q8k_block(xb, qb.try_into().expect("blocks of 256"));
+            for (s, g) in self.bsums[16 * b..16 * b + 16].iter_mut().zip(qb.chunks_exact(16)) {
                 *s = g.iter().map(|&q| q as i16).sum();
             }
-            a.d[b] = 1.0 / iscale;
         }
-        a
     }
 
     pub fn row(&self, i: usize) -> Q8KRow<'_> {
@@ -146,22 +178,35 @@ impl ActRounding {
 
     /// `x` with this rounding applied (quantized and read back), so an f32 product computes what ggml's does.
     pub fn apply(self, x: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        self.apply_into(x, &mut out);
+        out
+    }
+
+    /// [`ActRounding::apply`], appended to `out` (no allocation once it is large enough).
+    pub fn apply_into(self, x: &[f32], out: &mut Vec<f32>) {
         match self {
-            Self::None => x.to_vec(),
-            Self::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+            Self::None => out.extend_from_slice(x),
+            Self::F16 => out.extend(x.iter().map(|&v| f16::from_f32(v).to_f32())),
             // Round to nearest, ties to even, as ggml's GGML_FP32_TO_BF16.
-            Self::Bf16 => x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+            Self::Bf16 => out.extend(x.iter().map(|&v| half::bf16::from_f32(v).to_f32())),
             Self::Q8_0 => {
-                let a = Q8Acts::quantize(x, 1, x.len());
-                a.qs.iter().enumerate().map(|(j, &q)| q as f32 * a.d[j / 32]).collect()
+                assert!(x.len().is_multiple_of(32), "Q8_0 rounding of a row of {} values", x.len());
+                let mut q = [0i8; 32];
+                for xb in x.chunks_exact(32) {
+                    let d = f16::from_f32(q8_0_block(xb, &mut q).0).to_f32();
+                    out.extend(q.iter().map(|&q| q as f32 * d));
+                }
             }
             // Blocks of 256; a row that is not whole blocks has no K-quant weights, but is rounded as if padded.
             Self::Q8K => {
-                let n = x.len().next_multiple_of(256);
-                let mut padded = x.to_vec();
-                padded.resize(n, 0.0);
-                let a = Q8KActs::quantize(&padded, 1, n);
-                a.qs[..x.len()].iter().enumerate().map(|(j, &q)| q as f32 * a.d[j / 256]).collect()
+                let (mut q, mut padded) = ([0i8; 256], [0.0f32; 256]);
+                for xb in x.chunks(256) {
+                    padded[..xb.len()].copy_from_slice(xb);
+                    padded[xb.len()..].fill(0.0);
+                    let d = q8k_block(&padded, &mut q);
+                    out.extend(q[..xb.len()].iter().map(|&q| q as f32 * d));
+                }
             }
         }
     }

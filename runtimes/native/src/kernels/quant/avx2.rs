@@ -31,7 +31,7 @@ pub(super) unsafe fn rows(
     let k = part.cols;
     // SAFETY (each call): this function runs only where AVX2/FMA/F16C exist; each row is whole blocks of the type
     // (checked by `QMatrix::new`) and each activation row holds `k` values, so every load stays in bounds.
-    match (part.ty, &acts.q8, &acts.q8k) {
+    match (part.ty, acts.q8(), acts.q8k()) {
         (ty, Some(a), _) if super::dot::wants_q8(ty) => unsafe { q8_rows(part, r0, rows, a, t, vals) },
         (ty, _, Some(a)) if kquant::wants_q8k(ty) => unsafe {
             match ty {

@@ -17,20 +17,44 @@ pub fn wants_q8(ty: GgmlType) -> bool {
     matches!(ty, Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | IQ4NL)
 }
 
-/// The activations of one product, quantized once for every part that takes them.
+/// The activations of one product, quantized once for every part that takes them; the buffers are kept from one
+/// product to the next.
 #[derive(Debug, Default)]
 pub struct Acts {
-    pub q8: Option<Q8Acts>,
-    pub q8k: Option<Q8KActs>,
+    q8: Q8Acts,
+    q8k: Q8KActs,
+    has_q8: bool,
+    has_q8k: bool,
 }
 
 impl Acts {
     /// `x` (`[t, k]`) quantized as the `types` take it.
     pub fn for_types(types: impl Iterator<Item = GgmlType> + Clone, x: &[f32], t: usize, k: usize) -> Self {
-        Self {
-            q8: types.clone().any(wants_q8).then(|| Q8Acts::quantize(x, t, k)),
-            q8k: types.clone().any(kquant::wants_q8k).then(|| Q8KActs::quantize(x, t, k)),
+        let mut a = Self::default();
+        a.fill(types, x, t, k);
+        a
+    }
+
+    /// [`Acts::for_types`] into these buffers.
+    pub fn fill(&mut self, types: impl Iterator<Item = GgmlType> + Clone, x: &[f32], t: usize, k: usize) {
+        self.has_q8 = types.clone().any(wants_q8);
+        self.has_q8k = types.clone().any(kquant::wants_q8k);
+        if self.has_q8 {
+            self.q8.quantize_into(x, t, k);
         }
+        if self.has_q8k {
+            self.q8k.quantize_into(x, t, k);
+        }
+    }
+
+    /// The Q8_0 blocks, when a type of the product takes them.
+    pub fn q8(&self) -> Option<&Q8Acts> {
+        self.has_q8.then_some(&self.q8)
+    }
+
+    /// The Q8_K blocks, when a type of the product takes them.
+    pub fn q8k(&self) -> Option<&Q8KActs> {
+        self.has_q8k.then_some(&self.q8k)
     }
 }
 
@@ -74,7 +98,7 @@ fn rows_portable(
     let k = part.cols;
     for r in 0..rows {
         let w = part.row(r0 + r);
-        match (part.ty, &acts.q8, &acts.q8k) {
+        match (part.ty, acts.q8(), acts.q8k()) {
             (GgmlType::Q8_0, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q8_0(w, a.row(i))),
             (GgmlType::Q4_0, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q4_0(w, a.row(i))),
             (GgmlType::Q4_1, Some(a), _) => (0..t).for_each(|i| vals[r * t + i] = q4_1(w, a.row(i))),

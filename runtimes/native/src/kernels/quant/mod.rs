@@ -46,10 +46,66 @@ pub fn integer(ty: nano_vllm_bundle::gguf::GgmlType) -> bool {
     dot::wants_q8(ty) || kquant::wants_q8k(ty)
 }
 
+/// (part, first row, column of y, rows) of one task.
+type Task = (usize, usize, usize, usize);
+
+/// What a product needs besides its operands, kept from one product to the next so that a step allocates nothing
+/// once its buffers have grown to the largest product (the native runtime's workspace holds one): the task list, the
+/// quantized activations, and the activations rounded for the f32 paths. Each worker thread's own buffers (a
+/// dequantized row or tile, a task's products) are thread-locals of this module, kept for the thread's life.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    tasks: Vec<Task>,
+    acts: dot::Acts,
+    /// Activations rounded as a type takes them, at most one copy per rounding; the first `n_rounded` are this
+    /// product's.
+    rounded: Vec<(ActRounding, Vec<f32>)>,
+    n_rounded: usize,
+}
+
+impl Scratch {
+    /// `x` rounded as `r` rounds it, computed once per product.
+    fn round(&mut self, r: ActRounding, x: &[f32], k: usize) {
+        if self.rounded[..self.n_rounded].iter().any(|(have, _)| *have == r) {
+            return;
+        }
+        if self.rounded.len() == self.n_rounded {
+            self.rounded.push((r, Vec::new()));
+        }
+        let (rounding, xs) = &mut self.rounded[self.n_rounded];
+        *rounding = r;
+        xs.clear();
+        for row in x.chunks_exact(k) {
+            r.apply_into(row, xs);
+        }
+        self.n_rounded += 1;
+    }
+
+    fn input<'a>(&'a self, ty: nano_vllm_bundle::gguf::GgmlType, x: &'a [f32]) -> &'a [f32] {
+        let r = ActRounding::of(ty);
+        self.rounded[..self.n_rounded].iter().find(|(have, _)| *have == r).map_or(x, |(_, xs)| xs.as_slice())
+    }
+}
+
+thread_local! {
+    /// A worker's buffers: a dequantized row or tile, and a task's products.
+    static TASK_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// `y[i, col0 + r] = sum_j x[i, j] * w_r[j]` for the `parts` stacked along the output (q, k, v), `y` with row
 /// stride `ldy`. `x` is `[t, k]`.
-pub fn matmul_parts(parts: &[QMatrix], x: &[f32], t: usize, y: &mut [f32], ldy: usize, threads: usize, isa: Isa) {
-    matmul_parts_up_to(parts, x, t, y, ldy, threads, isa, MAX_INT_TOKENS)
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_parts(
+    parts: &[QMatrix],
+    x: &[f32],
+    t: usize,
+    y: &mut [f32],
+    ldy: usize,
+    threads: usize,
+    isa: Isa,
+    scratch: &mut Scratch,
+) {
+    matmul_parts_up_to(parts, x, t, y, ldy, threads, isa, MAX_INT_TOKENS, scratch)
 }
 
 /// [`matmul_parts`] with integer products up to `max_int_tokens` tokens (benchmarks compare the two paths).
@@ -64,6 +120,7 @@ pub fn matmul_parts_up_to(
     threads: usize,
     isa: Isa,
     max_int_tokens: usize,
+    scratch: &mut Scratch,
 ) {
     let k = parts[0].cols;
     assert!(parts.iter().all(|p| p.cols == k), "stacked parts share their input");
@@ -76,8 +133,8 @@ pub fn matmul_parts_up_to(
     let dots = |ty| if integer(ty) { t <= max_int_tokens } else { t <= MAX_DOT_TOKENS };
     let dot_rows: usize = parts.iter().filter(|p| dots(p.ty)).map(|p| p.rows).sum();
     let rows_per_dot = dot_rows.div_ceil(threads.max(1) * TASKS_PER_THREAD).next_multiple_of(DOT_ROWS).max(DOT_ROWS);
-    // (part, first row, column of y, rows) per task.
-    let mut tasks = Vec::new();
+    let tasks = &mut scratch.tasks;
+    tasks.clear();
     let mut col = 0;
     for (p, part) in parts.iter().enumerate() {
         let step = if dots(part.ty) { rows_per_dot } else { TILE_ROWS };
@@ -90,40 +147,41 @@ pub fn matmul_parts_up_to(
     // The activations each part sees, rounded as ggml rounds them for its type: quantized once for the integer
     // products, or rounded in f32 (at most one copy per rounding) for the other paths.
     let int_types = parts.iter().map(|p| p.ty).filter(|&ty| integer(ty) && dots(ty));
-    let acts = dot::Acts::for_types(int_types, x, t, k);
-    let mut rounded: Vec<(ActRounding, Vec<f32>)> = Vec::new();
+    scratch.acts.fill(int_types, x, t, k);
+    scratch.n_rounded = 0;
     for part in parts {
         let r = ActRounding::of(part.ty);
-        if r != ActRounding::None && !(integer(part.ty) && dots(part.ty)) && !rounded.iter().any(|(h, _)| *h == r) {
-            let xs = x[..t * k].chunks_exact(k).flat_map(|row| r.apply(row)).collect();
-            rounded.push((r, xs));
+        if r != ActRounding::None && !(integer(part.ty) && dots(part.ty)) {
+            scratch.round(r, &x[..t * k], k);
         }
     }
-    let input = |part: &QMatrix| -> &[f32] {
-        let r = ActRounding::of(part.ty);
-        rounded.iter().find(|(have, _)| *have == r).map_or(x, |(_, xs)| xs.as_slice())
-    };
-    for_each_task(tasks.len(), threads, |(scratch, vals): &mut (Vec<f32>, Vec<f32>), task| {
-        let (p, r0, c0, rows) = tasks[task];
+    let scratch = &*scratch;
+    for_each_task(scratch.tasks.len(), threads, |_: &mut (), task| {
+        let (p, r0, c0, rows) = scratch.tasks[task];
         let part = &parts[p];
-        if dots(part.ty) {
-            vals.resize(rows * t, 0.0);
-            dot::rows(part, r0, rows, input(part), &acts, t, vals, scratch, isa);
-            for i in 0..t {
-                for r in 0..rows {
-                    // SAFETY: element (i, c0 + r) lies inside y (t * ldy elements, asserted); tasks cover disjoint
-                    // column ranges [c0, c0 + rows), so no two tasks write the same element, and y outlives the loop.
-                    unsafe { *out.get().add(i * ldy + c0 + r) = vals[r * t + i] };
+        TASK_BUFFERS.with_borrow_mut(|(buffer, vals)| {
+            if dots(part.ty) {
+                vals.resize(rows * t, 0.0);
+                dot::rows(part, r0, rows, scratch.input(part.ty, x), &scratch.acts, t, vals, buffer, isa);
+                for i in 0..t {
+                    for r in 0..rows {
+                        // SAFETY: element (i, c0 + r) lies inside y (t * ldy elements, asserted); tasks cover
+                        // disjoint column ranges [c0, c0 + rows), so no two tasks write the same element, and y
+                        // outlives the loop.
+                        unsafe { *out.get().add(i * ldy + c0 + r) = vals[r * t + i] };
+                    }
                 }
+                return;
             }
-            return;
-        }
-        scratch.clear();
-        part.dequantize_rows(r0, rows, scratch);
-        let x = input(part);
-        // SAFETY: dst starts at column c0 of y (row stride ldy) and spans t rows x `rows` columns, inside y; tasks
-        // write disjoint column ranges. x is t x k; the tile holds `rows` rows of k.
-        unsafe { gemm_x_wt(t, rows, k, out.get().add(c0), ldy, x.as_ptr(), scratch.as_ptr(), gemm::Parallelism::None) };
+            buffer.clear();
+            part.dequantize_rows(r0, rows, buffer);
+            let x = scratch.input(part.ty, x);
+            // SAFETY: dst starts at column c0 of y (row stride ldy) and spans t rows x `rows` columns, inside y; tasks
+            // write disjoint column ranges. x is t x k; the tile holds `rows` rows of k.
+            unsafe {
+                gemm_x_wt(t, rows, k, out.get().add(c0), ldy, x.as_ptr(), buffer.as_ptr(), gemm::Parallelism::None)
+            };
+        });
     });
 }
 

@@ -129,7 +129,18 @@ fn every_type_matches_dequantize_then_f64_on_both_paths() {
                 for threads in [1, 2] {
                     let mut y = vec![f32::NAN; t * rows];
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                    pool.install(|| matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, rows, threads, isa));
+                    pool.install(|| {
+                        matmul_parts(
+                            std::slice::from_ref(&m),
+                            &x,
+                            t,
+                            &mut y,
+                            rows,
+                            threads,
+                            isa,
+                            &mut Scratch::default(),
+                        )
+                    });
                     for (j, (&got, &w)) in y.iter().zip(&want).enumerate() {
                         let tol = 1e-5 * scale[j].max(1e-3) + 1e-6;
                         assert!(
@@ -154,11 +165,11 @@ fn stacked_parts_of_different_types_fill_their_columns() {
     let (t, width) = (2, 34 + 3); // y wider than the parts: the extra columns are untouched
     let x = rng.floats(t * 64);
     let mut y = vec![-7.0f32; t * width];
-    matmul_parts(&parts, &x, t, &mut y, width, 1, Isa::detect());
+    matmul_parts(&parts, &x, t, &mut y, width, 1, Isa::detect(), &mut Scratch::default());
     let mut col = 0;
     for p in &parts {
         let mut alone = vec![0.0f32; t * p.rows];
-        matmul_parts(std::slice::from_ref(p), &x, t, &mut alone, p.rows, 1, Isa::detect());
+        matmul_parts(std::slice::from_ref(p), &x, t, &mut alone, p.rows, 1, Isa::detect(), &mut Scratch::default());
         for i in 0..t {
             assert_eq!(&y[i * width + col..i * width + col + p.rows], &alone[i * p.rows..(i + 1) * p.rows]);
         }
@@ -182,7 +193,7 @@ fn avx2_and_portable_kernels_agree() {
             let x = rng.floats(t * cols);
             let run = |isa| {
                 let mut y = vec![0.0f32; t * 24];
-                matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, 24, 1, isa);
+                matmul_parts(std::slice::from_ref(&m), &x, t, &mut y, 24, 1, isa, &mut Scratch::default());
                 y
             };
             let (a, b) = (run(Isa::PORTABLE), run(avx2));

@@ -11,8 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nano_vllm_engine::{Config, SamplingParams};
-use sha2::{Digest, Sha256};
+use nano_vllm_engine::Config;
 use tokenizers::Tokenizer;
 
 use crate::http::{self, Endpoint, PromptFormat, Target};
@@ -23,122 +22,17 @@ use crate::report::{
     self, BundleMeta, EngineFigures, EngineMeta, Records, RepeatedRun, Results, RunMetadata, RuntimeResult,
     SCHEMA_VERSION, WorkloadMeta,
 };
-use crate::workload::{Prompt, Workload};
 use nano_vllm_models::model::ModelSource;
-use nano_vllm_models::registry::{self, RuntimeSettings};
+use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 
-/// A workload that cannot run on the model; names the request.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BenchError {
-    #[error("request {request}: cannot tokenize the prompt: {message}")]
-    Tokenize { request: String, message: String },
-    #[error("request {request}: a text prompt needs the model's tokenizer")]
-    NoTokenizer { request: String },
-    #[error("request {request}: the prompt is empty")]
-    EmptyPrompt { request: String },
-    #[error("request {request}: token id {token} is outside the vocabulary ({vocab_size})")]
-    TokenOutOfRange { request: String, token: u32, vocab_size: usize },
-    #[error(
-        "request {request}: prompt ({prompt} tokens) + max_tokens ({max_tokens}) exceeds the model's context ({context})"
-    )]
-    TooLong { request: String, prompt: usize, max_tokens: usize, context: usize },
-    #[error(
-        "request {request}: arrives at {arrival_s:.3e} s, beyond the longest run this harness replays ({MAX_ARRIVAL_S} s): \
-         a rate or trace in other units?"
-    )]
-    ArrivalTooLate { request: String, arrival_s: f64 },
-    #[error("--warmup {warmup} leaves no measured request of {requests}")]
-    NoMeasuredRequest { warmup: usize, requests: usize },
-}
+mod resolve;
 
-/// The latest arrival time a workload may have (about 11.6 days): a replay waits for every arrival, so a rate given
-/// in the wrong units (or an arrival time of 1e300) would otherwise wait forever.
-pub const MAX_ARRIVAL_S: f64 = 1e6;
-
-/// Tokenizes text prompts (`tokenizer`; a workload of token ids needs none) and checks every request against the
-/// model's limits.
-pub fn resolve(
-    workload: &Workload,
-    tokenizer: Option<&Tokenizer>,
-    vocab_size: usize,
-    context: usize,
-) -> Result<Vec<ResolvedRequest>, BenchError> {
-    workload
-        .requests
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let request = r.id.clone().unwrap_or_else(|| format!("#{i}"));
-            let prompt = match r.prompt() {
-                Prompt::Ids(ids) => ids,
-                // As a server tokenizes a completion prompt: with the model's special tokens (e.g. BOS).
-                Prompt::Text(t) => tokenizer
-                    .ok_or_else(|| BenchError::NoTokenizer { request: request.clone() })?
-                    .encode(t.as_str(), true)
-                    .map_err(|e| BenchError::Tokenize { request: request.clone(), message: e.to_string() })?
-                    .get_ids()
-                    .to_vec(),
-            };
-            if prompt.is_empty() {
-                return Err(BenchError::EmptyPrompt { request });
-            }
-            if let Some(&token) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
-                return Err(BenchError::TokenOutOfRange { request, token, vocab_size });
-            }
-            if prompt.len().saturating_add(r.max_tokens) > context {
-                return Err(BenchError::TooLong { request, prompt: prompt.len(), max_tokens: r.max_tokens, context });
-            }
-            Ok(ResolvedRequest { id: r.id.clone(), arrival_s: r.arrival_s, prompt, params: r.sampling_params() })
-        })
-        .collect()
-}
-
-/// sha256 of the resolved requests (arrivals, token ids, parameters): equal hashes, the same workload.
-pub fn workload_hash(requests: &[ResolvedRequest]) -> String {
-    let mut h = Sha256::new();
-    for r in requests {
-        h.update(format!("{}|{:?}|{}\n", r.arrival_s, r.prompt, params_key(&r.params)).as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-/// The sampling parameters as the workload hash sees them: the engine's original fields as `Debug` printed them,
-/// and fields added since (`min_tokens`, `logprobs`) only when set, so that a workload that does not use them keeps
-/// the hash recorded in committed baselines.
-fn params_key(p: &SamplingParams) -> String {
-    use std::fmt::Write;
-    let mut s = format!(
-        "SamplingParams {{ temperature: {:?}, top_k: {:?}, top_p: {:?}, max_tokens: {:?}, ignore_eos: {:?}, \
-         stop_token_ids: {:?}, seed: {:?}",
-        p.temperature, p.top_k, p.top_p, p.max_tokens, p.ignore_eos, p.stop_token_ids, p.seed
-    );
-    if p.min_tokens != 0 {
-        let _ = write!(s, ", min_tokens: {:?}", p.min_tokens);
-    }
-    if let Some(n) = p.logprobs {
-        let _ = write!(s, ", logprobs: {n:?}");
-    }
-    let _ = write!(s, ", logits: {:?} }}", p.logits);
-    s
-}
-
-/// One workload to measure: its requests (warm-up first) and where they came from.
-#[derive(Debug, Clone)]
-pub struct BenchWorkload {
-    /// `synthetic`, `synthetic@RATE` or the trace's path.
-    pub source: String,
-    pub requests: Vec<ResolvedRequest>,
-    /// The synthetic workload's seed.
-    pub seed: Option<u64>,
-    /// Online request rate and burstiness (`None`: offline, or a trace's own timestamps).
-    pub rate: Option<f64>,
-    pub burstiness: Option<f64>,
-}
+pub use resolve::{BenchError, BenchWorkload, MAX_ARRIVAL_S, resolve, workload_hash};
 
 /// How to measure: the same for every runtime of the run.
 #[derive(Debug, Clone)]
 pub struct BenchSettings {
-    pub runtimes: Vec<String>,
+    pub runtimes: Vec<RuntimeSpec>,
     pub runtime: RuntimeSettings,
     pub engine: Config,
     pub mode: Mode,
@@ -289,11 +183,12 @@ pub fn run(
     let prepared =
         if settings.targets.is_empty() { Err(String::new()) } else { prepare_http(model, requests, settings) };
     for round in 0..rounds {
-        for (k, name) in names.iter().enumerate() {
+        for (k, spec) in names.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) || repeated[k].stopped() {
                 continue;
             }
-            let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.clone() };
+            let name = spec.name();
+            let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.to_owned() };
             let progress = events.started(&label, requests.len() - settings.warmup);
             let options = ReplayOptions {
                 mode: settings.mode,
@@ -302,17 +197,17 @@ pub fn run(
                 progress,
                 max_concurrency: settings.http.max_concurrency,
             };
-            let outcome = registry::build(name, model, &settings.runtime)
+            let outcome = registry::build(spec, model, &settings.runtime)
                 .map_err(|e| e.to_string())
                 .and_then(|rt| replay(rt, settings.engine.clone(), requests, &options).map_err(|e| e.to_string()));
             let result = match outcome {
                 Ok(r) => {
                     let mut result = RuntimeResult::from_replay(&r, &settings.percentiles, &settings.slo);
                     // Label runs as requested (`mock:delay-us=300` is not `mock`); file names follow.
-                    result.runtime = name.clone();
+                    result.runtime = name.to_owned();
                     result.requests_csv = report::tables::requests_csv_name(name);
                     if round == 0 {
-                        records.push((name.clone(), r.records));
+                        records.push((name.to_owned(), r.records));
                     }
                     result
                 }
@@ -329,7 +224,7 @@ pub fn run(
                 continue;
             }
             let name = &target.name;
-            let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.clone() };
+            let label = if rounds > 1 { format!("{name} {}/{rounds}", round + 1) } else { name.to_owned() };
             let progress = events.started(&label, requests.len() - settings.warmup);
             let options = http::LoadOptions {
                 endpoint: settings.http.endpoint,
@@ -413,99 +308,4 @@ pub fn failed_run(name: &str, error: String) -> RuntimeResult {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workload_hash_of_unset_new_parameters_is_the_one_baselines_recorded() {
-        let p = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(16) };
-        assert_eq!(
-            params_key(&p),
-            "SamplingParams { temperature: 0.0, top_k: None, top_p: 1.0, max_tokens: 16, ignore_eos: true, \
-             stop_token_ids: [], seed: None, logits: None }"
-        );
-        let with = SamplingParams { min_tokens: 4, logprobs: Some(2), ..p };
-        assert!(params_key(&with).ends_with("seed: None, min_tokens: 4, logprobs: 2, logits: None }"));
-    }
-    use crate::workload::TraceRequest;
-
-    fn settings(runtimes: &[&str], repeat: usize) -> BenchSettings {
-        BenchSettings {
-            runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
-            runtime: RuntimeSettings::default(),
-            engine: Config::builder().max_model_len(256).num_kv_blocks(64).build().unwrap(),
-            mode: Mode::Offline,
-            warmup: 1,
-            repeat,
-            percentiles: vec![50.0, 99.0],
-            slo: Slo::default(),
-            targets: Vec::new(),
-            http: HttpSettings::default(),
-        }
-    }
-
-    fn workload(n: usize) -> BenchWorkload {
-        let requests = (0..n)
-            .map(|i| TraceRequest::ids(0.0, vec![(i % 50) as u32 + 2; 8], 4))
-            .map(|r| ResolvedRequest { id: None, arrival_s: 0.0, prompt: vec![5; 8], params: r.sampling_params() })
-            .collect();
-        BenchWorkload { source: "test".into(), requests, seed: Some(0), rate: None, burstiness: None }
-    }
-
-    #[derive(Default)]
-    struct Seen(Vec<String>);
-    impl BenchEvents for Seen {
-        fn finished(&mut self, label: &str, result: &RuntimeResult) {
-            self.0.push(format!("{label}: {}", result.status));
-        }
-    }
-
-    #[test]
-    fn runtimes_run_in_rounds_and_a_failing_one_does_not_stop_the_others() {
-        let bundle = ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap());
-        let mut seen = Seen::default();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let s = settings(&["mock", "mock:fail-at=2", "nope"], 2);
-        let (results, records) = run(&bundle, &workload(6), &s, &cancel, &mut seen).unwrap();
-        // The failing mock and the unknown runtime stop after their first round; the good one runs twice.
-        assert_eq!(seen.0, ["mock 1/2: ok", "mock:fail-at=2 1/2: failed", "nope 1/2: failed", "mock 2/2: ok"]);
-        let statuses: Vec<(&str, &str)> =
-            results.runs.iter().map(|r| (r.runtime.as_str(), r.status.as_str())).collect();
-        assert_eq!(statuses, [("mock", "ok"), ("mock:fail-at=2", "failed"), ("nope", "failed")]);
-        assert_eq!(results.runs[0].repeats.len(), 2);
-        assert!(results.runs[2].error.as_deref().unwrap().contains("unknown runtime 'nope'"));
-        assert_eq!(results.metadata.workload.num_requests, 5);
-        assert!(results.metadata.cpu.as_ref().is_some_and(|c| c.cores >= 1));
-        // Per-request records of every runtime that replayed (the failing mock's completed requests are kept).
-        let recorded: Vec<&str> = records.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(recorded, ["mock", "mock:fail-at=2"]);
-        // A warm-up that leaves nothing to measure is refused up front.
-        let err = run(&bundle, &workload(1), &s, &cancel, &mut ()).unwrap_err();
-        assert_eq!(err.to_string(), "--warmup 1 leaves no measured request of 1");
-    }
-
-    #[test]
-    fn a_cancelled_run_measures_nothing_more() {
-        let bundle = ModelSource::from(nano_vllm_bundle::open_fixture("tiny-llama").unwrap());
-        let cancel = Arc::new(AtomicBool::new(true));
-        let (results, _) = run(&bundle, &workload(4), &settings(&["mock"], 3), &cancel, &mut ()).unwrap();
-        assert!(results.runs.is_empty());
-    }
-
-    #[test]
-    fn requests_are_checked_against_the_model() {
-        let tok = Tokenizer::from_file(nano_vllm_bundle::fixtures_dir().join("tiny-llama/tokenizer.json")).unwrap();
-        let w = |r: TraceRequest| Workload::new(vec![r]);
-        let tok = Some(&tok);
-        let err = resolve(&w(TraceRequest::ids(0.0, vec![600], 4)), tok, 512, 256).unwrap_err();
-        assert_eq!(err.to_string(), "request #0: token id 600 is outside the vocabulary (512)");
-        let err = resolve(&w(TraceRequest::ids(0.0, vec![5; 250], 8)), tok, 512, 256).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "request #0: prompt (250 tokens) + max_tokens (8) exceeds the model's context (256)"
-        );
-        let err = resolve(&w(TraceRequest::ids(0.0, vec![], 8)), tok, 512, 256).unwrap_err();
-        assert_eq!(err.to_string(), "request #0: the prompt is empty");
-        assert_eq!(resolve(&w(TraceRequest::ids(0.5, vec![5, 6], 8)), tok, 512, 256).unwrap()[0].prompt, [5, 6]);
-    }
-}
+mod tests;
