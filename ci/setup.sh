@@ -160,6 +160,16 @@ fi
 [ "$(readlink fixtures/gemma-3-270m-q4_k_m.gguf)" = "$gemma" ] || ln -sfn "$gemma" fixtures/gemma-3-270m-q4_k_m.gguf
 # The main job shows the real model only: the test bundles below are the test command's.
 [ "$mode" = main ] && exit 0
+# - fixtures/smollm2/perplexity_reference.json: transformers' perplexity of the built-in corpus for the real model
+#   (fixtures/quality/make_perplexity.py, ~1 minute; cli/tests/quality.rs holds `nano-vllm quality` to it), made
+#   again when the script or the corpus changes (the committed tiny bundles carry theirs).
+ppl_key=$(cat fixtures/quality/make_perplexity.py fixtures/corpus.txt | sha256sum | cut -c1-16)
+if [ "$(cat fixtures/smollm2/perplexity_reference.key 2>/dev/null)" != "$ppl_key" ]; then
+  echo "ci/setup.sh: computing transformers' perplexity of fixtures/smollm2"
+  .venv/bin/python fixtures/quality/make_perplexity.py fixtures/smollm2 > fixtures/smollm2/perplexity_reference.log 2>&1 || {
+    tail -n 30 fixtures/smollm2/perplexity_reference.log >&2; echo "ci/setup.sh: make_perplexity.py failed" >&2; exit 1; }
+  echo "$ppl_key" > fixtures/smollm2/perplexity_reference.key
+fi
 cached_bundle bench "$(generator_key)" --preset bench
 # - fixtures/edge-*: the conformance edges (long context, Mistral's window, Llama-3 RoPE, Qwen2's window from
 #   max_window_layers, GPT-2 without attention scaling), tiny models run by harness/tests/edge_parity.rs.

@@ -5,6 +5,7 @@ mod bench;
 mod gate;
 mod generate;
 mod parity;
+mod quality;
 mod report;
 mod serve;
 mod simulate;
@@ -54,6 +55,12 @@ enum Command {
     /// Examples: nano-vllm parity                       (every runtime, every committed fixture)
     ///           nano-vllm parity --bundle fixtures/bench --runtime native,llama-cpp:q8_0 --out parity.json
     Parity(parity::ParityArgs),
+    /// Score runtimes on real text: perplexity per runtime and, against a base runtime, KL divergence, top-1
+    /// agreement and RMS Δp (llama-perplexity's figures), teacher forced through the engine over a corpus.
+    ///
+    /// Examples: nano-vllm quality --model fixtures/smollm2            (every runtime, the built-in corpus)
+    ///           nano-vllm quality --model m.gguf --runtime native,llama-cpp --corpus my.txt --ctx 512
+    Quality(quality::QualityArgs),
     /// Compare a bench run with this CPU's committed baseline, or instruction counts with theirs; exit non-zero on a
     /// regression beyond ci/gate.toml.
     ///
@@ -89,6 +96,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Parity(args) => parity::run(&args),
+        Command::Quality(args) => quality::run(&args),
         Command::Gate(args) => gate::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::Serve(args) => serve::run(&args),

@@ -264,6 +264,22 @@ def main() -> None:
     cli("mock option negative", ["--runtime", "mock:fail-at=-1"], "-1")
     cli("mock delay absurd", ["--runtime", "mock:delay-us=100000000000"], "delay-us")
     cli("llama-cpp unknown variant", ["--runtime", "llama-cpp:q9_9"], "q9_9")
+    cli("runtime list with an option that is no runtime", ["--runtime", "native:q8_0,tensorrt"], "tensorrt")
+    cli("two storages of one runtime", ["--runtime", "native:q8_0,q4_0"], "q4_0")
+
+    # --- quality corpora.
+    def quality(name, extra, *expect):
+        case(name, ["quality", "--runtime", "native", "--out", out / "quality" / f"{name.replace(' ', '_')}.json"]
+             + extra, *expect)
+
+    quality("quality corpus not utf-8", ["--corpus", write("quality/latin1.txt", "caf\xe9 ".encode("latin-1") * 400)],
+            "latin1.txt", "UTF-8")
+    quality("quality corpus empty", ["--corpus", write("quality/empty.txt", "")], "fewer than one chunk")
+    quality("quality corpus a directory", ["--corpus", out], "reading the corpus")
+    quality("quality ctx 0", ["--ctx", "0"], "--ctx")
+    quality("quality ctx huge", ["--ctx", "18446744073709551615"], "--ctx")
+    quality("quality chunks 0", ["--chunks", "0"], "--chunks")
+    quality("quality base not scored", ["--base", "candle"], "--base candle")
 
     # --- traces.
     def trace(name, text, *expect, mode=None):

@@ -1,0 +1,194 @@
+//! `nano-vllm quality`: how much worse a runtime setting computes the model, on real text. Teacher forced over a
+//! corpus cut into chunks ([`Corpus`]), through the shared engine (every runtime that `bench` runs can be scored),
+//! each runtime gets its perplexity and, against a base runtime's distributions at the same positions, the KL
+//! divergence, top-1 agreement and RMS Δp of llama.cpp's `llama-perplexity --kl-divergence` ([`score`]).
+//!
+//! The base runs first; its raw logits of the scored positions go to a file beside the report (f32, as the runtime
+//! returned them: log-softmax is recomputed in f64 on reading, so a float32 runtime against a float32 base is
+//! compared exactly) and are read back one chunk at a time for each other runtime: memory stays at one group of
+//! chunks whatever the corpus.
+
+mod corpus;
+mod report;
+pub mod score;
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use nano_vllm_engine::{Config, LlmEngine, LogitsCapture, SamplingParams};
+use nano_vllm_models::model::ModelSource;
+use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
+
+pub use corpus::{Corpus, CorpusError, DEFAULT_CORPUS};
+pub use report::{CorpusMeta, QUALITY_SCHEMA_VERSION, QualityReport, RuntimeQuality};
+use score::{Perplexity, VsBase, VsBaseRow, log_softmax, vs_base};
+
+const BLOCK_SIZE: usize = 16;
+/// Captured logits of one engine call stay under this many values (256 MiB of f32): chunks are run in groups of
+/// at most 8, fewer for a large vocabulary.
+const MAX_GROUP_VALUES: usize = 64 << 20;
+
+/// How to score: the same for every runtime of the run.
+#[derive(Debug, Clone, Default)]
+pub struct QualitySettings {
+    pub runtime: RuntimeSettings,
+}
+
+/// What one runtime produced: the NLL of every scored token, and its rows against the base.
+struct Scored {
+    nll: Vec<f64>,
+    vs_base: Vec<VsBaseRow>,
+}
+
+/// Scores every runtime of `runtimes` on `corpus` (the base, `runtimes[base]`, first), keeping the base's rows in
+/// `work_dir` while the others run. A runtime that fails to build or to run is an error row; the others go on.
+pub fn run(
+    model: &ModelSource,
+    corpus: &Corpus,
+    runtimes: &[RuntimeSpec],
+    base: Option<usize>,
+    settings: &QualitySettings,
+    work_dir: &Path,
+) -> Vec<RuntimeQuality> {
+    let base_file = work_dir.join(format!(".quality-base-{}.f32", std::process::id()));
+    let mut order: Vec<usize> = (0..runtimes.len()).collect();
+    if let Some(b) = base {
+        order.retain(|&i| i != b);
+        order.insert(0, b);
+    }
+    let mut out: Vec<Option<RuntimeQuality>> = vec![None; runtimes.len()];
+    let mut base_ok = false;
+    for i in order {
+        let spec = &runtimes[i];
+        let is_base = Some(i) == base;
+        let against = (!is_base && base_ok).then(|| (base_file.as_path(), runtimes[base.unwrap_or(0)].name()));
+        let started = std::time::Instant::now();
+        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            score_runtime(model, corpus, spec, settings, is_base.then_some(base_file.as_path()), against)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "(no message)".into());
+            Err(format!("panicked: {message}"))
+        });
+        let seconds = started.elapsed().as_secs_f64();
+        let row = match scored {
+            Ok(s) => {
+                base_ok |= is_base;
+                let perplexity = Perplexity::of(&s.nll);
+                let vs = against.map(|(_, name)| VsBase::of(name, &s.vs_base));
+                eprintln!(
+                    "{:<20} ppl {:.4} ± {:.4}{} ({seconds:.1} s)",
+                    spec.name(),
+                    perplexity.perplexity,
+                    perplexity.ci95,
+                    vs.as_ref()
+                        .map(|v| format!(
+                            ", KL {:.3e} ± {:.1e}, top-1 {:.4}",
+                            v.mean_kl.mean, v.mean_kl.ci95, v.top1_agreement.mean
+                        ))
+                        .unwrap_or_default()
+                );
+                RuntimeQuality::scored(spec.name(), perplexity, vs, is_base, seconds)
+            }
+            Err(error) => {
+                eprintln!("{:<20} failed: {error}", spec.name());
+                RuntimeQuality::failed(spec.name(), error, is_base, seconds)
+            }
+        };
+        out[i] = Some(row);
+    }
+    let _ = std::fs::remove_file(&base_file);
+    out.into_iter().flatten().collect()
+}
+
+/// Runs `spec` over every chunk: the NLL of each scored token; with `write_base`, the scored rows' logits written
+/// there; with `against`, each row compared with the base's rows read from that file.
+fn score_runtime(
+    model: &ModelSource,
+    corpus: &Corpus,
+    spec: &RuntimeSpec,
+    settings: &QualitySettings,
+    write_base: Option<&Path>,
+    against: Option<(&Path, &str)>,
+) -> Result<Scored, String> {
+    let ctx = corpus.ctx;
+    let runtime_settings = RuntimeSettings {
+        max_model_len: Some(ctx + 1),
+        max_num_seqs: Some(1),
+        max_num_batched_tokens: Some(ctx),
+        ..settings.runtime.clone()
+    };
+    let runtime = registry::build(spec, model, &runtime_settings).map_err(|e| e.to_string())?;
+    let group = (MAX_GROUP_VALUES / (ctx * model.info().vocab_size.max(1))).clamp(1, 8);
+    // One chunk a step (llama-perplexity's batch of one context); a group of chunks per engine call.
+    let config = Config::builder()
+        .block_size(BLOCK_SIZE)
+        .max_model_len(ctx + 1)
+        .max_num_seqs(1)
+        .num_kv_blocks(group * (ctx + 1).div_ceil(BLOCK_SIZE))
+        .max_num_batched_tokens(ctx)
+        .eos_token_ids(Vec::new())
+        .enable_prefix_caching(false)
+        .enable_chunked_prefill(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut engine = LlmEngine::new(config, runtime).map_err(|e| e.to_string())?;
+    let params = SamplingParams { ignore_eos: true, logits: LogitsCapture::All, ..SamplingParams::greedy(1) };
+    let io = |what: &str, e: std::io::Error| format!("{what} the base's logits: {e}");
+    let mut writer = match write_base {
+        Some(p) => Some(BufWriter::new(std::fs::File::create(p).map_err(|e| io("writing", e))?)),
+        None => None,
+    };
+    let mut reader = match against {
+        Some((p, _)) => Some(BufReader::new(std::fs::File::open(p).map_err(|e| io("reading", e))?)),
+        None => None,
+    };
+    let (first, rows_per_chunk) = (corpus.first_scored, ctx - 1 - corpus.first_scored);
+    let mut scored = Scored { nll: Vec::new(), vs_base: Vec::new() };
+    let (mut lp, mut base_lp, mut base_raw, mut base_row) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for chunks in corpus.chunks.chunks(group) {
+        let sequences = engine.generate(chunks.to_vec(), &params).map_err(|e| e.to_string())?;
+        for (ids, seq) in chunks.iter().zip(&sequences) {
+            let captured = seq.logits().ok_or("the runtime returned no logits")?;
+            // The base's rows are as long as this runtime's (a runtime with a padded vocabulary cannot be compared).
+            let vocab = captured.vocab_size;
+            base_raw.resize(4 * vocab, 0);
+            base_row.resize(vocab, 0.0);
+            for j in first..first + rows_per_chunk {
+                let k = captured.positions.iter().position(|&p| p as usize == j).ok_or_else(|| {
+                    format!("no logits at position {j} of a chunk (the runtime must return every position's)")
+                })?;
+                let row = &captured.values[k * vocab..(k + 1) * vocab];
+                log_softmax(row, &mut lp);
+                let next = ids[j + 1] as usize;
+                scored.nll.push(-lp[next]);
+                if let Some(w) = writer.as_mut() {
+                    w.write_all(bytemuck_f32(row)).map_err(|e| io("writing", e))?;
+                }
+                if let Some(r) = reader.as_mut() {
+                    r.read_exact(&mut base_raw).map_err(|e| io("reading", e))?;
+                    for (v, b) in base_row.iter_mut().zip(base_raw.chunks_exact(4)) {
+                        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                    log_softmax(&base_row, &mut base_lp);
+                    scored.vs_base.push(vs_base(&base_lp, &lp, next));
+                }
+            }
+        }
+    }
+    if let Some(mut w) = writer {
+        w.flush().map_err(|e| io("writing", e))?;
+    }
+    Ok(scored)
+}
+
+/// A row of f32 as little-endian bytes (this crate's targets are little-endian, checked at compile time).
+fn bytemuck_f32(row: &[f32]) -> &[u8] {
+    const _: () = assert!(cfg!(target_endian = "little"), "the base file is little-endian f32");
+    // SAFETY: any f32 is 4 initialized bytes; the slice covers exactly the row's memory, u8 has no alignment needs.
+    unsafe { std::slice::from_raw_parts(row.as_ptr().cast::<u8>(), std::mem::size_of_val(row)) }
+}
