@@ -30,8 +30,9 @@ fi
 
 # Debian packages: llama.cpp (nano-vllm-llama-cpp) builds with cmake, a C/C++ compiler (build-essential) and bindgen
 # (libclang-dev); the instruction-count gate runs its benchmarks under valgrind (Callgrind); ci/interop.sh waits for
-# its servers with curl; the project venvs need python3-venv; provenance and the fuzz corpus read git.
-APT_PACKAGES=(cmake build-essential libclang-dev valgrind curl python3-venv git)
+# its servers with curl; the project venvs need python3-venv; provenance and the fuzz corpus read git; the HTML report
+# is rendered in a real browser, headless Chromium, by cli/tests/quality.rs.
+APT_PACKAGES=(cmake build-essential libclang-dev valgrind curl python3-venv git chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -275,3 +275,18 @@ fn hostile_traces_end_in_named_errors_and_a_million_lines_replay_in_seconds() {
             .unwrap();
     assert_eq!(results["runs"][0]["metrics"]["completed"], 1_000_000.0);
 }
+
+#[test]
+fn generate_shows_each_first_token_beside_its_runner_up() {
+    let args =
+        ["generate", "--prompt", "Once upon a time", "--prompt", "The", "--max-tokens", "4", "--first-token-margin"];
+    let (ok, out, err) = nano_vllm(&args);
+    assert!(ok, "{err}");
+    for k in [1, 2] {
+        let line =
+            out.lines().find(|l| l.starts_with(&format!("[{k}] first token: "))).unwrap_or_else(|| panic!("{out}"));
+        // `"tok" (p 0.xxx), runner-up "tok" (p 0.xxx): logit gap g`, the gap not negative.
+        let gap: f32 = line.rsplit("logit gap ").next().unwrap().parse().unwrap();
+        assert!(line.contains(", runner-up ") && gap >= 0.0, "{line}");
+    }
+}

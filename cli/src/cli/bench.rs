@@ -10,6 +10,7 @@ use nano_vllm_engine::Config;
 use nano_vllm_harness::bench::{self, BenchEvents, BenchSettings, BenchWorkload, HttpSettings};
 use nano_vllm_harness::http::{self, Balance, Endpoint, PromptFormat, Target};
 use nano_vllm_harness::metrics::{Slo, format_percentile};
+use nano_vllm_harness::quality::QualityReport;
 use nano_vllm_harness::replay::{Mode, Progress};
 use nano_vllm_harness::report::{self, RuntimeResult};
 use nano_vllm_harness::workload::read_trace;
@@ -61,6 +62,10 @@ pub struct BenchArgs {
     /// Ratios in the comparison table are against this runtime (default: the first).
     #[arg(long)]
     baseline: Option<String>,
+    /// A `nano-vllm quality` report (quality.json) of the same model: the reports then show speed beside quality
+    /// (perplexity, KL divergence, the Pareto front and its chart), joined by runtime name.
+    #[arg(long)]
+    quality: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -337,6 +342,8 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         PathBuf::from("reports/runs").join(format!("{now}-{}", model.name()))
     });
     prepare_out_dir(&out_dir)?;
+    // Read before measuring: a quality report that cannot be read fails the run before it starts.
+    let quality = a.quality.as_deref().map(QualityReport::read).transpose().map_err(anyhow::Error::msg)?;
     let mut events = Bars { quiet: a.quiet, bar: None };
     let (mut all_results, mut all_records) = (Vec::new(), Vec::new());
     for workload in &workloads {
@@ -353,8 +360,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    let html = report::write_comparison(&out_dir, &all_results, &all_records, a.baseline.as_deref())?;
+    let html = report::write_comparison(&out_dir, &all_results, &all_records, a.baseline.as_deref(), quality.as_ref())?;
     print!("{}", report::markdown::comparison(&all_results, a.baseline.as_deref()));
+    if let Some(q) = &quality {
+        print!("\n{}", report::speed_quality::markdown(&report::speed_quality::join(&all_results, q), q));
+    }
     println!(
         "percentiles: {}; reports in {}; HTML: {}",
         a.percentiles.iter().map(|p| format_percentile(*p)).collect::<Vec<_>>().join(", "),

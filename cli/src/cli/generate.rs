@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use nano_vllm_engine::{Config, LlmEngine, SamplingParams, SeqId};
+use nano_vllm_engine::{Config, LlmEngine, LogitsCapture, SamplingParams, SeqId};
 use nano_vllm_models::model::ModelSource;
 use nano_vllm_models::model::chat::Message;
 use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
@@ -43,6 +43,10 @@ pub struct GenerateArgs {
     /// Runtime threads (0: one per core).
     #[arg(long, default_value_t = 0, value_parser = super::thread_count, allow_negative_numbers = true)]
     threads: usize,
+    /// After the text, each prompt's first output token beside its runner-up: their probabilities and the gap
+    /// between their logits (a near tie is where a quantized model's answer can part from the float32 model's).
+    #[arg(long)]
+    first_token_margin: bool,
 }
 
 pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
@@ -95,6 +99,7 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         top_k: a.top_k,
         seed: a.seed,
         ignore_eos: a.ignore_eos,
+        logits: if a.first_token_margin { LogitsCapture::Sampled } else { LogitsCapture::None },
         ..SamplingParams::greedy(a.max_tokens)
     };
     let mut ids: Vec<SeqId> = Vec::new();
@@ -134,6 +139,12 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         let sep = if a.chat { "\n" } else { "" };
         writeln!(out, "[{}] {}{sep}{}", k + 1, a.prompts[k], text)?;
     }
+    if a.first_token_margin {
+        for (k, seq) in finished.iter().enumerate() {
+            let Some(row) = seq.logits().filter(|l| !l.positions.is_empty()).map(|l| l.row(0)) else { continue };
+            writeln!(out, "[{}] first token: {}", k + 1, first_token_margin(row, &tokenizer))?;
+        }
+    }
     let output_tokens: usize = finished.iter().map(|s| s.num_output_tokens()).sum();
     let reasons: Vec<&str> = finished.iter().map(|s| s.finish_reason().map_or("?", |r| r.as_str())).collect();
     eprintln!(
@@ -143,4 +154,26 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         reasons.join(", ")
     );
     Ok(())
+}
+
+/// The two most likely tokens of a row of logits, their probabilities and the gap between their logits.
+fn first_token_margin(row: &[f32], tokenizer: &tokenizers::Tokenizer) -> String {
+    if row.len() < 2 {
+        return format!("a vocabulary of {} token(s) has no runner-up", row.len());
+    }
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.select_nth_unstable_by(1.min(row.len().saturating_sub(1)), |&a, &b| row[b].total_cmp(&row[a]));
+    let (first, second) = if row[order[0]] >= row[order[1]] { (order[0], order[1]) } else { (order[1], order[0]) };
+    let max = row[first] as f64;
+    let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let p = |i: usize| (row[i] as f64 - max).exp() / z;
+    let text = |i: usize| format!("{:?}", tokenizer.decode(&[i as u32], false).unwrap_or_else(|_| format!("#{i}")));
+    format!(
+        "{} (p {:.3}), runner-up {} (p {:.3}): logit gap {:.3}",
+        text(first),
+        p(first),
+        text(second),
+        p(second),
+        row[first] - row[second]
+    )
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use nano_vllm_harness::quality::QualityReport;
 use nano_vllm_harness::report::{self, ab, import};
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +20,10 @@ pub struct ReportArgs {
     out: PathBuf,
     #[arg(long)]
     baseline: Option<String>,
+    /// A `nano-vllm quality` report (quality.json) of the same model: speed beside quality (perplexity, KL
+    /// divergence, the Pareto front and its chart), joined by runtime name.
+    #[arg(long)]
+    quality: Option<PathBuf>,
 }
 
 pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
@@ -39,6 +44,7 @@ pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let quality = a.quality.as_deref().map(QualityReport::read).transpose().map_err(anyhow::Error::msg)?;
     let mut results = Vec::new();
     let mut formats = Vec::new();
     for run in &a.runs {
@@ -49,8 +55,11 @@ pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
     let ab = (results.len() == 2 && formats.iter().all(|f| *f == import::Format::NanoVllm)).then(|| {
         ab::compare(&a.runs[0].display().to_string(), &results[0], &a.runs[1].display().to_string(), &results[1])
     });
-    let html = report::write_comparison(&a.out, &results, &[], a.baseline.as_deref())?;
+    let html = report::write_comparison(&a.out, &results, &[], a.baseline.as_deref(), quality.as_ref())?;
     print!("{}", report::markdown::comparison(&results, a.baseline.as_deref()));
+    if let Some(q) = &quality {
+        print!("\n{}", report::speed_quality::markdown(&report::speed_quality::join(&results, q), q));
+    }
     if let Some(ab) = &ab {
         let md = ab.markdown();
         report::write_atomic(&a.out.join("ab.md"), md.as_bytes())?;

@@ -21,6 +21,23 @@ use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 
 pub use corpus::{Corpus, CorpusError, DEFAULT_CORPUS};
 pub use report::{CorpusMeta, QUALITY_SCHEMA_VERSION, QualityReport, RuntimeQuality};
+
+impl QualityReport {
+    /// Reads a `quality.json` written by `nano-vllm quality`.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let report: Self = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a quality report of `nano-vllm quality`: {e}", path.display()))?;
+        if report.schema_version != QUALITY_SCHEMA_VERSION {
+            return Err(format!(
+                "{}: quality report schema {}, this build reads {QUALITY_SCHEMA_VERSION}",
+                path.display(),
+                report.schema_version
+            ));
+        }
+        Ok(report)
+    }
+}
 use score::{Perplexity, VsBase, VsBaseRow, log_softmax, vs_base};
 
 const BLOCK_SIZE: usize = 16;

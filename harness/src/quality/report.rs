@@ -11,14 +11,16 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::score::nan_if_null;
 
 use super::Corpus;
 use super::score::{Perplexity, VsBase};
 
 pub const QUALITY_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {
     pub schema_version: u32,
     pub created_unix_s: u64,
@@ -31,7 +33,7 @@ pub struct QualityReport {
     pub runtimes: Vec<RuntimeQuality>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CorpusMeta {
     pub name: String,
     pub sha256: String,
@@ -56,13 +58,14 @@ impl From<&Corpus> for CorpusMeta {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeQuality {
     pub runtime: String,
     /// `ok` or `failed`.
     pub status: String,
     pub error: Option<String>,
     pub is_base: bool,
+    #[serde(deserialize_with = "nan_if_null")]
     pub seconds: f64,
     pub perplexity: Option<Perplexity>,
     pub vs_base: Option<VsBase>,

@@ -2,7 +2,12 @@
 //! uncertainty, and against a base runtime's distributions the KL divergence (mean, median, p99, max), top-1
 //! agreement and RMS Δp, each mean with a 95 % interval.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A figure written as `null` when it was not finite (serde_json's NaN), read back as NaN.
+pub(crate) fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
 
 /// z of a two-sided 95 % normal interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -43,9 +48,11 @@ fn argmax(row: &[f64]) -> usize {
 }
 
 /// A mean with the half-width of its 95 % interval (`mean ± ci95`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Mean {
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub ci95: f64,
 }
 
@@ -64,10 +71,13 @@ impl Mean {
 
 /// Perplexity over the scored tokens: `exp(mean NLL)`, its 95 % interval from the NLL's standard error (the delta
 /// method, as llama-perplexity reports `PPL ± err`), and the tokens scored.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Perplexity {
+    #[serde(deserialize_with = "nan_if_null")]
     pub perplexity: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub ci95: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean_nll: f64,
     pub tokens: usize,
 }
@@ -81,13 +91,16 @@ impl Perplexity {
 }
 
 /// A runtime against the base over every scored position.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VsBase {
     pub base: String,
     pub rows: usize,
     pub mean_kl: Mean,
+    #[serde(deserialize_with = "nan_if_null")]
     pub median_kl: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p99_kl: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub max_kl: f64,
     /// Fraction of positions where the runtime's most likely token is the base's, with a 95 % interval.
     pub top1_agreement: Mean,

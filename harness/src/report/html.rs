@@ -8,14 +8,33 @@ use plotters::prelude::*;
 use super::Results;
 use crate::metrics::RequestRecord;
 
-const COLORS: [RGBColor; 6] = [
+/// Tableau's 20 colours, dark and light of each hue: 20 series before one repeats (a bench of every runtime setting
+/// has 16 rows).
+const COLORS: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
 ];
+
+/// Percentiles the percentile charts draw when per-request records are there: enough points to show a tail.
+const PERCENTILES: [f64; 13] = [1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0];
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -39,9 +58,16 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<
     }
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (860, 380)).into_drawing_area();
         root.fill(&WHITE).ok()?;
-        let mut chart = ChartBuilder::on(&root)
+        // The legend in a column of its own, right of the data: it never covers a line.
+        let (plot, legend) = root.split_horizontally(640);
+        for (i, (name, _)) in series.iter().enumerate() {
+            let (color, y) = (COLORS[i % COLORS.len()], 40 + 17 * i as i32);
+            legend.draw(&PathElement::new(vec![(4, y), (24, y)], color.stroke_width(3))).ok()?;
+            legend.draw(&Text::new(name.clone(), (30, y - 7), ("sans-serif", 12))).ok()?;
+        }
+        let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
@@ -49,15 +75,45 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<
             .build_cartesian_2d(x0.min(0.0)..x1 * 1.02, y0.min(0.0)..y1 * 1.05)
             .ok()?;
         chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().ok()?;
-        for (i, (name, s)) in series.iter().enumerate() {
+        for (i, (_, s)) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2)))
-                .ok()?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2))).ok()?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().ok()?;
+        root.present().ok()?;
+    }
+    Some(svg)
+}
+
+/// A horizontal bar chart, one bar a runtime (in the table's order), each in its series colour; `None` when no bar has
+/// a value.
+fn bar_chart(title: &str, x_label: &str, bars: &[(String, Option<f64>)]) -> Option<String> {
+    let max = bars.iter().filter_map(|(_, v)| *v).fold(0.0f64, f64::max);
+    if max <= 0.0 || !max.is_finite() {
+        return None;
+    }
+    let n = bars.len();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 110 + 26 * n as u32)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(170)
+            .build_cartesian_2d(0.0..max * 1.1, (0..n).into_segmented())
+            .ok()?;
+        let name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |(n, _)| n.clone()),
+            _ => String::new(),
+        };
+        chart.configure_mesh().disable_y_mesh().y_labels(n).y_label_formatter(&name).x_desc(x_label).draw().ok()?;
+        for (i, (_, v)) in bars.iter().enumerate() {
+            let Some(v) = *v else { continue };
+            let color = COLORS[i % COLORS.len()];
+            let bar = Rectangle::new([(0.0, SegmentValue::Exact(i)), (v, SegmentValue::Exact(i + 1))], color.filled());
+            chart.draw_series(std::iter::once(bar)).ok()?;
+        }
         root.present().ok()?;
     }
     Some(svg)
@@ -70,11 +126,33 @@ fn cdf(mut v: Vec<f64>) -> Vec<(f64, f64)> {
     v.into_iter().enumerate().map(|(i, x)| (x, (i + 1) as f64 / n)).collect()
 }
 
+/// [`PERCENTILES`] of `v` (linear interpolation between order statistics).
+fn percentiles(mut v: Vec<f64>) -> Vec<(f64, f64)> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    PERCENTILES
+        .iter()
+        .map(|&p| {
+            let at = p / 100.0 * (n - 1) as f64;
+            let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+            (p, v[lo] + (v[hi] - v[lo]) * (at - lo as f64))
+        })
+        .collect()
+}
+
 /// The whole page.
-pub fn render(results: &[Results], records: &[super::Records]) -> String {
+pub fn render(
+    results: &[Results],
+    records: &[super::Records],
+    quality: Option<&crate::quality::QualityReport>,
+) -> String {
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>nano-vllm report</title><style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}</style></head><body><h1>nano-vllm report</h1>",
     );
+    // Speed beside quality first: the summary on top names the fastest setting and the most exact one.
+    if let Some(q) = quality {
+        html.push_str(&speed_quality_section(results, q));
+    }
     for (k, res) in results.iter().enumerate() {
         let records: &[(String, Vec<RequestRecord>)] = records.get(k).map_or(&[], |r| r.as_slice());
         let m = &res.metadata;
@@ -150,14 +228,23 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
                 .runs
                 .iter()
                 .map(|run| {
-                    let pts = [50.0, 90.0, 99.0]
-                        .iter()
-                        .filter_map(|&p| {
-                            let key =
-                                if p == 50.0 { format!("median_{metric}_ms") } else { format!("p{p}_{metric}_ms") };
-                            run.metric(&key).map(|v| (p, v))
-                        })
-                        .collect();
+                    // From the per-request records where the run has them (p1 .. p99), else the summary's three.
+                    let recs = records.iter().find(|(name, _)| *name == run.runtime).map(|(_, r)| r);
+                    let values: Vec<f64> = recs.map_or_else(Vec::new, |recs| {
+                        recs.iter().filter_map(|r| if metric == "ttft" { r.ttft_ms() } else { r.tpot_ms() }).collect()
+                    });
+                    let pts = if values.len() >= 2 {
+                        percentiles(values)
+                    } else {
+                        [50.0, 90.0, 99.0]
+                            .iter()
+                            .filter_map(|&p| {
+                                let key =
+                                    if p == 50.0 { format!("median_{metric}_ms") } else { format!("p{p}_{metric}_ms") };
+                                run.metric(&key).map(|v| (p, v))
+                            })
+                            .collect()
+                    };
                     (run.runtime.clone(), pts)
                 })
                 .collect();
@@ -167,6 +254,14 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
                 "ms",
                 &series,
             ));
+        }
+        for (metric, title, unit) in [
+            ("output_throughput", "Output throughput by runtime", "output tok/s"),
+            ("median_tpot_ms", "Median TPOT by runtime", "ms"),
+        ] {
+            let bars: Vec<(String, Option<f64>)> =
+                res.runs.iter().map(|r| (r.runtime.clone(), r.metric(metric))).collect();
+            charts.push(bar_chart(title, unit, &bars));
         }
         let kv: Vec<(String, Vec<(f64, f64)>)> = res
             .runs
@@ -206,5 +301,44 @@ pub fn render(results: &[Results], records: &[super::Records]) -> String {
         }
     }
     html.push_str("</body></html>\n");
+    html
+}
+
+/// Speed beside quality: the summary, the chart and the table of [`super::speed_quality`].
+fn speed_quality_section(results: &[Results], q: &crate::quality::QualityReport) -> String {
+    use super::speed_quality::{chart_svg, join, pareto, summary};
+    let points = join(results, q);
+    let mut html = String::from("<h2>Speed and quality</h2>");
+    if points.is_empty() {
+        html.push_str("<p>No runtime is in both the bench run and the quality run.</p>");
+        return html;
+    }
+    let bold = escape(&summary(&points, q));
+    // The summary's **name** marks, as HTML.
+    let mut parts = bold.split("**");
+    let mut para = parts.next().unwrap_or_default().to_owned();
+    for (k, part) in parts.enumerate() {
+        let _ = write!(para, "{}{part}", if k % 2 == 0 { "<b>" } else { "</b>" });
+    }
+    let _ = write!(html, "<p>{para}</p>");
+    if let Some(svg) = chart_svg(&points) {
+        html.push_str(&svg);
+    }
+    html.push_str("<table><tr><th>runtime</th><th>output tok/s</th><th>median TPOT ms</th><th>perplexity</th><th>mean KL</th><th>top-1 agreement</th><th>Pareto front</th></tr>");
+    let front = pareto(&points);
+    for (i, p) in points.iter().enumerate() {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.runtime),
+            p.output_throughput,
+            p.median_tpot_ms.map_or("-".into(), |v| format!("{v:.2}")),
+            p.perplexity,
+            if p.is_base { "base".into() } else { format!("{:.3e}", p.mean_kl) },
+            p.top1_agreement.map_or("-".into(), |v| format!("{v:.4}")),
+            if front.contains(&i) { "yes" } else { "" }
+        );
+    }
+    html.push_str("</table>");
     html
 }

@@ -9,6 +9,7 @@ pub mod import;
 pub mod markdown;
 mod repeats;
 mod schema;
+pub mod speed_quality;
 pub mod tables;
 
 pub use atomic::write_atomic;
@@ -55,11 +56,21 @@ pub fn write_comparison(
     results: &[Results],
     records: &[Records],
     baseline: Option<&str>,
+    quality: Option<&crate::quality::QualityReport>,
 ) -> Result<PathBuf, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.into(), source })?;
     write_atomic(&dir.join("summary.csv"), &tables::summary_csv(results))?;
-    write_atomic(&dir.join("report.md"), markdown::comparison(results, baseline).as_bytes())?;
+    let mut md = markdown::comparison(results, baseline);
+    if let Some(q) = quality {
+        md.push('\n');
+        md.push_str(&speed_quality::markdown(&speed_quality::join(results, q), q));
+        let path = dir.join("quality.json");
+        let json = serde_json::to_vec_pretty(q)
+            .map_err(|e| ReportError::Format { path: path.clone(), message: e.to_string() })?;
+        write_atomic(&path, &json)?;
+    }
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
     let html = dir.join("report.html");
-    write_atomic(&html, html::render(results, records).as_bytes())?;
+    write_atomic(&html, html::render(results, records, quality).as_bytes())?;
     Ok(html)
 }
