@@ -4,8 +4,8 @@
 //! divergence, top-1 agreement and RMS Δp of llama.cpp's `llama-perplexity --kl-divergence` ([`score`]).
 //!
 //! The base runs first; its raw logits of the scored positions go to a file beside the report (f32, as the runtime
-//! returned them: log-softmax is recomputed in f64 on reading, so a float32 runtime against a float32 base is
-//! compared exactly) and are read back one chunk at a time for each other runtime: memory stays at one group of
+//! returned them: the softmax is computed in f64 on reading, so a float32 runtime against a float32 base is compared
+//! exactly) and are read back one chunk at a time for each other runtime: memory stays at one group of
 //! chunks whatever the corpus.
 
 mod corpus;
@@ -38,7 +38,7 @@ impl QualityReport {
         Ok(report)
     }
 }
-use score::{Perplexity, VsBase, VsBaseRow, log_softmax, vs_base};
+use score::{Perplexity, VsBase, VsBaseRow, log_sum_exp, vs_base};
 
 const BLOCK_SIZE: usize = 16;
 /// Captured logits of one engine call stay under this many values (256 MiB of f32): chunks are run in groups of
@@ -166,7 +166,7 @@ fn score_runtime(
     };
     let (first, rows_per_chunk) = (corpus.first_scored, ctx - 1 - corpus.first_scored);
     let mut scored = Scored { nll: Vec::new(), vs_base: Vec::new() };
-    let (mut lp, mut base_lp, mut base_raw, mut base_row) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut base_raw, mut base_row) = (Vec::new(), Vec::new());
     for chunks in corpus.chunks.chunks(group) {
         let sequences = engine.generate(chunks.to_vec(), &params).map_err(|e| e.to_string())?;
         for (ids, seq) in chunks.iter().zip(&sequences) {
@@ -180,9 +180,8 @@ fn score_runtime(
                     format!("no logits at position {j} of a chunk (the runtime must return every position's)")
                 })?;
                 let row = &captured.values[k * vocab..(k + 1) * vocab];
-                log_softmax(row, &mut lp);
-                let next = ids[j + 1] as usize;
-                scored.nll.push(-lp[next]);
+                let (lse, next) = (log_sum_exp(row), ids[j + 1] as usize);
+                scored.nll.push(lse - row[next] as f64);
                 if let Some(w) = writer.as_mut() {
                     w.write_all(bytemuck_f32(row)).map_err(|e| io("writing", e))?;
                 }
@@ -191,8 +190,7 @@ fn score_runtime(
                     for (v, b) in base_row.iter_mut().zip(base_raw.chunks_exact(4)) {
                         *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                     }
-                    log_softmax(&base_row, &mut base_lp);
-                    scored.vs_base.push(vs_base(&base_lp, &lp, next));
+                    scored.vs_base.push(vs_base(&base_row, row, (log_sum_exp(&base_row), lse), next));
                 }
             }
         }

@@ -2,7 +2,10 @@
 //! uncertainty, and against a base runtime's distributions the KL divergence (mean, median, p99, max), top-1
 //! agreement and RMS Δp, each mean with a 95 % interval.
 
+use nano_vllm_conformance::kl_divergence;
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::metrics::percentile;
 
 /// A figure written as `null` when it was not finite (serde_json's NaN), read back as NaN.
 pub(crate) fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -12,13 +15,10 @@ pub(crate) fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Err
 /// z of a two-sided 95 % normal interval.
 const Z95: f64 = 1.959_963_984_540_054;
 
-/// Log-softmax of one row of logits, in f64 (a row of f32 logits summed in f64 loses nothing a comparison sees).
-pub fn log_softmax(logits: &[f32], out: &mut Vec<f64>) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    let log_z = max + sum.ln();
-    out.clear();
-    out.extend(logits.iter().map(|&v| v as f64 - log_z));
+/// log Σ exp(row), in f64: a row's NLL of token `t` is `log_sum_exp(row) - row[t]`.
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }
 
 /// What one scored position contributes, against the base.
@@ -32,19 +32,19 @@ pub struct VsBaseRow {
     pub dp: f64,
 }
 
-/// Compares a runtime's row with the base's (both log-softmax rows), `next` the token that follows.
-pub fn vs_base(base: &[f64], runtime: &[f64], next: usize) -> VsBaseRow {
-    let kl =
-        base.iter().zip(runtime).map(|(&b, &r)| if b == f64::NEG_INFINITY { 0.0 } else { b.exp() * (b - r) }).sum();
+/// Compares a runtime's row of logits with the base's, `next` the token that follows; `lse`: each row's
+/// [`log_sum_exp`] (`(base, runtime)`).
+pub fn vs_base(base: &[f32], runtime: &[f32], (base_lse, runtime_lse): (f64, f64), next: usize) -> VsBaseRow {
+    let p = |row: &[f32], lse: f64| (row[next] as f64 - lse).exp();
     VsBaseRow {
-        kl: f64::max(kl, 0.0),
+        kl: kl_divergence(base, runtime),
         same_top1: argmax(base) == argmax(runtime),
-        dp: runtime[next].exp() - base[next].exp(),
+        dp: p(runtime, runtime_lse) - p(base, base_lse),
     }
 }
 
-fn argmax(row: &[f64]) -> usize {
-    row.iter().enumerate().fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
 }
 
 /// A mean with the half-width of its 95 % interval (`mean ± ci95`).
@@ -118,23 +118,11 @@ impl VsBase {
             base: base.to_owned(),
             rows: rows.len(),
             mean_kl: Mean::of(kl.iter().copied()),
-            median_kl: quantile(&kl, 0.5),
-            p99_kl: quantile(&kl, 0.99),
+            median_kl: percentile(&kl, 50.0),
+            p99_kl: percentile(&kl, 99.0),
             max_kl: kl.last().copied().unwrap_or(f64::NAN),
             top1_agreement: Mean::of(rows.iter().map(|r| if r.same_top1 { 1.0 } else { 0.0 })),
             rms_dp: Mean { mean: rms, ci95: if rms > 0.0 { ms.ci95 / (2.0 * rms) } else { 0.0 } },
-        }
-    }
-}
-
-/// The `q` quantile of sorted values (linear interpolation, as numpy's default).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    match sorted.len() {
-        0 => f64::NAN,
-        n => {
-            let at = q * (n - 1) as f64;
-            let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-            sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
         }
     }
 }
@@ -145,13 +133,10 @@ mod tests {
 
     #[test]
     fn figures_match_values_computed_by_hand() {
-        let mut row = Vec::new();
-        log_softmax(&[0.0, 1.0f32.ln() + 0.0, 2.0f32.ln()], &mut row);
-        // softmax of (0, 0, ln 2) = (1/4, 1/4, 1/2).
-        assert!((row[2].exp() - 0.5).abs() < 1e-7 && (row[0].exp() - 0.25).abs() < 1e-7, "{row:?}");
-        let mut other = Vec::new();
-        log_softmax(&[0.0, 0.0, 0.0], &mut other);
-        let r = vs_base(&row, &other, 2);
+        // softmax of (0, 0, ln 2) = (1/4, 1/4, 1/2): log Σ exp = ln 4.
+        let (row, other) = ([0.0, 0.0, 2.0f32.ln()], [0.0f32; 3]);
+        assert!((log_sum_exp(&row) - 4f64.ln()).abs() < 1e-7 && (log_sum_exp(&other) - 3f64.ln()).abs() < 1e-12);
+        let r = vs_base(&row, &other, (log_sum_exp(&row), log_sum_exp(&other)), 2);
         // KL((1/4,1/4,1/2) || uniform) = 2 * 1/4 ln(3/4) + 1/2 ln(3/2).
         let want = 0.5 * (0.75f64).ln() + 0.5 * (1.5f64).ln();
         assert!((r.kl - want).abs() < 1e-7, "{} vs {want}", r.kl);
@@ -162,8 +147,6 @@ mod tests {
         // Mean of 1..=4: 2.5, sd 1.291, se 0.6455.
         let m = Mean::of([1.0, 2.0, 3.0, 4.0].into_iter());
         assert!((m.mean - 2.5).abs() < 1e-12 && (m.ci95 - Z95 * 0.645_497_224_367_902_8).abs() < 1e-9);
-        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.5), 3.0);
-        assert!((quantile(&[0.0, 10.0], 0.99) - 9.9).abs() < 1e-12);
         let rows = [VsBaseRow { kl: 0.1, same_top1: true, dp: 0.3 }, VsBaseRow { kl: 0.3, same_top1: false, dp: -0.4 }];
         let v = VsBase::of("native", &rows);
         assert!((v.mean_kl.mean - 0.2).abs() < 1e-12 && v.max_kl == 0.3 && (v.median_kl - 0.2).abs() < 1e-12);

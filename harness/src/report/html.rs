@@ -126,18 +126,10 @@ fn cdf(mut v: Vec<f64>) -> Vec<(f64, f64)> {
     v.into_iter().enumerate().map(|(i, x)| (x, (i + 1) as f64 / n)).collect()
 }
 
-/// [`PERCENTILES`] of `v` (linear interpolation between order statistics).
+/// [`PERCENTILES`] of `v`.
 fn percentiles(mut v: Vec<f64>) -> Vec<(f64, f64)> {
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    PERCENTILES
-        .iter()
-        .map(|&p| {
-            let at = p / 100.0 * (n - 1) as f64;
-            let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-            (p, v[lo] + (v[hi] - v[lo]) * (at - lo as f64))
-        })
-        .collect()
+    PERCENTILES.iter().map(|&p| (p, crate::metrics::percentile(&v, p))).collect()
 }
 
 /// The whole page.
@@ -306,7 +298,7 @@ pub fn render(
 
 /// Speed beside quality: the summary, the chart and the table of [`super::speed_quality`].
 fn speed_quality_section(results: &[Results], q: &crate::quality::QualityReport) -> String {
-    use super::speed_quality::{chart_svg, join, pareto, summary};
+    use super::speed_quality::{HEADER, chart_svg, join, pareto, summary};
     let points = join(results, q);
     let mut html = String::from("<h2>Speed and quality</h2>");
     if points.is_empty() {
@@ -324,20 +316,13 @@ fn speed_quality_section(results: &[Results], q: &crate::quality::QualityReport)
     if let Some(svg) = chart_svg(&points) {
         html.push_str(&svg);
     }
-    html.push_str("<table><tr><th>runtime</th><th>output tok/s</th><th>median TPOT ms</th><th>perplexity</th><th>mean KL</th><th>top-1 agreement</th><th>Pareto front</th></tr>");
+    let cells = |tag: &str, cells: &mut dyn Iterator<Item = String>| {
+        cells.map(|c| format!("<{tag}>{}</{tag}>", escape(&c))).collect::<String>()
+    };
+    let _ = write!(html, "<table><tr>{}</tr>", cells("th", &mut HEADER.iter().map(|h| (*h).to_owned())));
     let front = pareto(&points);
     for (i, p) in points.iter().enumerate() {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&p.runtime),
-            p.output_throughput,
-            p.median_tpot_ms.map_or("-".into(), |v| format!("{v:.2}")),
-            p.perplexity,
-            if p.is_base { "base".into() } else { format!("{:.3e}", p.mean_kl) },
-            p.top1_agreement.map_or("-".into(), |v| format!("{v:.4}")),
-            if front.contains(&i) { "yes" } else { "" }
-        );
+        let _ = write!(html, "<tr>{}</tr>", cells("td", &mut p.cells(front.contains(&i)).into_iter()));
     }
     html.push_str("</table>");
     html

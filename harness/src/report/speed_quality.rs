@@ -23,6 +23,25 @@ pub struct Point {
     pub is_base: bool,
 }
 
+/// The columns of the speed-and-quality table, Markdown's and HTML's.
+pub const HEADER: [&str; 7] =
+    ["runtime", "output tok/s", "median TPOT ms", "perplexity", "mean KL", "top-1 agreement", "Pareto front"];
+
+impl Point {
+    /// The table's cells of this point (not escaped), [`HEADER`]'s order.
+    pub fn cells(&self, on_front: bool) -> [String; 7] {
+        [
+            self.runtime.clone(),
+            format!("{:.1}", self.output_throughput),
+            self.median_tpot_ms.map_or("-".into(), |v| format!("{v:.2}")),
+            format!("{:.4}", self.perplexity),
+            if self.is_base { "base".into() } else { format!("{:.3e}", self.mean_kl) },
+            self.top1_agreement.map_or("-".into(), |v| format!("{v:.4}")),
+            if on_front { "yes" } else { "" }.into(),
+        ]
+    }
+}
+
 /// The runtimes in both runs (the first bench run that has each), in the bench run's order.
 pub fn join(results: &[Results], quality: &QualityReport) -> Vec<Point> {
     let mut points: Vec<Point> = Vec::new();
@@ -78,23 +97,10 @@ pub fn markdown(points: &[Point], quality: &QualityReport) -> String {
         return s;
     }
     let _ = writeln!(s, "{}\n", summary(points, quality));
-    s.push_str(
-        "| runtime | output tok/s | median TPOT ms | perplexity | mean KL | top-1 agreement | Pareto front |\n\
-         |---|---:|---:|---:|---:|---:|---|\n",
-    );
+    let _ = writeln!(s, "| {} |\n|---|---:|---:|---:|---:|---:|---|", HEADER.join(" | "));
     let front = pareto(points);
     for (i, p) in points.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {} | {:.4} | {} | {} | {} |",
-            p.runtime,
-            p.output_throughput,
-            p.median_tpot_ms.map_or("-".into(), |v| format!("{v:.2}")),
-            p.perplexity,
-            if p.is_base { "base".into() } else { format!("{:.3e}", p.mean_kl) },
-            p.top1_agreement.map_or("-".into(), |v| format!("{v:.4}")),
-            if front.contains(&i) { "yes" } else { "" }
-        );
+        let _ = writeln!(s, "| {} |", p.cells(front.contains(&i)).join(" | "));
     }
     s
 }
@@ -167,12 +173,11 @@ pub fn chart_svg(points: &[Point]) -> Option<String> {
             .y_desc("output tok/s")
             .draw()
             .ok()?;
-        let front: Vec<(f64, f64)> =
-            pareto(points).into_iter().map(|i| (x(&points[i]), points[i].output_throughput)).collect();
-        chart.draw_series(LineSeries::new(front, RED.stroke_width(2))).ok()?;
-        let front_set = pareto(points);
+        let front = pareto(points);
+        let line = front.iter().map(|&i| (x(&points[i]), points[i].output_throughput));
+        chart.draw_series(LineSeries::new(line, RED.stroke_width(2))).ok()?;
         for (i, p) in points.iter().enumerate() {
-            let color = if front_set.contains(&i) { RED } else { RGBColor(31, 119, 180) };
+            let color = if front.contains(&i) { RED } else { RGBColor(31, 119, 180) };
             let at = (x(p), p.output_throughput);
             chart
                 .draw_series(std::iter::once(
