@@ -162,9 +162,11 @@ fi
 # The main job shows the real model only: the test bundles below are the test command's.
 [ "$mode" = main ] && exit 0
 # - fixtures/smollm2/perplexity_reference.json: transformers' perplexity of the built-in corpus for the real model
-#   (fixtures/quality/make_perplexity.py, ~1 minute; cli/tests/quality.rs holds `nano-vllm quality` to it), made
-#   again when the script or the corpus changes (the committed tiny bundles carry theirs).
-ppl_key=$(cat fixtures/quality/make_perplexity.py fixtures/corpus.txt | sha256sum | cut -c1-16)
+#   and llama.cpp's shipped file emulated (fixtures/quality/make_perplexity.py, ~2 minutes; cli/tests/quality.rs holds
+#   `nano-vllm quality` to it), made again when the script, the emulations or the corpus change (the committed tiny
+#   bundles carry theirs).
+ppl_key=$(cat fixtures/quality/make_perplexity.py fixtures/nvfix/quality.py fixtures/nvfix/gguf_export.py \
+  fixtures/corpus.txt | sha256sum | cut -c1-16)
 if [ "$(cat fixtures/smollm2/perplexity_reference.key 2>/dev/null)" != "$ppl_key" ]; then
   echo "ci/setup.sh: computing transformers' perplexity of fixtures/smollm2"
   .venv/bin/python fixtures/quality/make_perplexity.py fixtures/smollm2 > fixtures/smollm2/perplexity_reference.log 2>&1 || {

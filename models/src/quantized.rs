@@ -8,8 +8,6 @@
 
 use std::path::PathBuf;
 
-use crate::model::ModelSource;
-
 /// The cache directory of generated files.
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("NANO_VLLM_CACHE") {
@@ -24,7 +22,10 @@ pub fn cache_root() -> PathBuf {
 /// The bundle's f32 GGUF quantized to `target` by llama.cpp: the cached file, made if absent or if it no longer
 /// matches the sha256 recorded when it was made.
 #[cfg(feature = "llama-cpp")]
-pub fn llama_quantized(model: &ModelSource, target: nano_vllm_llama_cpp::Quantization) -> Result<PathBuf, String> {
+pub fn llama_quantized(
+    model: &crate::model::ModelSource,
+    target: nano_vllm_llama_cpp::Quantization,
+) -> Result<PathBuf, String> {
     let bundle = model.bundle().ok_or_else(|| {
         format!(
             "{}: llama.cpp's {} is made from a bundle's model.f32.gguf (this model is not a bundle)",

@@ -203,6 +203,19 @@ impl RuntimeSpec {
         }
     }
 
+    /// Whether this runtime computes the model in float32 from float32 weights (a GGUF's dequantized) on a model of
+    /// `kind`: the settings a quality run's default base is chosen from.
+    pub fn computes_in_f32(&self, kind: crate::model::ModelKind) -> bool {
+        let gguf = kind == crate::model::ModelKind::Gguf;
+        match self.kind {
+            SpecKind::Native(NativeSpec { dtype: Some(NativeDtype::F32), .. }) => true,
+            SpecKind::Native(NativeSpec { file: NativeFile::Checkpoint, dtype: None }) => !gguf,
+            SpecKind::Onnx | SpecKind::Candle { .. } => true,
+            SpecKind::LlamaCpp(LlamaCppSpec { defaults: false, file: LlamaCppFile::F32 }) => !gguf,
+            _ => false,
+        }
+    }
+
     /// How `nano-vllm parity` judges this runtime (see [`ParityCheck`]).
     pub fn parity_check(&self) -> ParityCheck {
         match self.kind {

@@ -6,11 +6,13 @@
 mod dequantize;
 mod error;
 mod file;
+mod file_type;
 mod ggml_type;
 mod hf;
 
 pub use dequantize::{IQ4NL_VALUES, dequantize, q3k_scales, scale_min_k4};
 pub use error::GgufError;
 pub use file::{GGUF_VERSIONS, GgufFile, GgufTensor, GgufValue, MappedBytes};
+pub use file_type::file_type_name;
 pub use ggml_type::GgmlType;
 pub use hf::{GgufModel, StoredTensor};

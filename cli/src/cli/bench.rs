@@ -347,7 +347,8 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let mut events = Bars { quiet: a.quiet, bar: None };
     let (mut all_results, mut all_records) = (Vec::new(), Vec::new());
     for workload in &workloads {
-        let (results, records) = bench::run(&model, workload, &settings, &cancel, &mut events)?;
+        let (mut results, records) = bench::run(&model, workload, &settings, &cancel, &mut events)?;
+        results.quality = quality.clone();
         let dir = if workloads.len() == 1 {
             out_dir.clone()
         } else {

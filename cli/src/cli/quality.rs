@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use nano_vllm_harness::quality::{self, Corpus, CorpusMeta, QUALITY_SCHEMA_VERSION, QualityReport, QualitySettings};
+use nano_vllm_harness::quality::{
+    self, Base, Corpus, CorpusMeta, QUALITY_SCHEMA_VERSION, QualityReport, QualitySettings,
+};
 use nano_vllm_harness::report::write_atomic;
-use nano_vllm_models::model::ModelSource;
-use nano_vllm_models::registry::{self, RuntimeSettings};
+use nano_vllm_models::model::{ModelKind, ModelSource};
+use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct QualityArgs {
@@ -18,9 +20,18 @@ pub struct QualityArgs {
     #[arg(long, default_value = "all")]
     runtime: String,
     /// The runtime whose distributions the others are compared with (KL divergence, top-1 agreement, Δp); default:
-    /// the first runtime (for `all` on a bundle, `native`: float32).
-    #[arg(long)]
+    /// the first one that computes in float32 (`native` on a bundle or an HF directory; on a GGUF, `native:f32`,
+    /// which `all` then scores first, or `candle`: the file's weights dequantized), else the first runtime.
+    #[arg(long, conflicts_with = "base_file")]
     base: Option<String>,
+    /// Keep the base's logits in FILE for later runs' --base-file (f32: vocabulary x scored tokens x 4 bytes, e.g.
+    /// 450 MB for SmolLM2 on the whole built-in corpus).
+    #[arg(long, value_name = "FILE", conflicts_with = "base_file")]
+    save_base: Option<PathBuf>,
+    /// Compare with a base saved by an earlier run's --save-base (llama-perplexity's --kl-divergence-base): the
+    /// float32 model scored once, its quantized files later. The corpus must tokenize to the same chunks.
+    #[arg(long, value_name = "FILE")]
+    base_file: Option<PathBuf>,
     /// Tokens per chunk; the second half of each is scored.
     #[arg(long, default_value_t = 256, value_parser = |s: &str| super::bounded(s, 4, 1 << 20))]
     ctx: usize,
@@ -41,13 +52,25 @@ pub struct QualityArgs {
 
 pub fn run(a: &QualityArgs) -> anyhow::Result<()> {
     let model = ModelSource::open(&a.model)?;
-    let runtimes = registry::runtime_list(&a.runtime, &registry::default_runtimes_for(&model))?;
-    let base = match &a.base {
-        None => Some(0),
-        Some(b) => Some(runtimes.iter().position(|r| r == b.as_str()).with_context(|| {
-            let names: Vec<&str> = runtimes.iter().map(|r| r.name()).collect();
-            format!("--base {b} is not one of the runtimes scored ({})", names.join(", "))
-        })?),
+    let mut defaults = registry::default_runtimes_for(&model);
+    // On a GGUF, `all` scores the file's weights in float32 first, the default base.
+    if model.kind() == ModelKind::Gguf && defaults.iter().any(|r| r == "native") {
+        defaults.insert(0, RuntimeSpec::parse("native:f32")?);
+    }
+    let runtimes = registry::runtime_list(&a.runtime, &defaults)?;
+    let base = match (&a.base, &a.base_file) {
+        (_, Some(file)) => Some(Base::File(file.clone())),
+        (None, None) => {
+            let index = runtimes.iter().position(|r| r.computes_in_f32(model.kind())).unwrap_or(0);
+            Some(Base::Runtime { index, save: a.save_base.clone() })
+        }
+        (Some(b), None) => {
+            let index = runtimes.iter().position(|r| r == b.as_str()).with_context(|| {
+                let names: Vec<&str> = runtimes.iter().map(|r| r.name()).collect();
+                format!("--base {b} is not one of the runtimes scored ({})", names.join(", "))
+            })?;
+            Some(Base::Runtime { index, save: a.save_base.clone() })
+        }
     };
     let (name, text) = match &a.corpus {
         Some(path) => {
@@ -74,7 +97,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<()> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), PathBuf::from);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let settings = QualitySettings { runtime: RuntimeSettings { threads: a.threads, ..Default::default() } };
-    let rows = quality::run(&model, &corpus, &runtimes, base, &settings, &dir);
+    let run = quality::run(&model, &corpus, &runtimes, base.as_ref(), &settings, &dir).map_err(anyhow::Error::msg)?;
     let report = QualityReport {
         schema_version: QUALITY_SCHEMA_VERSION,
         created_unix_s: now,
@@ -82,13 +105,16 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<()> {
         model: model.name().to_owned(),
         model_sha256: model.model_digest(),
         corpus: CorpusMeta::from(&corpus),
-        base: base.map(|b| runtimes[b].name().to_owned()),
-        runtimes: rows,
+        base: run.base,
+        runtimes: run.rows,
     };
     // The table first: a JSON path that cannot be written loses nothing that was measured.
     print!("{}", report.table());
     write_atomic(&out, &serde_json::to_vec_pretty(&report)?)?;
     println!("JSON: {}", out.display());
+    if let Some(saved) = &run.saved_base {
+        println!("base saved: {} (compare later runs with it: --base-file {})", saved.display(), saved.display());
+    }
     let failed: Vec<&str> = report.runtimes.iter().filter(|r| r.error.is_some()).map(|r| r.runtime.as_str()).collect();
     if !failed.is_empty() {
         bail!("{} of {} runtimes could not be scored: {}", failed.len(), report.runtimes.len(), failed.join(", "));

@@ -21,7 +21,8 @@ pub struct ReportArgs {
     #[arg(long)]
     baseline: Option<String>,
     /// A `nano-vllm quality` report (quality.json) of the same model: speed beside quality (perplexity, KL
-    /// divergence, the Pareto front and its chart), joined by runtime name.
+    /// divergence, the Pareto front and its chart), joined by runtime name (default: the quality run a run made
+    /// with `bench --quality` carries in its results.json).
     #[arg(long)]
     quality: Option<PathBuf>,
 }
@@ -52,6 +53,8 @@ pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
         results.push(r);
         formats.push(format);
     }
+    // A run made with `bench --quality` carries its quality run in results.json.
+    let quality = quality.or_else(|| results.iter().find_map(|r| r.quality.clone()));
     let ab = (results.len() == 2 && formats.iter().all(|f| *f == import::Format::NanoVllm)).then(|| {
         ab::compare(&a.runs[0].display().to_string(), &results[0], &a.runs[1].display().to_string(), &results[1])
     });

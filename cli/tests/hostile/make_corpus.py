@@ -281,6 +281,39 @@ def main() -> None:
     quality("quality chunks 0", ["--chunks", "0"], "--chunks")
     quality("quality base not scored", ["--base", "candle"], "--base candle")
 
+    # Saved bases (--base-file): a file that is not one, damaged ones, and whole ones saved for other chunks.
+    def base_file(name, rows, trailer):
+        body = json.dumps(trailer).encode()
+        return write(f"quality/{name}.kld", rows + body + struct.pack("<Q", len(body)) + b"NVQBASE1")
+
+    def trailer(**kw):
+        t = {"base": "native", "model": "tiny-llama", "model_sha256": None,
+             "corpus": {"name": "fixtures/corpus.txt", "sha256": "0", "tokens": 300, "ctx": 256, "chunks": 1,
+                        "first_scored": 128, "scored_tokens": 127},
+             "chunk_xxh64": ["0000000000000000"], "vocab_size": 2, "nll": [1.0] * 127}
+        t.update(kw)
+        return t
+
+    whole = b"\0" * (127 * 2 * 4)
+    quality("quality base file not one", ["--base-file", BUNDLE / "config.json"], "config.json", "not a base file")
+    quality("quality base file empty", ["--base-file", write("quality/empty.kld", b"")], "not a base file")
+    quality("quality base file trailer length", ["--base-file", write("quality/len.kld", struct.pack("<Q", 1 << 62)
+                                                 + b"NVQBASE1")], "not a base file", "trailer")
+    quality("quality base file trailer garbage", ["--base-file", write("quality/garbage.kld", b"{not json"
+                                                  + struct.pack("<Q", 9) + b"NVQBASE1")], "does not parse")
+    quality("quality base file truncated", ["--base-file", base_file("truncated", whole[:-4], trailer())],
+            "truncated or damaged")
+    quality("quality base file other ctx", ["--base-file", base_file("ctx", whole, trailer()), "--ctx", "128"],
+            "another --ctx")
+    quality("quality base file fewer chunks", ["--base-file", base_file("fewer", whole, trailer()), "--chunks", "2"],
+            "more chunks than it saved")
+    quality("quality base file other tokens", ["--base-file", base_file("tokens", whole, trailer()), "--chunks", "1"],
+            "chunk 0 has other tokens")
+    quality("quality base file and base", ["--base-file", base_file("both", whole, trailer()), "--base", "native"],
+            "--base")
+    quality("quality save base nowhere", ["--save-base", out / "no-such-dir" / "base.kld"], "no-such-dir",
+            "writing the base's logits")
+
     # --- traces.
     def trace(name, text, *expect, mode=None):
         p = write(f"traces/{name}.jsonl", text)

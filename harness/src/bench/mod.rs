@@ -266,6 +266,7 @@ pub fn run(
         created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         metadata,
         runs: repeated.into_iter().filter_map(RepeatedRun::finish).collect(),
+        quality: None,
     };
     Ok((results, records))
 }

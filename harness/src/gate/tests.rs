@@ -99,6 +99,7 @@ fn results(runtimes: &[(&str, &[f64])]) -> Results {
             provenance: None,
         },
         runs: runtimes.iter().map(|(n, t)| run(n, t)).collect(),
+        quality: None,
     }
 }
 

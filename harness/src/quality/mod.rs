@@ -8,17 +8,19 @@
 //! exactly) and are read back one chunk at a time for each other runtime: memory stays at one group of
 //! chunks whatever the corpus.
 
+mod base_file;
 mod corpus;
 mod report;
 pub mod score;
 
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nano_vllm_engine::{Config, LlmEngine, LogitsCapture, SamplingParams};
 use nano_vllm_models::model::ModelSource;
 use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
 
+use base_file::BaseWriter;
+pub use base_file::{BaseReader, BaseTrailer, chunk_digest};
 pub use corpus::{Corpus, CorpusError, DEFAULT_CORPUS};
 pub use report::{CorpusMeta, QUALITY_SCHEMA_VERSION, QualityReport, RuntimeQuality};
 
@@ -57,31 +59,86 @@ struct Scored {
     vs_base: Vec<VsBaseRow>,
 }
 
-/// Scores every runtime of `runtimes` on `corpus` (the base, `runtimes[base]`, first), keeping the base's rows in
-/// `work_dir` while the others run. A runtime that fails to build or to run is an error row; the others go on.
+/// Where the base's distributions come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Base {
+    /// `runtimes[index]`, scored first; its rows kept in `save` when given (`--save-base`), else in a temporary file
+    /// beside the report while the others run.
+    Runtime { index: usize, save: Option<PathBuf> },
+    /// Rows saved by an earlier run (`--base-file`).
+    File(PathBuf),
+}
+
+/// A quality run's rows, and the base as the report names it.
+#[derive(Debug)]
+pub struct QualityRun {
+    pub rows: Vec<RuntimeQuality>,
+    pub base: Option<String>,
+    /// Where the base's rows were saved (`--save-base`), when they were.
+    pub saved_base: Option<PathBuf>,
+}
+
+/// Scores every runtime of `runtimes` on `corpus` against `base` (a runtime of the list is scored first, its rows
+/// kept in a file while the others run). A runtime that fails to build or to run is an error row; the others go on.
+/// A base file that does not fit the corpus is an error before anything runs.
 pub fn run(
     model: &ModelSource,
     corpus: &Corpus,
     runtimes: &[RuntimeSpec],
-    base: Option<usize>,
+    base: Option<&Base>,
     settings: &QualitySettings,
     work_dir: &Path,
-) -> Vec<RuntimeQuality> {
-    let base_file = work_dir.join(format!(".quality-base-{}.f32", std::process::id()));
+) -> Result<QualityRun, String> {
+    let (base_index, base_file, save) = match base {
+        Some(Base::Runtime { index, save }) => {
+            let temp = work_dir.join(format!(".quality-base-{}.f32", std::process::id()));
+            (Some(*index), save.clone().unwrap_or(temp), save.is_some())
+        }
+        Some(Base::File(path)) => (None, path.clone(), true),
+        None => (None, PathBuf::new(), false),
+    };
+    let mut out: Vec<Option<RuntimeQuality>> = vec![None; runtimes.len()];
+    let (mut base_ok, mut base_label, mut saved_base) = (false, None, None);
+    let mut leading = Vec::new();
+    if let Some(Base::File(path)) = base {
+        let t = BaseReader::open(path, corpus)?.trailer;
+        let name = format!("{} (saved base)", t.base);
+        base_label = Some(format!("{} on {}, saved in {}", t.base, t.model, path.display()));
+        leading.push(RuntimeQuality::scored(&name, t.perplexity(corpus), None, true, 0.0));
+        base_ok = true;
+    }
     let mut order: Vec<usize> = (0..runtimes.len()).collect();
-    if let Some(b) = base {
+    if let Some(b) = base_index {
         order.retain(|&i| i != b);
         order.insert(0, b);
+        base_label = Some(runtimes[b].name().to_owned());
     }
-    let mut out: Vec<Option<RuntimeQuality>> = vec![None; runtimes.len()];
-    let mut base_ok = false;
+    let against_name = base_label.clone().unwrap_or_default();
     for i in order {
         let spec = &runtimes[i];
-        let is_base = Some(i) == base;
-        let against = (!is_base && base_ok).then(|| (base_file.as_path(), runtimes[base.unwrap_or(0)].name()));
+        let is_base = Some(i) == base_index;
+        let against = (!is_base && base_ok).then_some((base_file.as_path(), against_name.as_str()));
+        let write_base = is_base.then(|| BaseWriter::create(&base_file));
         let started = std::time::Instant::now();
         let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            score_runtime(model, corpus, spec, settings, is_base.then_some(base_file.as_path()), against)
+            let mut writer = write_base.transpose()?;
+            let s = score_runtime(model, corpus, spec, settings, writer.as_mut(), against.map(|(p, _)| p))?;
+            if let Some(w) = writer {
+                let trailer = BaseTrailer {
+                    base: spec.name().to_owned(),
+                    model: model.name().to_owned(),
+                    model_sha256: model.model_digest(),
+                    corpus: CorpusMeta::from(corpus),
+                    chunk_xxh64: corpus.chunks.iter().map(|c| chunk_digest(c)).collect(),
+                    vocab_size: 0,
+                    nll: s.nll.clone(),
+                };
+                let path = w.finish(trailer)?;
+                if save {
+                    saved_base = Some(path);
+                }
+            }
+            Ok::<_, String>(s)
         }))
         .unwrap_or_else(|panic| {
             let message = panic
@@ -118,8 +175,11 @@ pub fn run(
         };
         out[i] = Some(row);
     }
-    let _ = std::fs::remove_file(&base_file);
-    out.into_iter().flatten().collect()
+    if base_index.is_some() && !save {
+        let _ = std::fs::remove_file(&base_file);
+    }
+    leading.extend(out.into_iter().flatten());
+    Ok(QualityRun { rows: leading, base: base_label, saved_base })
 }
 
 /// Runs `spec` over every chunk: the NLL of each scored token; with `write_base`, the scored rows' logits written
@@ -129,8 +189,8 @@ fn score_runtime(
     corpus: &Corpus,
     spec: &RuntimeSpec,
     settings: &QualitySettings,
-    write_base: Option<&Path>,
-    against: Option<(&Path, &str)>,
+    mut writer: Option<&mut BaseWriter>,
+    against: Option<&Path>,
 ) -> Result<Scored, String> {
     let ctx = corpus.ctx;
     let runtime_settings = RuntimeSettings {
@@ -155,26 +215,23 @@ fn score_runtime(
         .map_err(|e| e.to_string())?;
     let mut engine = LlmEngine::new(config, runtime).map_err(|e| e.to_string())?;
     let params = SamplingParams { ignore_eos: true, logits: LogitsCapture::All, ..SamplingParams::greedy(1) };
-    let io = |what: &str, e: std::io::Error| format!("{what} the base's logits: {e}");
-    let mut writer = match write_base {
-        Some(p) => Some(BufWriter::new(std::fs::File::create(p).map_err(|e| io("writing", e))?)),
-        None => None,
-    };
-    let mut reader = match against {
-        Some((p, _)) => Some(BufReader::new(std::fs::File::open(p).map_err(|e| io("reading", e))?)),
-        None => None,
-    };
+    let mut reader = against.map(|p| BaseReader::open(p, corpus)).transpose()?;
     let (first, rows_per_chunk) = (corpus.first_scored, ctx - 1 - corpus.first_scored);
     let mut scored = Scored { nll: Vec::new(), vs_base: Vec::new() };
-    let (mut base_raw, mut base_row) = (Vec::new(), Vec::new());
+    let mut base_row = Vec::new();
     for chunks in corpus.chunks.chunks(group) {
         let sequences = engine.generate(chunks.to_vec(), &params).map_err(|e| e.to_string())?;
         for (ids, seq) in chunks.iter().zip(&sequences) {
             let captured = seq.logits().ok_or("the runtime returned no logits")?;
-            // The base's rows are as long as this runtime's (a runtime with a padded vocabulary cannot be compared).
             let vocab = captured.vocab_size;
-            base_raw.resize(4 * vocab, 0);
-            base_row.resize(vocab, 0.0);
+            if let Some(r) = &reader
+                && r.trailer.vocab_size != vocab
+            {
+                return Err(format!(
+                    "rows of {vocab} logits, the base's have {} (a padded vocabulary cannot be compared)",
+                    r.trailer.vocab_size
+                ));
+            }
             for j in first..first + rows_per_chunk {
                 let k = captured.positions.iter().position(|&p| p as usize == j).ok_or_else(|| {
                     format!("no logits at position {j} of a chunk (the runtime must return every position's)")
@@ -183,27 +240,14 @@ fn score_runtime(
                 let (lse, next) = (log_sum_exp(row), ids[j + 1] as usize);
                 scored.nll.push(lse - row[next] as f64);
                 if let Some(w) = writer.as_mut() {
-                    w.write_all(bytemuck_f32(row)).map_err(|e| io("writing", e))?;
+                    w.push_row(row)?;
                 }
                 if let Some(r) = reader.as_mut() {
-                    r.read_exact(&mut base_raw).map_err(|e| io("reading", e))?;
-                    for (v, b) in base_row.iter_mut().zip(base_raw.chunks_exact(4)) {
-                        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    }
+                    r.read_row(&mut base_row)?;
                     scored.vs_base.push(vs_base(&base_row, row, (log_sum_exp(&base_row), lse), next));
                 }
             }
         }
     }
-    if let Some(mut w) = writer {
-        w.flush().map_err(|e| io("writing", e))?;
-    }
     Ok(scored)
-}
-
-/// A row of f32 as little-endian bytes (this crate's targets are little-endian, checked at compile time).
-fn bytemuck_f32(row: &[f32]) -> &[u8] {
-    const _: () = assert!(cfg!(target_endian = "little"), "the base file is little-endian f32");
-    // SAFETY: any f32 is 4 initialized bytes; the slice covers exactly the row's memory, u8 has no alignment needs.
-    unsafe { std::slice::from_raw_parts(row.as_ptr().cast::<u8>(), std::mem::size_of_val(row)) }
 }

@@ -6,32 +6,8 @@ use std::fmt::Write;
 use plotters::prelude::*;
 
 use super::Results;
+use super::chart_style::{self, Style};
 use crate::metrics::RequestRecord;
-
-/// Tableau's 20 colours, dark and light of each hue: 20 series before one repeats (a bench of every runtime setting
-/// has 16 rows).
-const COLORS: [RGBColor; 20] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-    RGBColor(174, 199, 232),
-    RGBColor(255, 187, 120),
-    RGBColor(152, 223, 138),
-    RGBColor(255, 152, 150),
-    RGBColor(197, 176, 213),
-    RGBColor(196, 156, 148),
-    RGBColor(247, 182, 210),
-    RGBColor(199, 199, 199),
-    RGBColor(219, 219, 141),
-    RGBColor(158, 218, 229),
-];
 
 /// Percentiles the percentile charts draw when per-request records are there: enough points to show a tail.
 const PERCENTILES: [f64; 13] = [1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0];
@@ -40,8 +16,9 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A line chart of named series; `None` when there is nothing to draw.
-fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> Option<String> {
+/// A line chart of series, in the order given (grouped by format: [`chart_style::styles`]), the legend beside the
+/// data listing them under their format; `None` when there is nothing to draw.
+fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(Style, Vec<(f64, f64)>)]) -> Option<String> {
     let points = series.iter().flat_map(|(_, s)| s.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points {
@@ -58,14 +35,33 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<
     }
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (860, 380)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (860, 400)).into_drawing_area();
         root.fill(&WHITE).ok()?;
-        // The legend in a column of its own, right of the data: it never covers a line.
+        // The legend in a column of its own, right of the data: it never covers a line. Each format a heading.
         let (plot, legend) = root.split_horizontally(640);
-        for (i, (name, _)) in series.iter().enumerate() {
-            let (color, y) = (COLORS[i % COLORS.len()], 40 + 17 * i as i32);
-            legend.draw(&PathElement::new(vec![(4, y), (24, y)], color.stroke_width(3))).ok()?;
-            legend.draw(&Text::new(name.clone(), (30, y - 7), ("sans-serif", 12))).ok()?;
+        let mut y = 24;
+        let mut format = None;
+        for (style, _) in series {
+            if format != Some(&style.format) && !style.format.is_empty() {
+                legend
+                    .draw(&Text::new(
+                        style.format.clone(),
+                        (4, y - 7),
+                        ("sans-serif", 12).into_font().style(FontStyle::Bold),
+                    ))
+                    .ok()?;
+                y += 15;
+            }
+            format = Some(&style.format);
+            let line = vec![(10, y), (30, y)];
+            if style.dashed {
+                legend.draw(&PathElement::new(vec![(10, y), (16, y)], style.color.stroke_width(3))).ok()?;
+                legend.draw(&PathElement::new(vec![(22, y), (30, y)], style.color.stroke_width(3))).ok()?;
+            } else {
+                legend.draw(&PathElement::new(line, style.color.stroke_width(3))).ok()?;
+            }
+            legend.draw(&Text::new(style.runtime.clone(), (36, y - 7), ("sans-serif", 12))).ok()?;
+            y += 15;
         }
         let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 18))
@@ -75,18 +71,22 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<
             .build_cartesian_2d(x0.min(0.0)..x1 * 1.02, y0.min(0.0)..y1 * 1.05)
             .ok()?;
         chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().ok()?;
-        for (i, (_, s)) in series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            chart.draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2))).ok()?;
+        for (style, s) in series {
+            let stroke = style.color.stroke_width(2);
+            if style.dashed {
+                chart.draw_series(DashedLineSeries::new(s.iter().copied(), 6, 4, stroke)).ok()?;
+            } else {
+                chart.draw_series(LineSeries::new(s.iter().copied(), stroke)).ok()?;
+            }
         }
         root.present().ok()?;
     }
     Some(svg)
 }
 
-/// A horizontal bar chart, one bar a runtime (in the table's order), each in its series colour; `None` when no bar has
-/// a value.
-fn bar_chart(title: &str, x_label: &str, bars: &[(String, Option<f64>)]) -> Option<String> {
+/// A horizontal bar chart, one bar a runtime (grouped by format, each in its colour, labelled with its format);
+/// `None` when no bar has a value.
+fn bar_chart(title: &str, x_label: &str, bars: &[(Style, Option<f64>)]) -> Option<String> {
     let max = bars.iter().filter_map(|(_, v)| *v).fold(0.0f64, f64::max);
     if max <= 0.0 || !max.is_finite() {
         return None;
@@ -100,18 +100,20 @@ fn bar_chart(title: &str, x_label: &str, bars: &[(String, Option<f64>)]) -> Opti
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(170)
+            .y_label_area_size(230)
             .build_cartesian_2d(0.0..max * 1.1, (0..n).into_segmented())
             .ok()?;
         let name = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |(n, _)| n.clone()),
+            SegmentValue::CenterOf(i) => {
+                bars.get(*i).map_or(String::new(), |(s, _)| format!("{} [{}]", s.runtime, s.format))
+            }
             _ => String::new(),
         };
         chart.configure_mesh().disable_y_mesh().y_labels(n).y_label_formatter(&name).x_desc(x_label).draw().ok()?;
-        for (i, (_, v)) in bars.iter().enumerate() {
+        for (i, (style, v)) in bars.iter().enumerate() {
             let Some(v) = *v else { continue };
-            let color = COLORS[i % COLORS.len()];
-            let bar = Rectangle::new([(0.0, SegmentValue::Exact(i)), (v, SegmentValue::Exact(i + 1))], color.filled());
+            let bar =
+                Rectangle::new([(0.0, SegmentValue::Exact(i)), (v, SegmentValue::Exact(i + 1))], style.color.filled());
             chart.draw_series(std::iter::once(bar)).ok()?;
         }
         root.present().ok()?;
@@ -203,6 +205,13 @@ pub fn render(
             );
         }
         html.push_str("</table><div class=\"charts\">");
+        let styles = chart_style::styles(&res.runs);
+        // Named series in chart order: the run's runtimes grouped by format, then any others by name.
+        let ordered = |mut series: Vec<(String, Vec<(f64, f64)>)>| -> Vec<(Style, Vec<(f64, f64)>)> {
+            let rank = |name: &str| styles.iter().position(|s| s.runtime == name).unwrap_or(usize::MAX);
+            series.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+            series.into_iter().map(|(name, pts)| (chart_style::of(&styles, &name).into_owned(), pts)).collect()
+        };
         let mut charts = Vec::new();
         for (metric, title) in [("ttft", "TTFT CDF"), ("e2el", "E2E latency CDF")] {
             let series: Vec<(String, Vec<(f64, f64)>)> = records
@@ -213,7 +222,7 @@ pub fn render(
                     (name.clone(), cdf(v))
                 })
                 .collect();
-            charts.push(line_chart(title, "ms", "fraction of requests", &series));
+            charts.push(line_chart(title, "ms", "fraction of requests", &ordered(series)));
         }
         for metric in ["ttft", "tpot"] {
             let series: Vec<(String, Vec<(f64, f64)>)> = res
@@ -244,15 +253,17 @@ pub fn render(
                 &format!("{} percentiles by runtime", metric.to_uppercase()),
                 "percentile",
                 "ms",
-                &series,
+                &ordered(series),
             ));
         }
         for (metric, title, unit) in [
             ("output_throughput", "Output throughput by runtime", "output tok/s"),
             ("median_tpot_ms", "Median TPOT by runtime", "ms"),
         ] {
-            let bars: Vec<(String, Option<f64>)> =
-                res.runs.iter().map(|r| (r.runtime.clone(), r.metric(metric))).collect();
+            let bars: Vec<(Style, Option<f64>)> = styles
+                .iter()
+                .map(|s| (s.clone(), res.runs.iter().find(|r| r.runtime == s.runtime).and_then(|r| r.metric(metric))))
+                .collect();
             charts.push(bar_chart(title, unit, &bars));
         }
         let kv: Vec<(String, Vec<(f64, f64)>)> = res
@@ -260,7 +271,7 @@ pub fn render(
             .iter()
             .map(|r| (r.runtime.clone(), r.engine.kv_blocks_timeline.iter().map(|p| (p[0], p[1])).collect()))
             .collect();
-        charts.push(line_chart("KV blocks in use", "s", "blocks", &kv));
+        charts.push(line_chart("KV blocks in use", "s", "blocks", &ordered(kv)));
         for svg in charts.into_iter().flatten() {
             html.push_str(&svg);
         }
@@ -278,13 +289,16 @@ pub fn render(
         }
     }
     if by_runtime.values().any(|v| v.len() > 1) {
-        let series: Vec<_> = by_runtime
+        let styles = results.first().map(|r| chart_style::styles(&r.runs)).unwrap_or_default();
+        let rank = |name: &str| styles.iter().position(|s| s.runtime == name).unwrap_or(usize::MAX);
+        let mut series: Vec<_> = by_runtime
             .into_iter()
             .map(|(k, mut v)| {
                 v.sort_by(|a, b| a.0.total_cmp(&b.0));
-                (k, v)
+                (chart_style::of(&styles, &k).into_owned(), v)
             })
             .collect();
+        series.sort_by_key(|(s, _)| rank(&s.runtime));
         if let Some(svg) =
             line_chart("Output throughput against request rate", "request rate (req/s)", "output tok/s", &series)
         {
@@ -313,7 +327,8 @@ fn speed_quality_section(results: &[Results], q: &crate::quality::QualityReport)
         let _ = write!(para, "{}{part}", if k % 2 == 0 { "<b>" } else { "</b>" });
     }
     let _ = write!(html, "<p>{para}</p>");
-    if let Some(svg) = chart_svg(&points) {
+    let styles = results.first().map(|r| chart_style::styles(&r.runs)).unwrap_or_default();
+    if let Some(svg) = chart_svg(&points, &styles) {
         html.push_str(&svg);
     }
     let cells = |tag: &str, cells: &mut dyn Iterator<Item = String>| {

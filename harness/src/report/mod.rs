@@ -4,6 +4,7 @@
 
 pub mod ab;
 mod atomic;
+pub mod chart_style;
 pub mod html;
 pub mod import;
 pub mod markdown;

@@ -44,6 +44,9 @@ pub struct Results {
     pub created_unix_s: u64,
     pub metadata: RunMetadata,
     pub runs: Vec<RuntimeResult>,
+    /// The quality run joined to this one (`bench --quality`), whole: speed and quality in one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::quality::QualityReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

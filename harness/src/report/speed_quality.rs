@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 
 use super::Results;
+use super::chart_style::{self, Style};
 use crate::quality::QualityReport;
 
 /// One runtime setting measured both ways.
@@ -143,9 +144,10 @@ pub fn summary(points: &[Point], quality: &QualityReport) -> String {
     s
 }
 
-/// The chart: output tok/s against mean KL (log scale; the base, KL 0, on the left edge), every point labelled, the
-/// Pareto front drawn through its points. `None` when there is nothing to draw.
-pub fn chart_svg(points: &[Point]) -> Option<String> {
+/// The chart: output tok/s against mean KL (log scale; the base, KL 0, on the left edge), every point labelled and
+/// coloured as `styles` colour its runtime (by format, the legend beside the data), the Pareto front drawn through its
+/// points, which are ringed. `None` when there is nothing to draw.
+pub fn chart_svg(points: &[Point], styles: &[Style]) -> Option<String> {
     if points.is_empty() {
         return None;
     }
@@ -158,9 +160,27 @@ pub fn chart_svg(points: &[Point]) -> Option<String> {
     let y_max = points.iter().map(|p| p.output_throughput).fold(0.0, f64::max) * 1.15;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 520)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1000, 520)).into_drawing_area();
         root.fill(&WHITE).ok()?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot, legend) = root.split_horizontally(880);
+        let mut y = 40;
+        let mut formats: Vec<&Style> = Vec::new();
+        for p in points {
+            if let Some(s) = styles.iter().find(|s| s.runtime == p.runtime)
+                && !formats.iter().any(|f| f.format == s.format)
+            {
+                formats.push(s);
+            }
+        }
+        formats.sort_by_key(|f| styles.iter().position(|s| s.format == f.format));
+        for f in formats {
+            legend.draw(&(EmptyElement::at((10, y)) + Circle::new((0, 0), 5, f.color.filled()))).ok()?;
+            legend.draw(&Text::new(f.format.clone(), (20, y - 7), ("sans-serif", 12))).ok()?;
+            y += 17;
+        }
+        legend.draw(&(EmptyElement::at((10, y)) + Circle::new((0, 0), 8, RED.stroke_width(2)))).ok()?;
+        legend.draw(&Text::new("Pareto front", (22, y - 7), ("sans-serif", 12))).ok()?;
+        let mut chart = ChartBuilder::on(&plot)
             .caption("Speed against quality (up and left is better)", ("sans-serif", 18))
             .margin(16)
             .x_label_area_size(40)
@@ -170,6 +190,7 @@ pub fn chart_svg(points: &[Point]) -> Option<String> {
         chart
             .configure_mesh()
             .x_desc("mean KL divergence to the base (log scale; the base at the left edge)")
+            .x_label_formatter(&|v| format!("{v:.0e}"))
             .y_desc("output tok/s")
             .draw()
             .ok()?;
@@ -177,13 +198,15 @@ pub fn chart_svg(points: &[Point]) -> Option<String> {
         let line = front.iter().map(|&i| (x(&points[i]), points[i].output_throughput));
         chart.draw_series(LineSeries::new(line, RED.stroke_width(2))).ok()?;
         for (i, p) in points.iter().enumerate() {
-            let color = if front.contains(&i) { RED } else { RGBColor(31, 119, 180) };
+            let color = chart_style::of(styles, &p.runtime).color;
+            let ring = if front.contains(&i) { RED.stroke_width(2) } else { TRANSPARENT.stroke_width(0) };
             let at = (x(p), p.output_throughput);
             chart
                 .draw_series(std::iter::once(
                     EmptyElement::at(at)
+                        + Circle::new((0, 0), 8, ring)
                         + Circle::new((0, 0), 5, color.filled())
-                        + Text::new(p.runtime.clone(), (7, -12), ("sans-serif", 12)),
+                        + Text::new(p.runtime.clone(), (9, -14), ("sans-serif", 12)),
                 ))
                 .ok()?;
         }
@@ -219,7 +242,7 @@ mod tests {
         ];
         let names: Vec<&str> = pareto(&points).into_iter().map(|i| points[i].runtime.as_str()).collect();
         assert_eq!(names, ["native", "native:q8_0", "native:q4_0"]);
-        let svg = chart_svg(&points).unwrap();
+        let svg = chart_svg(&points, &[]).unwrap();
         assert!(svg.contains("Speed against quality") && svg.contains("native:q4_0"), "{svg}");
     }
 }

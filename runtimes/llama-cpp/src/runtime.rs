@@ -350,15 +350,14 @@ impl LlamaCppRuntime {
     }
 }
 
-/// The weight type of a GGUF from its `general.file_type` (llama.cpp's `llama_ftype`).
+/// The weight type of a GGUF from its `general.file_type` (llama.cpp's `llama_ftype`, named as
+/// `nano_vllm_bundle::gguf::file_type_name` names it).
 fn file_type_name(file_type: Option<&str>) -> String {
     match file_type.map(str::trim) {
-        Some("0") => "f32".into(),
-        Some("1") => "f16".into(),
-        Some("2") => "q4_0".into(),
-        Some("7") => "q8_0".into(),
-        Some("32") => "bf16".into(),
-        Some(other) => format!("gguf file_type {other}"),
+        Some(v) => match v.parse().ok().and_then(nano_vllm_bundle::gguf::file_type_name) {
+            Some(name) => name.into(),
+            None => format!("gguf file_type {v}"),
+        },
         None => "unknown (no general.file_type)".into(),
     }
 }
@@ -428,7 +427,8 @@ mod tests {
     fn names_gguf_file_types() {
         assert_eq!(file_type_name(Some("0")), "f32");
         assert_eq!(file_type_name(Some("7")), "q8_0");
-        assert_eq!(file_type_name(Some("15")), "gguf file_type 15");
+        assert_eq!(file_type_name(Some("15")), "q4_k_m");
+        assert_eq!(file_type_name(Some("99")), "gguf file_type 99");
         assert_eq!(file_type_name(None), "unknown (no general.file_type)");
     }
 }

@@ -93,6 +93,8 @@ pub struct Model {
     pub rope_adjacent: bool,
     /// Dense layers kept in f32 by a quantized `weight_dtype` because their rows are not whole blocks.
     pub unquantized_layers: usize,
+    /// Loaded from a GGUF: what it says it was quantized to (`q4_k_m`; see `GgufFile::file_type`).
+    pub file_type: Option<String>,
 }
 
 /// Where the weights come from: an HF directory's safetensors, or a GGUF read as an HF checkpoint (dequantized), or a
@@ -215,6 +217,7 @@ impl Model {
         let source = if stored { Source::GgufStored(&model) } else { Source::Gguf(&model) };
         let mut built = Self::build(model.config.clone(), source)?;
         built.rope_adjacent = stored && model.config.architecture.gguf_permutes_qk() && built.rope.is_some();
+        built.file_type = Some(model.file.file_type());
         Ok(built)
     }
 
@@ -304,6 +307,7 @@ impl Model {
             embed_scale: c.extras.embedding_scale.map(|s| s as f32),
             rope_adjacent: false,
             unquantized_layers: 0,
+            file_type: None,
             config: c,
         })
     }
@@ -348,6 +352,7 @@ impl Model {
             embed_scale: None,
             rope_adjacent: false,
             unquantized_layers: 0,
+            file_type: None,
             config: c,
         })
     }

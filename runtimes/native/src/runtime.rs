@@ -92,7 +92,10 @@ impl Runtime for NativeRuntime {
             name: "native".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             device: format!("cpu ({} threads)", self.threads),
-            dtype: self.model.weight_dtype().as_str().into(),
+            dtype: match (self.model.weight_dtype(), &self.model.file_type) {
+                (WeightDtype::Stored, Some(file_type)) => file_type.clone(),
+                (dtype, _) => dtype.as_str().into(),
+            },
             settings: vec![
                 ("architecture".into(), c.architecture.as_str().into()),
                 ("kv_cache".into(), "engine-paged f32".into()),

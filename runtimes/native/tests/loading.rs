@@ -265,3 +265,21 @@ fn a_gguf_rewritten_after_load_does_not_touch_the_loaded_model() {
     let after = rt.execute(&step(5)).unwrap().logits;
     assert_eq!(before, after);
 }
+
+/// A GGUF as stored reports what the file says it was quantized to (`general.file_type`, as llama.cpp reports it),
+/// so that reports group it with llama.cpp's run of the same file; converted at load, the dtype it was converted to.
+#[test]
+fn a_gguf_reports_its_file_type_as_its_dtype() {
+    use nano_vllm_engine::Runtime;
+    use nano_vllm_native::WeightDtype;
+    let dir = fixtures_dir().join("tiny-llama");
+    for (file, dtype, want) in [
+        ("model.q8_0.gguf", WeightDtype::Stored, "q8_0"),
+        ("model.f32.gguf", WeightDtype::Stored, "f32"),
+        ("model.q8_0.gguf", WeightDtype::F32, "f32"),
+        ("model.f32.gguf", WeightDtype::Bf16, "bf16"),
+    ] {
+        let rt = NativeRuntime::load(dir.join(file), &NativeOptions { threads: 1, weight_dtype: dtype }).unwrap();
+        assert_eq!(rt.info().dtype, want, "{file} {dtype:?}");
+    }
+}

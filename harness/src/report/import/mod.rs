@@ -251,6 +251,7 @@ impl ImportedRun<'_> {
                 provenance: None,
             },
             runs: self.rows,
+            quality: None,
         }
     }
 }
