@@ -16,6 +16,8 @@
 #    (the version vLLM pins) exercises its API (ci/clients/openai_sdk.py); parity over HTTP is exact; it is one of
 #    the servers of steps 2 and 4 (measured by vllm bench serve too); and a race at saturation (RACE_* below) of our
 #    two servers against vLLM and llama.cpp's server, all measured by the same client on the same workload.
+# 6. The same /tokenize and /detokenize requests to vLLM and to nano-vllm serve (ci/clients/same_as_vllm.py): the
+#    same answers, field for field.
 # Output under reports/runs/interop-<time>/. Fails if any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,6 +107,10 @@ ours_llama="openai:http://127.0.0.1:$serve_llama_port/v1"
 
 echo "== the openai SDK against nano-vllm serve"
 "$vllm_env/bin/python" ci/clients/openai_sdk.py "http://127.0.0.1:$serve_native_port/v1" smollm2 | tee "$out/openai-sdk.txt"
+
+echo "== the same /tokenize and /detokenize requests to vLLM and nano-vllm serve: same answers"
+"$vllm_env/bin/python" ci/clients/same_as_vllm.py "http://127.0.0.1:$vllm_port" "http://127.0.0.1:$serve_native_port" \
+  smollm2 | tee "$out/same-as-vllm.txt"
 
 echo "== parity over HTTP (greedy tokens and logprobs against the transformers reference)"
 "$bin" parity --bundle "$model" --target "$vllm" --target "$llama" --target "$ours" --served-model smollm2 \

@@ -60,7 +60,7 @@ struct StreamOptions {
 }
 
 #[derive(Debug, Deserialize)]
-struct ChatMessage {
+pub(crate) struct ChatMessage {
     role: String,
     /// A string, or a list of parts of which only `{"type": "text", "text": ...}` is understood; may be null.
     #[serde(default)]
@@ -322,45 +322,7 @@ impl RequestBody {
 
     fn chat_prompt(&self, model: &ServedModel) -> Result<Vec<u32>, ApiError> {
         let messages = self.messages.as_ref().ok_or_else(|| ApiError::bad_param("messages", "messages is required"))?;
-        if messages.is_empty() {
-            return Err(ApiError::bad_param("messages", "messages is empty"));
-        }
-        let template = model.chat_template.as_ref().ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "the model `{}` has no chat template: use /v1/completions, or start the server with --chat-template",
-                model.name
-            ))
-        })?;
-        let mut turns = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            let content = match &m.content {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                Value::Array(parts) => parts
-                    .iter()
-                    .map(|p| match (p["type"].as_str(), p["text"].as_str()) {
-                        (Some("text"), Some(t)) => Ok(t),
-                        _ => Err(ApiError::bad_param(
-                            format!("messages[{i}].content"),
-                            "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported",
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-                    .concat(),
-                other => {
-                    return Err(ApiError::bad_param(
-                        format!("messages[{i}].content"),
-                        format!("content must be a string or a list of parts, got {other}"),
-                    ));
-                }
-            };
-            turns.push(Message { role: m.role.clone(), content });
-        }
-        let text = template
-            .render(&turns, true)
-            .map_err(|e| ApiError::bad_param("messages", format!("the chat template failed on these messages: {e}")))?;
-        // The rendered text carries its special tokens as text; none are added.
-        model.encode(&text, false)
+        chat_ids(messages, model, true, false)
     }
 
     fn logprobs(&self, api: Api) -> Result<Option<usize>, ApiError> {
@@ -386,4 +348,53 @@ impl RequestBody {
         }
         Ok(Some(top as usize))
     }
+}
+
+/// The token ids of `messages` rendered by the model's chat template (with the assistant's turn opened when
+/// `add_generation_prompt`): the rendered text carries its special tokens as text; the tokenizer adds its own on top
+/// only with `add_special_tokens` (vLLM's default for chat: false).
+pub(crate) fn chat_ids(
+    messages: &[ChatMessage],
+    model: &ServedModel,
+    add_generation_prompt: bool,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_param("messages", "messages is empty"));
+    }
+    let template = model.chat_template.as_ref().ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "the model `{}` has no chat template: use /v1/completions, or start the server with --chat-template",
+            model.name
+        ))
+    })?;
+    let mut turns = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let content = match &m.content {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| match (p["type"].as_str(), p["text"].as_str()) {
+                    (Some("text"), Some(t)) => Ok(t),
+                    _ => Err(ApiError::bad_param(
+                        format!("messages[{i}].content"),
+                        "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
+            other => {
+                return Err(ApiError::bad_param(
+                    format!("messages[{i}].content"),
+                    format!("content must be a string or a list of parts, got {other}"),
+                ));
+            }
+        };
+        turns.push(Message { role: m.role.clone(), content });
+    }
+    let text = template
+        .render(&turns, add_generation_prompt)
+        .map_err(|e| ApiError::bad_param("messages", format!("the chat template failed on these messages: {e}")))?;
+    model.encode(&text, add_special_tokens)
 }

@@ -1,5 +1,6 @@
 //! The routes: `POST /v1/completions`, `POST /v1/chat/completions` (whole or streamed as server-sent events),
-//! `GET /v1/models`, `GET /health`, `GET /metrics`; `/v1/*` behind the API key when one is set. A request is checked
+//! `GET /v1/models`, `POST /tokenize`, `POST /detokenize`, `GET /health`, `GET /metrics`; `/v1/*` behind the API key
+//! when one is set (as vLLM guards only `/v1`). A request is checked
 //! ([`super::api`]) before it reaches the engine; its response holds the request's place in the server (a
 //! [`super::engine_loop::Permit`]) and its event receiver, so a client that goes away frees both.
 
@@ -37,6 +38,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .merge(v1)
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -83,6 +86,22 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
         "max_model_len": m.max_model_len, "runtime": m.runtime,
     }]}))
     .into_response()
+}
+
+/// vLLM's `/tokenize` ([`super::tokenize`]).
+async fn tokenize(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    match super::tokenize::tokenize(&body, &s.model) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// vLLM's `/detokenize` ([`super::tokenize`]).
+async fn detokenize(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    match super::tokenize::detokenize(&body, &s.model) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Response {

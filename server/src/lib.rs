@@ -6,7 +6,8 @@
 //!   channel of its own; a request nobody listens to is aborted and its blocks freed;
 //! - [`api`]: request bodies, checked before they reach the engine; [`response`]: response bodies and stream
 //!   chunks; [`detok`]: text as tokens arrive, stop strings; [`error`]: OpenAI-style error bodies;
-//! - [`handlers`]: the routes; [`metrics`]: `/metrics` in Prometheus text with vLLM's names.
+//! - [`handlers`]: the routes; [`metrics`]: `/metrics` in Prometheus text with vLLM's names; [`tokenize`]: vLLM's
+//!   `/tokenize` and `/detokenize`.
 
 pub mod api;
 pub mod detok;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod response;
+pub mod tokenize;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
