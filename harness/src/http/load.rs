@@ -73,13 +73,22 @@ pub fn run(
     runtime.block_on(run_async(target, requests, tokenizer, options))
 }
 
-/// One HTTP client for a run: connections are kept alive and reused, no proxy from the environment (benchmarks of a
-/// local server must not go through one), no overall timeout (each request has its own).
+/// How long an idle kept-alive connection stays in the pool: well under the 5 s after which uvicorn (vLLM,
+/// llama.cpp's Python server) closes one. A connection idle longer is one the server may be closing just as a request
+/// goes out on it, which then fails without reaching the server ("error sending request"); a client whose runtime
+/// does not run between requests (parity's) never sees the server's FIN, so without this it reused such connections
+/// every time a request took the server more than 5 s (seen under load in the test command).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One HTTP client for a run: connections are kept alive and reused (for at most [`POOL_IDLE_TIMEOUT`] idle), no
+/// proxy from the environment (benchmarks of a local server must not go through one), no overall timeout (each
+/// request has its own).
 pub fn http_client() -> Result<reqwest::Client, HttpError> {
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .map_err(|e| HttpError::Client(e.to_string()))
 }
