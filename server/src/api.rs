@@ -84,8 +84,13 @@ pub struct GenerateRequest {
 
 /// Parses and checks a body.
 pub fn parse(api: Api, bytes: &[u8], model: &ServedModel) -> Result<GenerateRequest, ApiError> {
+    deserialize::<RequestBody>(bytes)?.check(api, model)
+}
+
+/// A JSON body as `T`: a 400 saying the body is not JSON, or naming the field that is wrong (serde_path_to_error).
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let body: RequestBody = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || inner.is_syntax() || inner.is_eof() {
@@ -93,8 +98,17 @@ pub fn parse(api: Api, bytes: &[u8], model: &ServedModel) -> Result<GenerateRequ
         } else {
             ApiError::bad_param(path.clone(), format!("field '{path}': {inner}"))
         }
-    })?;
-    body.check(api, model)
+    })
+}
+
+/// A request's `model`, when given, must be the served one: else a 404 naming it, as vLLM answers.
+pub(crate) fn check_model(name: Option<&str>, model: &ServedModel) -> Result<(), ApiError> {
+    match name {
+        Some(n) if n != model.name => {
+            Err(ApiError::not_found(format!("The model `{n}` does not exist."), Some("model")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn finite_in(name: &str, v: f32, lo: f32, hi: f32, lo_open: bool) -> Result<f32, ApiError> {
@@ -109,11 +123,7 @@ fn finite_in(name: &str, v: f32, lo: f32, hi: f32, lo_open: bool) -> Result<f32,
 
 impl RequestBody {
     fn check(self, api: Api, model: &ServedModel) -> Result<GenerateRequest, ApiError> {
-        if let Some(name) = &self.model
-            && name != &model.name
-        {
-            return Err(ApiError::not_found(format!("The model `{name}` does not exist."), Some("model")));
-        }
+        check_model(self.model.as_deref(), model)?;
         self.refuse_unsupported(api)?;
         let prompt = match api {
             Api::Completions => self.completion_prompt(model)?,

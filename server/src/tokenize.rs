@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ServedModel;
-use super::api::{ChatMessage, chat_ids};
+use super::api::{ChatMessage, chat_ids, check_model, deserialize};
 use super::error::ApiError;
 
 #[derive(Debug, Deserialize)]
@@ -33,33 +33,10 @@ struct DetokenizeBody {
     tokens: Vec<i64>,
 }
 
-/// A body as `T`, or a 400 naming the field that is wrong.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
-        } else {
-            ApiError::bad_param(path.clone(), format!("field '{path}': {inner}"))
-        }
-    })
-}
-
-fn check_model(name: Option<&String>, model: &ServedModel) -> Result<(), ApiError> {
-    match name {
-        Some(n) if n != &model.name => {
-            Err(ApiError::not_found(format!("The model `{n}` does not exist."), Some("model")))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// The answer to a `/tokenize` body.
 pub fn tokenize(bytes: &[u8], model: &ServedModel) -> Result<Value, ApiError> {
-    let b: TokenizeBody = body(bytes)?;
-    check_model(b.model.as_ref(), model)?;
+    let b: TokenizeBody = deserialize(bytes)?;
+    check_model(b.model.as_deref(), model)?;
     let ids = match (&b.prompt, &b.messages) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("send either prompt or messages, not both")),
         (Some(text), None) => model.encode(text, b.add_special_tokens.unwrap_or(true))?,
@@ -93,8 +70,8 @@ pub fn tokenize(bytes: &[u8], model: &ServedModel) -> Result<Value, ApiError> {
 
 /// The answer to a `/detokenize` body.
 pub fn detokenize(bytes: &[u8], model: &ServedModel) -> Result<Value, ApiError> {
-    let b: DetokenizeBody = body(bytes)?;
-    check_model(b.model.as_ref(), model)?;
+    let b: DetokenizeBody = deserialize(bytes)?;
+    check_model(b.model.as_deref(), model)?;
     let mut ids = Vec::with_capacity(b.tokens.len());
     for (i, &t) in b.tokens.iter().enumerate() {
         match u32::try_from(t) {
