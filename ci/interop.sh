@@ -16,8 +16,12 @@
 #    (the version vLLM pins) exercises its API (ci/clients/openai_sdk.py); parity over HTTP is exact; it is one of
 #    the servers of steps 2 and 4 (measured by vllm bench serve too); and a race at saturation (RACE_* below) of our
 #    two servers against vLLM and llama.cpp's server, all measured by the same client on the same workload.
-# 6. The same /tokenize and /detokenize requests to vLLM and to nano-vllm serve (ci/clients/same_as_vllm.py): the
-#    same answers, field for field.
+# 6. The same requests to vLLM and to nano-vllm serve (ci/clients/same_as_vllm.py): /tokenize and /detokenize give
+#    the same answers, field for field; n choices and lists of prompts give the same indices, finish reasons and
+#    usage, whole and streamed, every field of ours in vLLM's answer too; request ids the same.
+# 7. AIPerf and llama-benchy against nano-vllm serve, each beside nano-vllm bench on the same workload
+#    (ci/clients/aiperf_and_llama_benchy.sh): request and token counts equal the server's and each other's exactly;
+#    latency medians side by side.
 # Output under reports/runs/interop-<time>/. Fails if any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,7 +112,7 @@ ours_llama="openai:http://127.0.0.1:$serve_llama_port/v1"
 echo "== the openai SDK against nano-vllm serve"
 "$vllm_env/bin/python" ci/clients/openai_sdk.py "http://127.0.0.1:$serve_native_port/v1" smollm2 | tee "$out/openai-sdk.txt"
 
-echo "== the same /tokenize and /detokenize requests to vLLM and nano-vllm serve: same answers"
+echo "== the same requests to vLLM and nano-vllm serve (/tokenize, /detokenize, n, lists of prompts, request ids)"
 "$vllm_env/bin/python" ci/clients/same_as_vllm.py "http://127.0.0.1:$vllm_port" "http://127.0.0.1:$serve_native_port" \
   smollm2 | tee "$out/same-as-vllm.txt"
 
@@ -151,6 +155,10 @@ for r in $(seq 1 "$rounds"); do
     vllm_bench "$name" "$port" "$out/side/$r-vllm-bench-$name.json" "${extra[@]}"
   done
 done
+
+echo "== AIPerf and llama-benchy against nano-vllm serve, beside nano-vllm bench, $rounds round(s)"
+bash ci/clients/aiperf_and_llama_benchy.sh "$bin" "$model" "$hf" "$serve_native_port" smollm2 "$out/clients" "$rounds" \
+  | tee "$out/clients.txt"
 
 # The race: the same workload at a concurrency that saturates these 2 cores, against the four servers, by one
 # client (one comparison). RACE_REQUESTS / RACE_CONCURRENCY / RACE_INPUT / RACE_OUTPUT size it (CI: small).

@@ -62,6 +62,17 @@ a = client.completions.create(model=model, prompt="Once upon a time", max_tokens
 b = client.completions.create(model=model, prompt="Once upon a time", max_tokens=10, temperature=0.8, seed=5)
 check(a.choices[0].text == b.choices[0].text, "seeded sampling is reproducible")
 
+r = client.completions.create(model=model, prompt=["Once upon a time", "The capital of France is"], n=2,
+                              max_tokens=6, temperature=1.0, seed=3, extra_body={"ignore_eos": True})
+check([c.index for c in r.choices] == [0, 1, 2, 3] and r.usage.completion_tokens == 24,
+      f"two prompts, n=2: four choices in order, {r.usage.completion_tokens} completion tokens")
+r = client.completions.create(model=model, prompt="Once upon a time", n=3, max_tokens=6, temperature=1.0, seed=9,
+                              extra_headers={"X-Request-Id": "sdk-1"})
+singles = [client.completions.create(model=model, prompt="Once upon a time", max_tokens=6, temperature=1.0,
+                                     seed=9 + j).choices[0].text for j in range(3)]
+check([c.text for c in r.choices] == singles and r.id == "cmpl-sdk-1",
+      f"n=3 seeded: choice j is the request seeded seed + j; id {r.id}")
+
 messages = [{"role": "user", "content": "What is the capital of France?"}]
 r = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0)
 check(r.object == "chat.completion" and r.choices[0].message.role == "assistant" and r.usage.completion_tokens > 0

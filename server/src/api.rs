@@ -1,9 +1,11 @@
 //! Request bodies of `/v1/completions` and `/v1/chat/completions`, checked before anything reaches the engine: a
 //! malformed body, a field of the wrong type (named, with serde_path_to_error), a value out of range, a prompt that
 //! does not fit the context or has token ids outside the vocabulary, an unknown model, or a feature this server does
-//! not implement (n > 1, penalties, logit_bias, echo, ...) is a 400 or 404 naming the field, never silently
+//! not implement (best_of, penalties, logit_bias, echo, ...) is a 400 or 404 naming the field, never silently
 //! ignored. Fields the API defines that do not change the output (`user`, ...) and unknown extra fields are
-//! ignored, as vLLM does.
+//! ignored, as vLLM does. As in vLLM, a request may ask for `n` choices and `/v1/completions` may carry a list of
+//! prompts: each prompt runs `n` times, choice `j` seeded `seed + j` when a seed is given (vLLM's child requests);
+//! `n` > 1 with greedy sampling is refused, as vLLM refuses it.
 
 use nano_vllm_engine::{MAX_LOGPROBS, SamplingParams};
 use serde::Deserialize;
@@ -52,6 +54,8 @@ pub struct RequestBody {
     logit_bias: Option<Value>,
     return_tokens_as_token_ids: Option<bool>,
     add_special_tokens: Option<bool>,
+    /// The client's id for the request (vLLM's `request_id`; the `X-Request-Id` header takes precedence).
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,7 +75,11 @@ pub(crate) struct ChatMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateRequest {
     pub api: Api,
-    pub prompt: Vec<u32>,
+    /// The prompts (one, or a list in `/v1/completions`), each run `n` times.
+    pub prompts: Vec<Vec<u32>>,
+    /// Choices per prompt.
+    pub n: usize,
+    /// Sampling of every choice (choice `j` of a prompt: the seed plus `j`, see [`GenerateRequest::params_of`]).
     pub params: SamplingParams,
     pub stop: Vec<String>,
     pub stream: bool,
@@ -80,6 +88,22 @@ pub struct GenerateRequest {
     pub logprobs: Option<usize>,
     /// Tokens in logprobs as `token_id:N` (vLLM's `return_tokens_as_token_ids`).
     pub tokens_as_ids: bool,
+    /// The body's `request_id`, if any.
+    pub request_id: Option<String>,
+}
+
+impl GenerateRequest {
+    /// The engine requests in the order of the response's choices (`index` = prompt x n + j).
+    pub fn choices(&self) -> impl Iterator<Item = (&[u32], SamplingParams)> + '_ {
+        self.prompts.iter().flat_map(move |p| (0..self.n).map(move |j| (p.as_slice(), self.params_of(j))))
+    }
+
+    /// The sampling of a prompt's choice `j`: vLLM seeds child request `j` of a seeded request with `seed + j`.
+    pub fn params_of(&self, j: usize) -> SamplingParams {
+        let mut params = self.params.clone();
+        params.seed = params.seed.map(|s| s.wrapping_add(j as u64));
+        params
+    }
 }
 
 /// Parses and checks a body.
@@ -125,29 +149,44 @@ impl RequestBody {
     fn check(self, api: Api, model: &ServedModel) -> Result<GenerateRequest, ApiError> {
         check_model(self.model.as_deref(), model)?;
         self.refuse_unsupported(api)?;
-        let prompt = match api {
-            Api::Completions => self.completion_prompt(model)?,
-            Api::Chat => self.chat_prompt(model)?,
+        let prompts = match api {
+            Api::Completions => self.completion_prompts(model)?,
+            Api::Chat => vec![self.chat_prompt(model)?],
         };
-        if prompt.is_empty() {
-            return Err(ApiError::bad_param("prompt", "the prompt is empty"));
-        }
-        if let Some((position, &token)) = prompt.iter().enumerate().find(|(_, t)| **t as usize >= model.vocab_size) {
-            return Err(ApiError::bad_param(
-                "prompt",
-                format!(
-                    "token id {token} at prompt position {position} is outside the vocabulary (size {})",
-                    model.vocab_size
-                ),
-            ));
-        }
+        let n = match self.n {
+            None => 1,
+            Some(0) => return Err(ApiError::bad_param("n", "n must be at least 1, got 0.")),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
         let context = model.max_model_len;
-        if prompt.len() >= context {
-            return Err(ApiError::bad_param(
-                "prompt",
-                format!("the prompt has {} tokens; this model's context is {context} tokens", prompt.len()),
-            ));
+        let many = prompts.len() > 1;
+        for (i, prompt) in prompts.iter().enumerate() {
+            let which = if many { format!("prompt {i}") } else { "the prompt".to_owned() };
+            if prompt.is_empty() {
+                return Err(ApiError::bad_param("prompt", format!("{which} is empty")));
+            }
+            if let Some((position, &token)) = prompt.iter().enumerate().find(|(_, t)| **t as usize >= model.vocab_size)
+            {
+                return Err(ApiError::bad_param(
+                    "prompt",
+                    format!(
+                        "token id {token} at position {position} of {which} is outside the vocabulary (size {})",
+                        model.vocab_size
+                    ),
+                ));
+            }
+            if prompt.len() >= context {
+                return Err(ApiError::bad_param(
+                    "prompt",
+                    format!("{which} has {} tokens; this model's context is {context} tokens", prompt.len()),
+                ));
+            }
         }
+        // The longest prompt bounds the completion of every one (they share the sampling parameters).
+        let prompt = prompts
+            .iter()
+            .max_by_key(|p| p.len())
+            .ok_or_else(|| ApiError::bad_param("prompt", "the list of prompts is empty"))?;
         let room = context - prompt.len();
         let (max_tokens, field) = match (api, self.max_tokens, self.max_completion_tokens) {
             (_, Some(n), _) => (n, "max_tokens"),
@@ -192,6 +231,10 @@ impl RequestBody {
             ));
         }
         let temperature = finite_in("temperature", self.temperature.unwrap_or(1.0), 0.0, 2.0, false)?;
+        // vLLM's rule (and its message): n identical greedy choices are refused.
+        if n > 1 && temperature < 1e-5 {
+            return Err(ApiError::bad_param("n", format!("n must be 1 when using greedy sampling, got {n}.")));
+        }
         let top_p = finite_in("top_p", self.top_p.unwrap_or(1.0), 0.0, 1.0, true)?;
         let top_k = match self.top_k {
             None | Some(-1) | Some(0) => None,
@@ -246,13 +289,15 @@ impl RequestBody {
         };
         Ok(GenerateRequest {
             api,
-            prompt,
+            prompts,
+            n,
             params,
             stop,
             stream: self.stream.unwrap_or(false),
             include_usage,
             logprobs,
             tokens_as_ids: self.return_tokens_as_token_ids.unwrap_or(false),
+            request_id: self.request_id,
         })
     }
 
@@ -261,9 +306,6 @@ impl RequestBody {
         let unsupported = |field: &str, what: &str| {
             Err(ApiError::bad_param(field, format!("{field}: {what} is not supported by nano-vllm serve")))
         };
-        if self.n.is_some_and(|n| n != 1) {
-            return unsupported("n", "more than one choice per request");
-        }
         if self.best_of.is_some_and(|n| n != 1) {
             return unsupported("best_of", "best_of other than 1");
         }
@@ -297,36 +339,38 @@ impl RequestBody {
         }
     }
 
-    fn completion_prompt(&self, model: &ServedModel) -> Result<Vec<u32>, ApiError> {
+    /// The prompt, or the list of prompts: a string, a list of token ids, a list of strings, or a list of lists of
+    /// token ids (vLLM's four forms; a list that mixes them is refused, as vLLM refuses it).
+    fn completion_prompts(&self, model: &ServedModel) -> Result<Vec<Vec<u32>>, ApiError> {
         let add_special = self.add_special_tokens.unwrap_or(true);
         let as_ids = |items: &[Value]| -> Option<Vec<u32>> {
             items.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect()
         };
+        let ids_error = |field: String| {
+            ApiError::bad_param(field.clone(), format!("{field}: token ids must be integers in 0..2^32"))
+        };
+        let forms = "prompt must be a string, a list of token ids, a list of strings or a list of lists of token ids";
         match &self.prompt {
             None => Err(ApiError::bad_param("prompt", "prompt is required")),
-            Some(Value::String(text)) => model.encode(text, add_special),
-            Some(Value::Array(items)) => {
-                if let Some(ids) = as_ids(items) {
-                    return Ok(ids);
-                }
-                match items.as_slice() {
-                    [Value::String(text)] => model.encode(text, add_special),
-                    [Value::Array(inner)] => as_ids(inner)
-                        .ok_or_else(|| ApiError::bad_param("prompt", "prompt token ids must be integers in 0..2^32")),
-                    [_, _, ..] if items.iter().all(|v| v.is_string() || v.is_array()) => Err(ApiError::bad_param(
-                        "prompt",
-                        "a list of prompts is not supported by nano-vllm serve: send one prompt per request",
-                    )),
-                    _ => Err(ApiError::bad_param(
-                        "prompt",
-                        "prompt must be a string, a list of token ids (integers in 0..2^32), or a list of one of these",
-                    )),
-                }
+            Some(Value::String(text)) => Ok(vec![model.encode(text, add_special)?]),
+            Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+                items.iter().map(|item| model.encode(item.as_str().unwrap_or_default(), add_special)).collect()
             }
-            Some(other) => Err(ApiError::bad_param(
-                "prompt",
-                format!("prompt must be a string or a list of token ids, got {other}"),
-            )),
+            Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_array) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let inner = item.as_array().map(Vec::as_slice).unwrap_or_default();
+                    as_ids(inner).ok_or_else(|| ids_error(format!("prompt[{i}]")))
+                })
+                .collect(),
+            Some(Value::Array(items)) => {
+                if items.iter().any(|v| v.is_string() || v.is_array()) {
+                    return Err(ApiError::bad_param("prompt", format!("{forms}, not a mix of these")));
+                }
+                as_ids(items).map(|ids| vec![ids]).ok_or_else(|| ids_error("prompt".to_owned()))
+            }
+            Some(other) => Err(ApiError::bad_param("prompt", format!("{forms}, got {other}"))),
         }
     }
 

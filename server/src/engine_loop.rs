@@ -78,6 +78,11 @@ impl Drop for Permit {
 }
 
 impl EngineHandle {
+    /// Most engine requests in the server at once (`--max-pending`).
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
     /// Whether the engine can still serve.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)

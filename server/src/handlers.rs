@@ -1,18 +1,23 @@
 //! The routes: `POST /v1/completions`, `POST /v1/chat/completions` (whole or streamed as server-sent events),
 //! `GET /v1/models`, `POST /tokenize`, `POST /detokenize`, `GET /health`, `GET /metrics`; `/v1/*` behind the API key
 //! when one is set (as vLLM guards only `/v1`). A request is checked
-//! ([`super::api`]) before it reaches the engine; its response holds the request's place in the server (a
-//! [`super::engine_loop::Permit`]) and its event receiver, so a client that goes away frees both.
+//! ([`super::api`], on the tokenizer pool: [`super::pool`]) before it reaches the engine as one engine request per
+//! choice; its response holds each choice's place in the server (a [`super::engine_loop::Permit`]) and its event
+//! receiver, so a client that goes away frees both. Every response carries its request id (`X-Request-Id`: the
+//! client's header, else the body's `request_id`, else a random one), which is also the `id` of the body after its
+//! `cmpl-` or `chatcmpl-` prefix, and, with `--enable-log-requests`, of the log lines of the request.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +31,8 @@ use super::api::{self, Api, GenerateRequest};
 use super::engine_loop::{Event, Permit, SubmitError};
 use super::error::ApiError;
 use super::metrics::ServerMetrics;
-use super::response::{Delta, Generation, LogprobEntry};
-use super::{AppState, unix_now};
+use super::response::{self, Delta, Generation, Header};
+use super::{AppState, random_id, unix_now};
 
 /// The server's routes over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -88,47 +93,50 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-/// vLLM's `/tokenize` ([`super::tokenize`]).
+/// vLLM's `/tokenize` ([`super::tokenize`]), on the tokenizer pool.
 async fn tokenize(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    match super::tokenize::tokenize(&body, &s.model) {
+    let state = s.clone();
+    match s.pool.run(move || super::tokenize::tokenize(&body, &state.model)).await.and_then(|r| r) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-/// vLLM's `/detokenize` ([`super::tokenize`]).
+/// vLLM's `/detokenize` ([`super::tokenize`]), on the tokenizer pool.
 async fn detokenize(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    match super::tokenize::detokenize(&body, &s.model) {
+    let state = s.clone();
+    match s.pool.run(move || super::tokenize::detokenize(&body, &state.model)).await.and_then(|r| r) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    generate(s, Api::Completions, body).await
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, Api::Completions, &headers, body).await
 }
 
-async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    generate(s, Api::Chat, body).await
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, Api::Chat, &headers, body).await
 }
 
-/// A request that reached the engine. When it is dropped (its response done, or its client gone) it counts how the
-/// request ended, exactly once: `request_success{finished_reason}` "stop" or "length" as the response said (a stop
-/// string included, which only the handler sees) with its end-to-end latency, or "abort" when it ended before its
-/// finish (a client that left, an engine that failed or shut down). A request the engine refused is not counted.
-struct Started {
-    request: GenerateRequest,
+/// One engine request of a response: a prompt's choice. When it is dropped (its response done, or its client gone)
+/// it counts how it ended, exactly once: `request_success{finished_reason}` "stop" or "length" as the response said
+/// (a stop string included, which only the handler sees) with its end-to-end latency, or "abort" when it ended before
+/// its finish (a client that left, an engine that failed or shut down). A choice the engine refused is not counted.
+struct Choice {
     events: UnboundedReceiver<Event>,
     #[allow(dead_code)]
     permit: Permit,
     generation: Generation,
     metrics: ServerMetrics,
     arrival: Instant,
-    /// The engine refused it (never ran).
+    /// The engine refused it (never ran), or it was never the client's (its request failed to start).
     refused: bool,
+    /// Text bytes streamed so far (`text_offset` of completions logprobs).
+    offset: usize,
 }
 
-impl Drop for Started {
+impl Drop for Choice {
     fn drop(&mut self) {
         if self.refused {
             return;
@@ -150,10 +158,52 @@ impl Drop for Started {
     }
 }
 
-async fn generate(s: Arc<AppState>, api: Api, body: Bytes) -> Response {
+/// A request that reached the engine: its choices in the response's order.
+struct Started {
+    request: GenerateRequest,
+    header: Header,
+    choices: Vec<Choice>,
+    arrival: Instant,
+    /// `--enable-log-requests`: a line when it ends.
+    log: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.log {
+            let reasons: Vec<&str> = self.choices.iter().map(|c| c.generation.finish.unwrap_or("abort")).collect();
+            let tokens: usize = self.choices.iter().map(|c| c.generation.completion_tokens).sum();
+            eprintln!(
+                "request {}: ended after {:.3} s, finish {}, {tokens} output tokens",
+                self.header.id.escape_debug(),
+                self.arrival.elapsed().as_secs_f64(),
+                reasons.join(",")
+            );
+        }
+    }
+}
+
+/// The request id a client gave (`X-Request-Id`, as vLLM reads it), when it is one a header can carry back.
+fn header_request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+async fn generate(s: Arc<AppState>, api: Api, headers: &HeaderMap, body: Bytes) -> Response {
     let arrival = Instant::now();
-    let started = match start(&s, api, &body, arrival) {
-        Ok(started) => started,
+    let mut response = match start(&s, api, headers, body, arrival).await {
+        Ok(started) => {
+            let id = started.header.id.clone();
+            let mut response = if started.request.stream {
+                Sse::new(sse_stream(s, started)).into_response()
+            } else {
+                whole(&s, started).await.unwrap_or_else(IntoResponse::into_response)
+            };
+            let base = id.split_once('-').map_or(id.as_str(), |(_, b)| b);
+            if let Ok(v) = HeaderValue::from_str(base) {
+                response.headers_mut().insert("x-request-id", v);
+            }
+            return response;
+        }
         Err(e) => {
             s.metrics.reject(match e.status {
                 StatusCode::NOT_FOUND => "not_found",
@@ -161,44 +211,97 @@ async fn generate(s: Arc<AppState>, api: Api, body: Bytes) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE => "unavailable",
                 _ => "invalid",
             });
-            return e.into_response();
+            e.into_response()
         }
     };
-    if started.request.stream {
-        Sse::new(sse_stream(s, started)).into_response()
-    } else {
-        whole(&s, started).await.unwrap_or_else(IntoResponse::into_response)
+    if let Some(v) = header_request_id(headers).and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert("x-request-id", v);
     }
+    response
 }
 
-fn start(s: &AppState, api: Api, body: &[u8], arrival: Instant) -> Result<Started, ApiError> {
+async fn start(
+    s: &Arc<AppState>,
+    api: Api,
+    headers: &HeaderMap,
+    body: Bytes,
+    arrival: Instant,
+) -> Result<Started, ApiError> {
     if s.draining.load(Ordering::Acquire) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let request = api::parse(api, body, &s.model)?;
-    let (events, permit) =
-        s.engine.submit(request.prompt.clone(), request.params.clone(), arrival).map_err(|e| match e {
-            SubmitError::QueueFull { max_pending } => ApiError::too_many(format!(
-                "the server holds {max_pending} requests already (--max-pending); retry later"
-            )),
-            SubmitError::Unavailable => ApiError::unavailable("the engine has stopped"),
-        })?;
+    let state = s.clone();
+    let request = s.pool.run(move || api::parse(api, &body, &state.model)).await??;
+    let max_pending = s.engine.max_pending();
+    let total = request.prompts.len().checked_mul(request.n).filter(|&t| t <= max_pending).ok_or_else(|| {
+        let field = if request.n > 1 { "n" } else { "prompt" };
+        ApiError::bad_param(
+            field,
+            format!(
+                "this request asks for {} prompt(s) x n {} sequences, more than the {max_pending} requests this server \
+                 holds at once (--max-pending)",
+                request.prompts.len(),
+                request.n
+            ),
+        )
+    })?;
+    // The id: the client's header, else the body's request_id, else a random one (vLLM's order).
+    let base = header_request_id(headers).or_else(|| request.request_id.clone()).unwrap_or_else(random_id);
     let prefix = if api == Api::Chat { "chatcmpl" } else { "cmpl" };
-    let generation = Generation::new(s.next_id(prefix), unix_now(), &request);
-    Ok(Started { request, events, permit, generation, metrics: s.metrics.clone(), arrival, refused: false })
+    let header = Header { id: format!("{prefix}-{base}"), created: unix_now(), api, model: s.model.name.clone() };
+    let log = s.log_requests;
+    if log {
+        let lens: Vec<String> = request.prompts.iter().map(|p| p.len().to_string()).collect();
+        eprintln!(
+            "request {}: received, prompt tokens [{}], n {}, max_tokens {}, temperature {}, stream {}",
+            header.id.escape_debug(),
+            lens.join(","),
+            request.n,
+            request.params.max_tokens,
+            request.params.temperature,
+            request.stream
+        );
+    }
+    let mut choices: Vec<Choice> = Vec::with_capacity(total);
+    for (index, (prompt, params)) in request.choices().enumerate() {
+        match s.engine.submit(prompt.to_vec(), params, arrival) {
+            Ok((events, permit)) => choices.push(Choice {
+                events,
+                permit,
+                generation: Generation::new(index, prompt.len(), &request),
+                metrics: s.metrics.clone(),
+                arrival,
+                refused: false,
+                offset: 0,
+            }),
+            Err(e) => {
+                // The choices submitted already are dropped with it (their engine requests aborted), uncounted.
+                for c in &mut choices {
+                    c.refused = true;
+                }
+                return Err(match e {
+                    SubmitError::QueueFull { max_pending } => ApiError::too_many(format!(
+                        "the server holds {max_pending} requests already (--max-pending); retry later"
+                    )),
+                    SubmitError::Unavailable => ApiError::unavailable("the engine has stopped"),
+                });
+            }
+        }
+    }
+    Ok(Started { request, header, choices, arrival, log })
 }
 
-/// Applies one engine event: the text (and logprobs) it adds, or the error the engine reported. The request is over
-/// once `g.finish` is set (finished by the engine, or ended by a stop string).
-fn apply(s: &AppState, st: &mut Started, event: Option<Event>) -> Result<Delta, ApiError> {
-    let g = &mut st.generation;
+/// Applies one engine event to a choice: the text (and logprobs) it adds, or the error the engine reported. The
+/// choice is over once `generation.finish` is set (finished by the engine, or ended by a stop string).
+fn apply(s: &AppState, c: &mut Choice, event: Option<Event>) -> Result<Delta, ApiError> {
+    let g = &mut c.generation;
     match event {
         Some(Event::Token { token, logprobs }) => g.token(&s.model, token, logprobs),
         Some(Event::Finished { reason, prompt_tokens, cached_tokens }) => {
             Ok(g.finished(reason, prompt_tokens, cached_tokens))
         }
         Some(Event::Refused(e)) => {
-            st.refused = true;
+            c.refused = true;
             Err(ApiError::bad_request(e.to_string()))
         }
         Some(Event::Failed(m)) => Err(ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: m, param: None }),
@@ -207,22 +310,49 @@ fn apply(s: &AppState, st: &mut Started, event: Option<Event>) -> Result<Delta, 
 }
 
 async fn whole(s: &AppState, mut st: Started) -> Result<Response, ApiError> {
-    let (mut text, mut entries): (String, Vec<LogprobEntry>) = (String::new(), Vec::new());
-    while st.generation.finish.is_none() {
-        let event = st.events.recv().await;
-        let d = apply(s, &mut st, event)?;
-        text.push_str(&d.text);
-        entries.extend(d.logprobs);
+    let mut outputs = Vec::with_capacity(st.choices.len());
+    for c in &mut st.choices {
+        let (mut text, mut entries) = (String::new(), Vec::new());
+        while c.generation.finish.is_none() {
+            let event = c.events.recv().await;
+            let d = apply(s, c, event)?;
+            text.push_str(&d.text);
+            entries.extend(d.logprobs);
+        }
+        // Done: a choice a stop string ended is aborted by the engine now, while the others run on.
+        c.events.close();
+        outputs.push(c.generation.choice(&text, &entries));
     }
-    let response = axum::Json(st.generation.response(&s.model.name, &text, &entries)).into_response();
-    // Counted, and the receiver closed (a stop string's request is then aborted by the engine).
+    let usage = response::usage(st.choices.iter().map(|c| &c.generation), st.request.n);
+    let response = axum::Json(st.header.response(outputs, usage)).into_response();
+    // Counted.
     drop(st);
     Ok(response)
 }
 
+/// The next event of any unfinished choice, taking them in turn from `*next` so that none starves the others.
+fn next_event<'a>(choices: &'a mut [Choice], next: &'a mut usize) -> impl Future<Output = (usize, Option<Event>)> + 'a {
+    std::future::poll_fn(move |cx| {
+        let k = choices.len();
+        for step in 0..k {
+            let i = (*next + step) % k;
+            let c = &mut choices[i];
+            if c.generation.finish.is_some() {
+                continue;
+            }
+            if let Poll::Ready(event) = c.events.poll_recv(cx) {
+                *next = (i + 1) % k;
+                return Poll::Ready((i, event));
+            }
+        }
+        Poll::Pending
+    })
+}
+
 /// Where a stream is.
 enum Phase {
-    Start,
+    /// Chat: the role chunk of each choice, from this one on.
+    Roles(usize),
     Tokens,
     Usage,
     Done,
@@ -233,44 +363,49 @@ struct StreamState {
     s: Arc<AppState>,
     st: Started,
     phase: Phase,
-    /// Text bytes sent so far (`text_offset` of completions logprobs).
-    offset: usize,
+    /// The choice whose events are looked at first next time.
+    next: usize,
 }
 
 fn data(value: &Value) -> SseEvent {
     SseEvent::default().data(value.to_string())
 }
 
-/// The events of a streamed response: (chat: the role), a chunk per piece of text, the final chunk with the finish
-/// reason, the usage chunk when asked, `[DONE]`. An engine failure mid-stream is an `{"error": ...}` event.
+/// The events of a streamed response: (chat: the role of each choice), a chunk per piece of text of any choice (its
+/// `index` says which), each choice's final chunk with its finish reason, the usage chunk when asked, `[DONE]`. An
+/// engine failure mid-stream is an `{"error": ...}` event.
 fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let state = StreamState { s, st, phase: Phase::Start, offset: 0 };
+    let state = StreamState { s, st, phase: Phase::Roles(0), next: 0 };
     stream::unfold(state, |mut x| async move {
-        let name = x.s.model.name.clone();
         let usage = x.st.request.include_usage;
         loop {
             match x.phase {
-                Phase::Start => {
-                    x.phase = Phase::Tokens;
-                    if x.st.request.api == Api::Chat {
-                        return Some((Ok(data(&x.st.generation.role_chunk(&name, usage))), x));
+                Phase::Roles(i) => {
+                    if x.st.request.api == Api::Chat && i < x.st.choices.len() {
+                        x.phase = Phase::Roles(i + 1);
+                        return Some((Ok(data(&x.st.header.role_chunk(i))), x));
                     }
+                    x.phase = Phase::Tokens;
                 }
                 Phase::Tokens => {
-                    let event = x.st.events.recv().await;
-                    match apply(&x.s, &mut x.st, event) {
+                    if x.st.choices.iter().all(|c| c.generation.finish.is_some()) {
+                        x.phase = Phase::Usage;
+                        continue;
+                    }
+                    let (i, event) = next_event(&mut x.st.choices, &mut x.next).await;
+                    let c = &mut x.st.choices[i];
+                    match apply(&x.s, c, event) {
                         Ok(delta) => {
-                            let last = x.st.generation.finish.is_some();
+                            let last = c.generation.finish.is_some();
                             if last {
                                 // Ended (by the engine, or by a stop string: then the engine aborts it now).
-                                x.st.events.close();
-                                x.phase = Phase::Usage;
+                                c.events.close();
                             } else if delta.text.is_empty() && delta.logprobs.is_empty() {
                                 continue;
                             }
-                            let chunk = x.st.generation.chunk(&name, &delta, x.offset, last, usage);
-                            x.offset += delta.text.len();
-                            return Some((Ok(data(&chunk)), x));
+                            let choice = c.generation.chunk_choice(&delta, c.offset, last);
+                            c.offset += delta.text.len();
+                            return Some((Ok(data(&x.st.header.chunk(choice))), x));
                         }
                         Err(e) => {
                             x.phase = Phase::Done;
@@ -281,7 +416,8 @@ fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEve
                 Phase::Usage => {
                     x.phase = Phase::Done;
                     if usage {
-                        return Some((Ok(data(&x.st.generation.usage_chunk(&name))), x));
+                        let u = response::usage(x.st.choices.iter().map(|c| &c.generation), x.st.request.n);
+                        return Some((Ok(data(&x.st.header.usage_chunk(u))), x));
                     }
                 }
                 Phase::Done => {
@@ -328,7 +464,7 @@ mod tests {
             num_kv_blocks: 64,
             runtime: "mock".into(),
         };
-        Arc::new(AppState::new(model, handle, metrics, None))
+        Arc::new(AppState::new(model, handle, metrics, crate::ServeSettings::default()).unwrap())
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -336,7 +472,7 @@ mod tests {
     }
 
     async fn complete(s: &Arc<AppState>, body: Value) -> (StatusCode, Value) {
-        let r = completions(State(s.clone()), Bytes::from(body.to_string())).await;
+        let r = completions(State(s.clone()), HeaderMap::new(), Bytes::from(body.to_string())).await;
         let status = r.status();
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))

@@ -7,7 +7,8 @@
 //! - [`api`]: request bodies, checked before they reach the engine; [`response`]: response bodies and stream
 //!   chunks; [`detok`]: text as tokens arrive, stop strings; [`error`]: OpenAI-style error bodies;
 //! - [`handlers`]: the routes; [`metrics`]: `/metrics` in Prometheus text with vLLM's names; [`tokenize`]: vLLM's
-//!   `/tokenize` and `/detokenize`.
+//!   `/tokenize` and `/detokenize`; [`pool`]: the threads that tokenize and render chat templates, off the async
+//!   workers.
 
 pub mod api;
 pub mod detok;
@@ -15,6 +16,7 @@ pub mod engine_loop;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod pool;
 pub mod response;
 pub mod tokenize;
 
@@ -29,6 +31,7 @@ pub use engine_loop::{EngineHandle, SubmitError};
 pub use error::ApiError;
 pub use handlers::router;
 pub use metrics::ServerMetrics;
+pub use pool::TokenizerPool;
 
 use nano_vllm_models::model::chat::ChatTemplate;
 
@@ -61,6 +64,23 @@ impl ServedModel {
     }
 }
 
+/// How the server runs, beyond the model and the engine.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Requests to `/v1/*` must carry `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Threads that tokenize prompts and render chat templates ([`pool`]).
+    pub tokenizer_workers: usize,
+    /// A log line (stderr) when each request arrives and when it ends, with its id (vLLM's `--enable-log-requests`).
+    pub log_requests: bool,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self { api_key: None, tokenizer_workers: 1, log_requests: false }
+    }
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -71,18 +91,38 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Set on SIGINT/SIGTERM: new requests are refused (503) while the ones in flight finish.
     pub draining: Arc<AtomicBool>,
-    next_id: AtomicU64,
+    pub pool: TokenizerPool,
+    pub log_requests: bool,
 }
 
 impl AppState {
-    pub fn new(model: ServedModel, engine: EngineHandle, metrics: ServerMetrics, api_key: Option<String>) -> Self {
-        Self { model, engine, metrics, api_key, draining: Arc::default(), next_id: AtomicU64::new(0) }
+    /// The state, with the tokenizer pool's threads started.
+    pub fn new(
+        model: ServedModel,
+        engine: EngineHandle,
+        metrics: ServerMetrics,
+        settings: ServeSettings,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            model,
+            engine,
+            metrics,
+            api_key: settings.api_key,
+            draining: Arc::default(),
+            pool: TokenizerPool::new(settings.tokenizer_workers)?,
+            log_requests: settings.log_requests,
+        })
     }
+}
 
-    /// A fresh response id.
-    fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}-{}", self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-    }
+/// A fresh request id: 16 hex digits, as vLLM's `random_uuid` (64 bits of a uuid4): the process's random hash keys
+/// over a counter and the clock, so ids differ between requests and between runs.
+fn random_id() -> String {
+    use std::hash::BuildHasher;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:016x}", std::collections::hash_map::RandomState::new().hash_one((n, nanos)))
 }
 
 /// Seconds since the epoch, for `created`.

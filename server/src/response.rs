@@ -1,5 +1,7 @@
-//! Response bodies: one request's output assembled from its engine events, as whole responses or as the chunks of a
-//! stream (OpenAI's shapes for completions and chat, with `usage` in every final response).
+//! Response bodies: each choice's output assembled from its engine events ([`Generation`]), and the response around
+//! the choices ([`Header`]), whole or as the chunks of a stream (OpenAI's shapes for completions and chat, with
+//! `usage` in every final response). A response with several choices (`n`, or a list of prompts) numbers them
+//! prompt-major (`index` = prompt x n + j) and counts each prompt's tokens once in `usage`, as vLLM does.
 
 use nano_vllm_engine::{FinishReason, TokenLogprobs};
 use serde_json::{Value, json};
@@ -9,11 +11,20 @@ use super::api::{Api, GenerateRequest};
 use super::detok::IncrementalText;
 use super::error::ApiError;
 
-/// The output of one request so far.
-#[derive(Debug)]
-pub struct Generation {
+/// What every body and chunk of one response carries.
+#[derive(Debug, Clone)]
+pub struct Header {
     pub id: String,
     pub created: u64,
+    pub api: Api,
+    pub model: String,
+}
+
+/// The output of one choice so far.
+#[derive(Debug)]
+pub struct Generation {
+    /// The choice's `index`.
+    pub index: usize,
     api: Api,
     text: IncrementalText,
     logprobs: Option<usize>,
@@ -45,15 +56,15 @@ pub struct LogprobEntry {
 }
 
 impl Generation {
-    pub fn new(id: String, created: u64, request: &GenerateRequest) -> Self {
+    /// Choice `index` of `request`, on a prompt of `prompt_tokens` tokens.
+    pub fn new(index: usize, prompt_tokens: usize, request: &GenerateRequest) -> Self {
         Self {
-            id,
-            created,
+            index,
             api: request.api,
             text: IncrementalText::new(request.stop.clone(), request.params.min_tokens),
             logprobs: request.logprobs,
             tokens_as_ids: request.tokens_as_ids,
-            prompt_tokens: request.prompt.len(),
+            prompt_tokens,
             cached_tokens: 0,
             completion_tokens: 0,
             finish: None,
@@ -121,18 +132,6 @@ impl Generation {
         }
     }
 
-    pub fn usage(&self) -> Value {
-        let mut usage = json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        });
-        if self.cached_tokens > 0 {
-            usage["prompt_tokens_details"] = json!({ "cached_tokens": self.cached_tokens });
-        }
-        usage
-    }
-
     /// The logprobs field of a choice for `entries` (`text_offset` counted from `offset`, in bytes).
     fn logprobs_value(&self, entries: &[LogprobEntry], offset: usize) -> Value {
         if self.logprobs.is_none() {
@@ -164,66 +163,86 @@ impl Generation {
         }
     }
 
-    /// A whole (non-streamed) response.
-    pub fn response(&self, model_name: &str, text: &str, entries: &[LogprobEntry]) -> Value {
+    /// The choice in a whole (non-streamed) response.
+    pub fn choice(&self, text: &str, entries: &[LogprobEntry]) -> Value {
         let logprobs = self.logprobs_value(entries, 0);
         match self.api {
-            Api::Completions => json!({
-                "id": self.id, "object": "text_completion", "created": self.created, "model": model_name,
-                "choices": [{ "index": 0, "text": text, "logprobs": logprobs, "finish_reason": self.finish,
-                              "stop_reason": self.stop_reason }],
-                "usage": self.usage(),
-            }),
-            Api::Chat => json!({
-                "id": self.id, "object": "chat.completion", "created": self.created, "model": model_name,
-                "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
-                              "logprobs": logprobs, "finish_reason": self.finish, "stop_reason": self.stop_reason }],
-                "usage": self.usage(),
-            }),
+            Api::Completions => json!({ "index": self.index, "text": text, "logprobs": logprobs,
+                                        "finish_reason": self.finish, "stop_reason": self.stop_reason }),
+            Api::Chat => json!({ "index": self.index, "message": { "role": "assistant", "content": text },
+                                 "logprobs": logprobs, "finish_reason": self.finish, "stop_reason": self.stop_reason }),
         }
     }
 
-    /// A streamed chunk: the delta, and the finish reason on the last one. `usage` is null in every chunk when
-    /// the client asked for usage (it comes in a chunk of its own at the end, as OpenAI streams it).
-    pub fn chunk(&self, model_name: &str, delta: &Delta, offset: usize, last: bool, include_usage: bool) -> Value {
+    /// The choice in a streamed chunk: the delta, and the finish reason on the last one (`offset`: the bytes of text
+    /// this choice streamed before, for completions' `text_offset`).
+    pub fn chunk_choice(&self, delta: &Delta, offset: usize, last: bool) -> Value {
         let logprobs = self.logprobs_value(&delta.logprobs, offset);
         let finish = if last { json!(self.finish) } else { Value::Null };
         let stop_reason = if last { self.stop_reason.clone() } else { Value::Null };
-        let mut chunk = match self.api {
-            Api::Completions => json!({
-                "id": self.id, "object": "text_completion", "created": self.created, "model": model_name,
-                "choices": [{ "index": 0, "text": delta.text, "logprobs": logprobs, "finish_reason": finish,
-                              "stop_reason": stop_reason }],
-            }),
-            Api::Chat => json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model_name,
-                "choices": [{ "index": 0, "delta": { "content": delta.text }, "logprobs": logprobs,
-                              "finish_reason": finish, "stop_reason": stop_reason }],
-            }),
-        };
-        if include_usage {
-            chunk["usage"] = Value::Null;
+        match self.api {
+            Api::Completions => json!({ "index": self.index, "text": delta.text, "logprobs": logprobs,
+                                        "finish_reason": finish, "stop_reason": stop_reason }),
+            Api::Chat => json!({ "index": self.index, "delta": { "content": delta.text }, "logprobs": logprobs,
+                                 "finish_reason": finish, "stop_reason": stop_reason }),
         }
-        chunk
+    }
+}
+
+/// The `usage` of a response whose choices are `choices`, `n` per prompt: each prompt's tokens (and cached tokens)
+/// counted once, from its first choice; the completion tokens of every choice.
+pub fn usage<'a>(choices: impl IntoIterator<Item = &'a Generation>, n: usize) -> Value {
+    let (mut prompt, mut cached, mut completion) = (0, 0, 0);
+    for g in choices {
+        if g.index % n.max(1) == 0 {
+            prompt += g.prompt_tokens;
+            cached += g.cached_tokens;
+        }
+        completion += g.completion_tokens;
+    }
+    let mut usage = json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    });
+    if cached > 0 {
+        usage["prompt_tokens_details"] = json!({ "cached_tokens": cached });
+    }
+    usage
+}
+
+impl Header {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.api, chunk) {
+            (Api::Completions, _) => "text_completion",
+            (Api::Chat, false) => "chat.completion",
+            (Api::Chat, true) => "chat.completion.chunk",
+        }
     }
 
-    /// The first chunk of a chat stream: the assistant's role.
-    pub fn role_chunk(&self, model_name: &str, include_usage: bool) -> Value {
-        let mut chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model_name,
-            "choices": [{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null,
-                          "finish_reason": null }],
-        });
-        if include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
+    /// A whole (non-streamed) response.
+    pub fn response(&self, choices: Vec<Value>, usage: Value) -> Value {
+        json!({ "id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
+                "choices": choices, "usage": usage })
+    }
+
+    /// A streamed chunk of one choice. The usage comes in a chunk of its own at the end, when asked; the chunks
+    /// before it carry no `usage` key, as vLLM streams them (OpenAI's own sends `"usage": null` in each).
+    pub fn chunk(&self, choice: Value) -> Value {
+        json!({ "id": self.id, "object": self.object(true), "created": self.created, "model": self.model,
+                "choices": [choice] })
+    }
+
+    /// The first chunk of a chat stream's choice `index`: the assistant's role.
+    pub fn role_chunk(&self, index: usize) -> Value {
+        let choice = json!({ "index": index, "delta": { "role": "assistant", "content": "" }, "logprobs": null,
+                             "finish_reason": null });
+        self.chunk(choice)
     }
 
     /// The final usage chunk of a stream (`stream_options.include_usage`).
-    pub fn usage_chunk(&self, model_name: &str) -> Value {
-        let object = if self.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" };
-        json!({ "id": self.id, "object": object, "created": self.created, "model": model_name, "choices": [],
-                "usage": self.usage() })
+    pub fn usage_chunk(&self, usage: Value) -> Value {
+        json!({ "id": self.id, "object": self.object(true), "created": self.created, "model": self.model,
+                "choices": [], "usage": usage })
     }
 }

@@ -12,7 +12,7 @@ use nano_vllm_engine::LlmEngine;
 use nano_vllm_models::model::ModelSource;
 use nano_vllm_models::model::chat::ChatTemplate;
 use nano_vllm_models::registry::{self, RuntimeSettings, RuntimeSpec};
-use nano_vllm_serve::{self as serve, AppState, ServedModel, ServerMetrics};
+use nano_vllm_serve::{self as serve, AppState, ServeSettings, ServedModel, ServerMetrics};
 
 use super::bench::EngineArgs;
 
@@ -41,6 +41,13 @@ pub struct ServeArgs {
     /// A Jinja chat template for /v1/chat/completions, replacing the model's (or giving one to a model without).
     #[arg(long)]
     chat_template: Option<PathBuf>,
+    /// Threads that tokenize prompts and render chat templates, off the two async workers that serve connections
+    /// (vLLM's flag of this name).
+    #[arg(long, default_value_t = 1, value_parser = |s: &str| super::bounded(s, 1, 256), allow_negative_numbers = true)]
+    renderer_num_workers: usize,
+    /// A line on stderr when each request arrives and when it ends, with its id (as vLLM's flag of this name).
+    #[arg(long)]
+    enable_log_requests: bool,
     /// After SIGINT/SIGTERM, seconds to let requests in flight finish before they are aborted.
     #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     shutdown_timeout: u64,
@@ -98,7 +105,12 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
     let (handle, engine_thread) =
         serve::engine_loop::spawn(engine, metrics.clone(), a.max_pending as usize, cancel.clone())
             .context("starting the engine thread")?;
-    let state = Arc::new(AppState::new(served, handle, metrics, a.api_key.clone()));
+    let settings = ServeSettings {
+        api_key: a.api_key.clone(),
+        tokenizer_workers: a.renderer_num_workers,
+        log_requests: a.enable_log_requests,
+    };
+    let state = Arc::new(AppState::new(served, handle, metrics, settings).context("starting the tokenizer pool")?);
 
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -110,13 +122,15 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         tokio.block_on(tokio::net::TcpListener::bind(&addr)).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().context("the listener's address")?;
     eprintln!(
-        "serving {name} ({}, {} {} on {}) at http://{bound}/v1 (max_model_len {max_model_len}, {} KV blocks of {})",
+        "serving {name} ({}, {} {} on {}) at http://{bound}/v1 (max_model_len {max_model_len}, {} KV blocks of {}, \
+         {} tokenizer worker(s))",
         model.path().display(),
         runtime_info.name,
         runtime_info.dtype,
         runtime_info.device,
         state.model.num_kv_blocks,
         state.model.block_size,
+        state.pool.workers(),
     );
     let grace = Duration::from_secs(a.shutdown_timeout);
     tokio.block_on(serve::serve(listener, state, shutdown_signal(), grace)).context("serving")?;
