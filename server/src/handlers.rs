@@ -7,11 +7,8 @@
 //! client's header, else the body's `request_id`, else a random one), which is also the `id` of the body after its
 //! `cmpl-` or `chatcmpl-` prefix, and, with `--enable-log-requests`, of the log lines of the request.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Instant;
 
 use axum::Router;
@@ -19,10 +16,9 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::stream::{self, Stream};
 use nano_vllm_engine::FinishReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -123,17 +119,17 @@ async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
 /// it counts how it ended, exactly once: `request_success{finished_reason}` "stop" or "length" as the response said
 /// (a stop string included, which only the handler sees) with its end-to-end latency, or "abort" when it ended before
 /// its finish (a client that left, an engine that failed or shut down). A choice the engine refused is not counted.
-struct Choice {
-    events: UnboundedReceiver<Event>,
+pub(crate) struct Choice {
+    pub(crate) events: UnboundedReceiver<Event>,
     #[allow(dead_code)]
     permit: Permit,
-    generation: Generation,
+    pub(crate) generation: Generation,
     metrics: ServerMetrics,
     arrival: Instant,
     /// The engine refused it (never ran), or it was never the client's (its request failed to start).
     refused: bool,
     /// Text bytes streamed so far (`text_offset` of completions logprobs).
-    offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl Drop for Choice {
@@ -159,10 +155,10 @@ impl Drop for Choice {
 }
 
 /// A request that reached the engine: its choices in the response's order.
-struct Started {
-    request: GenerateRequest,
-    header: Header,
-    choices: Vec<Choice>,
+pub(crate) struct Started {
+    pub(crate) request: GenerateRequest,
+    pub(crate) header: Header,
+    pub(crate) choices: Vec<Choice>,
     arrival: Instant,
     /// `--enable-log-requests`: a line when it ends.
     log: bool,
@@ -194,7 +190,7 @@ async fn generate(s: Arc<AppState>, api: Api, headers: &HeaderMap, body: Bytes) 
         Ok(started) => {
             let id = started.header.id.clone();
             let mut response = if started.request.stream {
-                Sse::new(sse_stream(s, started)).into_response()
+                Sse::new(super::stream::sse_stream(s, started)).into_response()
             } else {
                 whole(&s, started).await.unwrap_or_else(IntoResponse::into_response)
             };
@@ -293,7 +289,7 @@ async fn start(
 
 /// Applies one engine event to a choice: the text (and logprobs) it adds, or the error the engine reported. The
 /// choice is over once `generation.finish` is set (finished by the engine, or ended by a stop string).
-fn apply(s: &AppState, c: &mut Choice, event: Option<Event>) -> Result<Delta, ApiError> {
+pub(crate) fn apply(s: &AppState, c: &mut Choice, event: Option<Event>) -> Result<Delta, ApiError> {
     let g = &mut c.generation;
     match event {
         Some(Event::Token { token, logprobs }) => g.token(&s.model, token, logprobs),
@@ -328,106 +324,6 @@ async fn whole(s: &AppState, mut st: Started) -> Result<Response, ApiError> {
     // Counted.
     drop(st);
     Ok(response)
-}
-
-/// The next event of any unfinished choice, taking them in turn from `*next` so that none starves the others.
-fn next_event<'a>(choices: &'a mut [Choice], next: &'a mut usize) -> impl Future<Output = (usize, Option<Event>)> + 'a {
-    std::future::poll_fn(move |cx| {
-        let k = choices.len();
-        for step in 0..k {
-            let i = (*next + step) % k;
-            let c = &mut choices[i];
-            if c.generation.finish.is_some() {
-                continue;
-            }
-            if let Poll::Ready(event) = c.events.poll_recv(cx) {
-                *next = (i + 1) % k;
-                return Poll::Ready((i, event));
-            }
-        }
-        Poll::Pending
-    })
-}
-
-/// Where a stream is.
-enum Phase {
-    /// Chat: the role chunk of each choice, from this one on.
-    Roles(usize),
-    Tokens,
-    Usage,
-    Done,
-    End,
-}
-
-struct StreamState {
-    s: Arc<AppState>,
-    st: Started,
-    phase: Phase,
-    /// The choice whose events are looked at first next time.
-    next: usize,
-}
-
-fn data(value: &Value) -> SseEvent {
-    SseEvent::default().data(value.to_string())
-}
-
-/// The events of a streamed response: (chat: the role of each choice), a chunk per piece of text of any choice (its
-/// `index` says which), each choice's final chunk with its finish reason, the usage chunk when asked, `[DONE]`. An
-/// engine failure mid-stream is an `{"error": ...}` event.
-fn sse_stream(s: Arc<AppState>, st: Started) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let state = StreamState { s, st, phase: Phase::Roles(0), next: 0 };
-    stream::unfold(state, |mut x| async move {
-        let usage = x.st.request.include_usage;
-        loop {
-            match x.phase {
-                Phase::Roles(i) => {
-                    if x.st.request.api == Api::Chat && i < x.st.choices.len() {
-                        x.phase = Phase::Roles(i + 1);
-                        return Some((Ok(data(&x.st.header.role_chunk(i))), x));
-                    }
-                    x.phase = Phase::Tokens;
-                }
-                Phase::Tokens => {
-                    if x.st.choices.iter().all(|c| c.generation.finish.is_some()) {
-                        x.phase = Phase::Usage;
-                        continue;
-                    }
-                    let (i, event) = next_event(&mut x.st.choices, &mut x.next).await;
-                    let c = &mut x.st.choices[i];
-                    match apply(&x.s, c, event) {
-                        Ok(delta) => {
-                            let last = c.generation.finish.is_some();
-                            if last {
-                                // Ended (by the engine, or by a stop string: then the engine aborts it now).
-                                c.events.close();
-                            } else if delta.text.is_empty() && delta.logprobs.is_empty() {
-                                continue;
-                            }
-                            let choice = c.generation.chunk_choice(&delta, c.offset, last);
-                            c.offset += delta.text.len();
-                            return Some((Ok(data(&x.st.header.chunk(choice))), x));
-                        }
-                        Err(e) => {
-                            x.phase = Phase::Done;
-                            return Some((Ok(data(&e.body())), x));
-                        }
-                    }
-                }
-                Phase::Usage => {
-                    x.phase = Phase::Done;
-                    if usage {
-                        let u = response::usage(x.st.choices.iter().map(|c| &c.generation), x.st.request.n);
-                        return Some((Ok(data(&x.st.header.usage_chunk(u))), x));
-                    }
-                }
-                Phase::Done => {
-                    x.phase = Phase::End;
-                    return Some((Ok(SseEvent::default().data("[DONE]")), x));
-                }
-                Phase::End => return None,
-            }
-        }
-    })
 }
 
 #[cfg(test)]

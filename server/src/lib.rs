@@ -18,6 +18,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod pool;
 pub mod response;
+pub mod stream;
 pub mod tokenize;
 
 use std::future::{Future, IntoFuture};
