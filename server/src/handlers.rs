@@ -20,7 +20,7 @@ use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nano_vllm_engine::FinishReason;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::api::{self, Api, GenerateRequest};
@@ -334,6 +334,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use nano_vllm_engine::{Config, LlmEngine, MockRuntime};
+    use serde_json::Value;
     use tokenizers::Tokenizer;
 
     use super::*;
