@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Conformance and regression check, run by ci/test.sh after the tests: `nano-vllm parity` of every compiled-in
-# runtime (and llama.cpp's Q8_0 GGUF) on every committed fixture and on the real model's bundle (fixtures/smollm2,
-# with the shipped Q4_1 GGUF), with the tokenizers; the instruction-count gate
+# runtime (and llama.cpp's Q8_0 GGUF) on every committed fixture and on the real models' bundles (fixtures/smollm2,
+# with the shipped Q4_1 GGUF; fixtures/gemma3-270m, with the shipped Q4_K_M GGUF), with the tokenizers; the instruction-count gate
 # (ci/instructions-bench.sh, then `nano-vllm gate --instructions` against reports/instructions.json: engine, replay
 # and runtimes, on any machine); and the wall-clock gate (ci/gate-bench.sh, then `nano-vllm gate` against this CPU's
 # baseline in reports/baselines/; relative figures are gated only on a CPU that has one, exact figures everywhere).
@@ -20,6 +20,12 @@ echo "== nano-vllm parity (every runtime, every committed fixture)"
 "$bin" parity --out "$out/parity.json" || status=1
 echo "== nano-vllm parity on the real model (fixtures/smollm2: f32 runtimes, Q8_0, the shipped Q4_1 GGUF)"
 "$bin" parity --bundle fixtures/smollm2 --out "$out/parity-smollm2.json" || status=1
+echo "== nano-vllm parity on the second real model (fixtures/gemma3-270m: f32 runtimes, the shipped Q4_K_M GGUF)"
+# The runtimes that run Gemma 3 in float32 and those that read the shipped file; the lossy settings of our own
+# quantizations (Q8_0, Q4_0, llama.cpp's Q4_K_M, f16, bf16, llama.cpp's defaults) are checked on smollm2 and the tiny
+# bundles (on this bundle they would add ~20 min).
+"$bin" parity --bundle fixtures/gemma3-270m --out "$out/parity-gemma3-270m.json" \
+  --runtime native,onnx,candle,llama-cpp,native:shipped,candle:shipped,llama-cpp:shipped || status=1
 echo "== instruction counts (ci/instructions-bench.sh) and nano-vllm gate --instructions"
 if bash ci/instructions-bench.sh "$out/instructions.jsonl"; then
   "$bin" gate --instructions "$out/instructions.jsonl" --config ci/gate.toml || status=1

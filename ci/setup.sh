@@ -166,7 +166,7 @@ fi
 #   `nano-vllm quality` to it), made again when the script, the emulations or the corpus change (the committed tiny
 #   bundles carry theirs).
 ppl_key=$(cat fixtures/quality/make_perplexity.py fixtures/nvfix/quality.py fixtures/nvfix/gguf_export.py \
-  fixtures/corpus.txt | sha256sum | cut -c1-16)
+  fixtures/nvfix/ggml_activations.py fixtures/corpus.txt | sha256sum | cut -c1-16)
 if [ "$(cat fixtures/smollm2/perplexity_reference.key 2>/dev/null)" != "$ppl_key" ]; then
   echo "ci/setup.sh: computing transformers' perplexity of fixtures/smollm2"
   .venv/bin/python fixtures/quality/make_perplexity.py fixtures/smollm2 > fixtures/smollm2/perplexity_reference.log 2>&1 || {
@@ -179,3 +179,7 @@ cached_bundle bench "$(generator_key)" --preset bench
 for edge in edge-long edge-mistral-window edge-llama3-rope edge-qwen2-window edge-gpt2-noscale; do
   cached_bundle "$edge" "$(generator_key)" --preset "$edge"
 done
+# - fixtures/gemma3-270m: the second real model's bundle, made by fixtures/generate.py --from-gguf from the Gemma 3
+#   270M Q4_K_M GGUF joined above (~12 min on the 2-core machine while Rust compiles, 4.9 GB: its 262,144-token
+#   vocabulary makes the reference logits 576 MB); ci/check.sh runs nano-vllm parity on it.
+cached_bundle gemma3-270m "$(generator_key "$gemma")" --from-gguf "$gemma" --name gemma3-270m

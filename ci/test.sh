@@ -19,10 +19,14 @@ bash ci/setup.sh system
 # What downloads or builds outside cargo (the project venv with torch, the generated bundles, gungraun-runner, vLLM
 # and llama.cpp's server) installs in the background while the Rust code compiles: most of it waits on the network
 # and the disk, not the CPU. The tests wait for it; its failure is the run's failure.
+# The two run side by side (peers.sh needs only the system packages): each spends much of its time on the network.
 setup_log=$(mktemp)
-(bash ci/setup.sh && bash ci/peers.sh) > "$setup_log" 2>&1 &
+peers_log=$(mktemp)
+bash ci/setup.sh > "$setup_log" 2>&1 &
 setup_pid=$!
-trap 'kill "$setup_pid" 2>/dev/null || true; rm -f "$setup_log"' EXIT
+bash ci/peers.sh > "$peers_log" 2>&1 &
+peers_pid=$!
+trap 'kill "$setup_pid" "$peers_pid" 2>/dev/null || true; rm -f "$setup_log" "$peers_log"' EXIT
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check
@@ -33,12 +37,15 @@ cargo test --release --workspace --all-targets --locked --no-run
 stage "fuzzing the user-file parsers for a bounded time (ci/fuzz.sh, ${FUZZ_SECONDS:-20} s a target)"
 bash ci/fuzz.sh
 stage "waiting for ci/setup.sh and ci/peers.sh (in the background since the start)"
-if ! wait "$setup_pid"; then
-  cat "$setup_log" >&2
-  echo "ci/test.sh: ci/setup.sh or ci/peers.sh failed" >&2
-  exit 1
-fi
-cat "$setup_log"
+for job in setup peers; do
+  pid_var="${job}_pid" log_var="${job}_log"
+  if ! wait "${!pid_var}"; then
+    cat "${!log_var}" >&2
+    echo "ci/test.sh: ci/$job.sh failed" >&2
+    exit 1
+  fi
+  cat "${!log_var}"
+done
 stage "cargo test (release: unit, integration, property tests; benches run once as smoke tests)"
 cargo test --release --workspace --all-targets --locked
 stage "ignored tests (those that need the generated bundles: they fail, not skip, when a bundle is missing)"
