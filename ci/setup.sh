@@ -161,6 +161,12 @@ fi
 [ "$(readlink fixtures/gemma-3-270m-q4_k_m.gguf)" = "$gemma" ] || ln -sfn "$gemma" fixtures/gemma-3-270m-q4_k_m.gguf
 # The main job shows the real model only: the test bundles below are the test command's.
 [ "$mode" = main ] && exit 0
+# - fixtures/gemma3-270m: the second real model's bundle, made by fixtures/generate.py --from-gguf from the Gemma 3
+#   270M Q4_K_M GGUF joined above (10 to 12 min, 4.9 GB: its 262,144-token vocabulary makes the reference logits
+#   576 MB); ci/check.sh runs nano-vllm parity on it. The generator runs on one thread, so this one is built beside the
+#   others below, on the second core, and waited for at the end.
+cached_bundle gemma3-270m "$(generator_key "$gemma")" --from-gguf "$gemma" --name gemma3-270m &
+gemma_pid=$!
 # - fixtures/smollm2/perplexity_reference.json: transformers' perplexity of the built-in corpus for the real model
 #   and llama.cpp's shipped file emulated (fixtures/quality/make_perplexity.py, ~2 minutes; cli/tests/quality.rs holds
 #   `nano-vllm quality` to it), made again when the script, the emulations or the corpus change (the committed tiny
@@ -179,7 +185,4 @@ cached_bundle bench "$(generator_key)" --preset bench
 for edge in edge-long edge-mistral-window edge-llama3-rope edge-qwen2-window edge-gpt2-noscale; do
   cached_bundle "$edge" "$(generator_key)" --preset "$edge"
 done
-# - fixtures/gemma3-270m: the second real model's bundle, made by fixtures/generate.py --from-gguf from the Gemma 3
-#   270M Q4_K_M GGUF joined above (~12 min on the 2-core machine while Rust compiles, 4.9 GB: its 262,144-token
-#   vocabulary makes the reference logits 576 MB); ci/check.sh runs nano-vllm parity on it.
-cached_bundle gemma3-270m "$(generator_key "$gemma")" --from-gguf "$gemma" --name gemma3-270m
+wait "$gemma_pid" || { echo "ci/setup.sh: building the gemma3-270m bundle failed" >&2; exit 1; }

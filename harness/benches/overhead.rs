@@ -11,14 +11,15 @@
 //! free of the noise between two benchmarks), the shares of the wall time spent in the runtime, in the engine's
 //! phases and in the rest of the replay loop. `NANO_VLLM_BENCH_MODEL` picks the model
 //! (`NANO_VLLM_BENCH_BUNDLE` too; default `fixtures/tiny-llama`; e.g. `fixtures/bench`, `fixtures/smollm2` or a GGUF),
-//! `NANO_VLLM_BENCH_THREADS` the threads (default 1).
+//! `NANO_VLLM_BENCH_THREADS` the threads (default 1), `NANO_VLLM_BENCH_SEQS` the requests (default 8; e.g. 32 on
+//! `fixtures/gemma3-270m`, whose 262,144-token vocabulary is where sampling and logit handling cost most).
 //!
 //! `cargo bench -p nano-vllm-harness --bench overhead -- --warm-up-time 1 --measurement-time 3`
 
 mod common;
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use nano_vllm_harness::replay::{Mode, ReplayOptions, ResolvedRequest, replay};
 use nano_vllm_models::model::ModelSource;
 use nano_vllm_models::registry::{self, RuntimeSettings};
 
+/// Requests (and sequences a step), unless `NANO_VLLM_BENCH_SEQS` says otherwise.
 const SEQS: usize = 8;
 const PROMPT: usize = 16;
 const OUTPUT: usize = 64;
@@ -74,13 +76,22 @@ struct Setup {
     config: Config,
     requests: Vec<ResolvedRequest>,
     calls: Vec<Call>,
+    seqs: usize,
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(s) => s.parse().ok().filter(|&n| n > 0).unwrap_or_else(|| panic!("{name}={s:?}: expected a count above 0")),
+    }
 }
 
 fn setup() -> Setup {
     let bundle = common::bench_model();
-    let threads = std::env::var("NANO_VLLM_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let threads = env_count("NANO_VLLM_BENCH_THREADS", 1);
+    let seqs = env_count("NANO_VLLM_BENCH_SEQS", SEQS);
     let vocab = bundle.info().vocab_size;
-    let requests: Vec<ResolvedRequest> = (0..SEQS)
+    let requests: Vec<ResolvedRequest> = (0..seqs)
         .map(|i| ResolvedRequest {
             id: None,
             arrival_s: 0.0,
@@ -90,10 +101,10 @@ fn setup() -> Setup {
         .collect();
     let max_model_len = PROMPT + OUTPUT;
     let config = Config::builder()
-        .max_num_seqs(SEQS)
+        .max_num_seqs(seqs)
         .max_model_len(max_model_len)
         .block_size(16)
-        .num_kv_blocks(SEQS * (PROMPT + OUTPUT).div_ceil(16) + 1)
+        .num_kv_blocks(seqs * (PROMPT + OUTPUT).div_ceil(16) + 1)
         .eos_token_ids(Vec::new())
         .build()
         .expect("engine settings");
@@ -105,7 +116,7 @@ fn setup() -> Setup {
     let r = replay(Box::new(recording), config.clone(), &requests, &options()).expect("replay");
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = std::mem::take(&mut *calls.lock().expect("recording"));
-    Setup { bundle, settings, config, requests, calls }
+    Setup { bundle, settings, config, requests, calls, seqs }
 }
 
 fn options() -> ReplayOptions {
@@ -122,13 +133,16 @@ fn kv_spec(config: &Config) -> KvCacheSpec {
     KvCacheSpec { num_blocks: config.resolve_num_blocks(None).expect("blocks"), block_size: config.block_size() }
 }
 
-/// The median time of a criterion benchmark, from its estimates file.
+/// The median time of a criterion benchmark, from its estimates file (where criterion writes them: `CRITERION_HOME`,
+/// else `$CARGO_TARGET_DIR/criterion`, else the workspace's target/criterion).
 fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(group)
-        .join(id)
-        .join("new/estimates.json");
+    let home = std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("criterion")
+    });
+    let path = home.join(group).join(id).join("new/estimates.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
@@ -142,12 +156,12 @@ fn main() {
     let steps = s.calls.iter().filter(|c| matches!(c, Call::Execute(_))).count();
     let group_name = format!("overhead/{}", s.bundle.name());
     eprintln!(
-        "{group_name}: {SEQS} requests x {OUTPUT} output tokens, {steps} steps, native, {} thread(s)",
-        s.settings.threads
+        "{group_name}: {} requests x {OUTPUT} output tokens, {steps} steps, native, {} thread(s)",
+        s.seqs, s.settings.threads
     );
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group(&group_name);
-    g.sample_size(10).throughput(Throughput::Elements((SEQS * OUTPUT) as u64));
+    g.sample_size(10).throughput(Throughput::Elements((s.seqs * OUTPUT) as u64));
     g.bench_function(BenchmarkId::from_parameter("direct"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
