@@ -11,7 +11,7 @@ use half::{bf16, f16};
 use nano_vllm_bundle::gguf::GgmlType;
 
 use super::quant::{self, Isa, QMatrix, QuantError};
-use super::{OutPtr, half_gemv};
+use super::{OutPtr, gemv};
 
 /// How weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,12 +209,8 @@ impl Linear {
     pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize, scratch: &mut quant::Scratch) {
         match &self.w {
             Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
-            Weights::F16(w) if t <= half_gemv::MAX_TOKENS => {
-                half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
-            }
-            Weights::Bf16(w) if t <= half_gemv::MAX_TOKENS => {
-                half_gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
-            }
+            Weights::F16(w) if t <= gemv::MAX_TOKENS => gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads),
+            Weights::Bf16(w) if t <= gemv::MAX_TOKENS => gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads),
             Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
             Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
             Weights::Quant(parts) => quant::matmul_parts(parts, x, t, y, self.out, threads, Isa::detect(), scratch),
@@ -234,6 +230,9 @@ pub fn matmul_t(x: &[f32], t: usize, w: &[f32], n: usize, k: usize, y: &mut [f32
     assert!(x.len() >= t * k && w.len() >= n * k && y.len() >= t * n, "matmul_t: operand too small");
     if t == 0 || n == 0 {
         return;
+    }
+    if t <= gemv::MAX_F32_TOKENS {
+        return gemv::matmul_t_small(x, t, w, n, k, y, threads);
     }
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers cover the asserted extents: y is t x n (row stride n), x is t x k, w is n x k; y does not

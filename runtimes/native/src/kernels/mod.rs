@@ -2,7 +2,7 @@
 //! here. All f32 with f32 accumulation.
 
 pub mod attention;
-pub mod half_gemv;
+pub mod gemv;
 pub mod isa;
 pub mod linear;
 pub mod norm;

@@ -11,6 +11,9 @@ use nano_vllm_bundle::gguf::{GgmlType, IQ4NL_VALUES, q3k_scales, scale_min_k4};
 use super::Q8KRow;
 use super::avx2::{half, hsum};
 
+/// Bytes ahead of the block in hand that its product asks the cache for.
+const PREFETCH: usize = 1024;
+
 /// At most this many tokens share one decode of a weight block.
 pub(super) const TOKENS: usize = 4;
 
@@ -193,6 +196,11 @@ unsafe fn decode<const T: u8>(b: &[u8]) -> Decoded {
 pub(super) unsafe fn dot<const T: u8, const N: usize>(w: &[u8], a: [Q8KRow<'_>; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     for (b, blk) in w.chunks_exact(block_bytes(T)).enumerate() {
+        // The bytes PREFETCH ahead in the matrix (rows are contiguous: this row's later blocks or the next rows'),
+        // a cache line at a time; past the matrix's end a prefetch is a hint, never a fault.
+        for line in (0..block_bytes(T)).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(blk.as_ptr().wrapping_add(PREFETCH + line).cast());
+        }
         // SAFETY: `blk` is one block of `T` and this function runs only where AVX2/FMA/F16C exist.
         let k = unsafe { decode::<T>(blk) };
         for (i, x) in a.iter().enumerate() {

@@ -1,53 +1,64 @@
-//! Small-batch products with half-precision weights: `y[t, o] = x[t] . w[o]` for a few tokens (decode), each weight
-//! widened to f32 in registers right before its FMA, so the weights are read once, at two bytes each. The AVX2 +
-//! FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the same arithmetic.
+//! Small-batch products: `y[t, o] = x[t] . w[o]` for a few tokens (decode), each weight row streamed once and widened
+//! to f32 in registers right before its FMA, so the weights are read once, at their stored width (4 bytes for f32, 2
+//! for f16 and bf16). The AVX2 + FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the
+//! same arithmetic. Rows are split over the runtime's threads in tasks of [`ROWS`].
+//!
+//! For f32 weights this replaces the `gemm` crate at one token: its product of a single row splits poorly over two
+//! threads (SmolLM2-135M f32 decode, 2 threads: see the runtime's benchmark notes in the README).
 
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use super::OutPtr;
 
-/// Most tokens this kernel takes; larger batches are compute-bound and go to blocked GEMM.
+/// Most tokens this kernel takes for half-precision weights; larger batches are compute-bound and go to blocked GEMM.
 pub const MAX_TOKENS: usize = 8;
+/// Most tokens this kernel takes for f32 weights: above it the `gemm` crate's register-blocked kernels win (f32 rows
+/// are not widened, so there is less to save per weight).
+pub const MAX_F32_TOKENS: usize = 1;
 
-/// A half-precision storage type.
-pub trait HalfWeight: Copy + Send + Sync + 'static {
+/// A storage type of weight rows.
+pub trait GemvWeight: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
-    fn bits(w: &[Self]) -> &[u16];
     #[cfg(target_arch = "x86_64")]
     /// Eight weights at `p` widened to f32 lanes.
     ///
     /// # Safety
-    /// `p` must point at 8 readable u16 values and the CPU must have AVX2 and F16C.
-    unsafe fn widen8(p: *const u16) -> std::arch::x86_64::__m256;
+    /// `p` must point at 8 readable values and the CPU must have AVX2 and F16C.
+    unsafe fn widen8(p: *const Self) -> std::arch::x86_64::__m256;
 }
 
-impl HalfWeight for f16 {
+impl GemvWeight for f32 {
     fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    fn bits(w: &[Self]) -> &[u16] {
-        w.reinterpret_cast()
+        self
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn widen8(p: *const u16) -> std::arch::x86_64::__m256 {
+    unsafe fn widen8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees 8 readable values and AVX.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl GemvWeight for f16 {
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn widen8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees 8 readable values and F16C.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 }
 
-impl HalfWeight for bf16 {
+impl GemvWeight for bf16 {
     fn widen(self) -> f32 {
         self.to_f32()
     }
-    fn bits(w: &[Self]) -> &[u16] {
-        w.reinterpret_cast()
-    }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn widen8(p: *const u16) -> std::arch::x86_64::__m256 {
+    unsafe fn widen8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees 8 readable values and AVX2. bf16 is the top half of an f32.
         unsafe {
@@ -57,7 +68,7 @@ impl HalfWeight for bf16 {
 }
 
 /// Dot products of one weight row with up to `MAX_TOKENS` input rows: `out[tt] = w . x[tt]`.
-fn row_portable<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f32]) {
+fn row_portable<W: GemvWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f32]) {
     for (tt, o) in out[..t].iter_mut().enumerate() {
         let xr = &x[tt * k..(tt + 1) * k];
         let mut acc = [0.0f32; 8];
@@ -77,19 +88,18 @@ fn row_portable<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn row_avx2<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f32]) {
+fn row_avx2<W: GemvWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let bits = W::bits(w);
     // Two independent accumulator sets, so consecutive FMAs (and the widening before them) overlap.
     let mut acc = [[_mm256_setzero_ps(); 2]; MAX_TOKENS];
     let chunks = k / 8;
     let pairs = chunks / 2;
     for c in 0..pairs {
-        // SAFETY: (2c + 2) * 8 <= k = bits.len(), and this function runs only with AVX2, FMA and F16C (checked by
+        // SAFETY: (2c + 2) * 8 <= k = w.len(), and this function runs only with AVX2, FMA and F16C (checked by
         // the caller through `Isa`); x holds t rows of k.
         unsafe {
-            let w0 = W::widen8(bits.as_ptr().add(c * 16));
-            let w1 = W::widen8(bits.as_ptr().add(c * 16 + 8));
+            let w0 = W::widen8(w.as_ptr().add(c * 16));
+            let w1 = W::widen8(w.as_ptr().add(c * 16 + 8));
             for (tt, a) in acc.iter_mut().enumerate().take(t) {
                 let xp = x.as_ptr().add(tt * k + c * 16);
                 a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), a[0]);
@@ -101,7 +111,7 @@ fn row_avx2<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f3
         let c = chunks - 1;
         // SAFETY: as above, for the last full chunk of 8.
         unsafe {
-            let w0 = W::widen8(bits.as_ptr().add(c * 8));
+            let w0 = W::widen8(w.as_ptr().add(c * 8));
             for (tt, a) in acc.iter_mut().enumerate().take(t) {
                 a[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(tt * k + c * 8)), a[0]);
             }
@@ -120,17 +130,15 @@ fn row_avx2<W: HalfWeight>(w: &[W], x: &[f32], t: usize, k: usize, out: &mut [f3
     }
 }
 
+/// Rows per task: enough work to amortise scheduling, enough tasks to balance.
+const ROWS: usize = 64;
+
 /// `y[t, n] = x[t, k] * w[n, k]^T` for `t <= MAX_TOKENS`, rows in parallel on the current rayon pool (`threads > 1`).
-pub fn matmul_t_small<W: HalfWeight>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32], threads: usize)
-where
-    [W]: HalfFloatSliceExt,
-{
+pub fn matmul_t_small<W: GemvWeight>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32], threads: usize) {
     assert!(t <= MAX_TOKENS && x.len() >= t * k && w.len() >= n * k && y.len() >= t * n);
-    // One check for both storage types: the row kernel is compiled with AVX2, FMA and F16C enabled.
+    // One check for every storage type: the row kernel is compiled with AVX2, FMA and F16C enabled.
     #[cfg(target_arch = "x86_64")]
     let simd = super::isa::Isa::detect().has_avx2();
-    // Rows per task: enough work to amortise scheduling, enough tasks to balance.
-    const ROWS: usize = 64;
     let y_ptr = OutPtr(y.as_mut_ptr());
     super::for_each_task(n.div_ceil(ROWS), threads, |_: &mut (), chunk| {
         let mut out = [0.0f32; MAX_TOKENS];
@@ -170,6 +178,8 @@ mod tests {
             matmul_t_small(&x, t, &w16, n, k, &mut y, 2);
             let mut yb = vec![0.0; t * n];
             matmul_t_small(&x, t, &wb, n, k, &mut yb, 2);
+            let mut yf = vec![0.0; t * n];
+            matmul_t_small(&x, t, &wf, n, k, &mut yf, 2);
             let mut portable = vec![0.0; t];
             for o in 0..n {
                 row_portable(&w16[o * k..(o + 1) * k], &x, t, k, &mut portable);
@@ -179,6 +189,8 @@ mod tests {
                     assert!((portable[tt] - want).abs() < 1e-4);
                     let want_b: f32 = (0..k).map(|i| wb[o * k + i].to_f32() * x[tt * k + i]).sum();
                     assert!((yb[tt * n + o] - want_b).abs() < 1e-4);
+                    let want_f: f32 = (0..k).map(|i| wf[o * k + i] * x[tt * k + i]).sum();
+                    assert!((yf[tt * n + o] - want_f).abs() < 1e-4);
                 }
             }
         }
