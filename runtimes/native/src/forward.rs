@@ -6,7 +6,7 @@ use nano_vllm_engine::{BatchLimits, StepBatch};
 use rayon::prelude::*;
 
 use crate::error::NativeError;
-use crate::kernels::attention::{Heads, attend};
+use crate::kernels::attention::{Heads, attend_head};
 use crate::kernels::linear::matmul_t;
 use crate::kernels::{gelu_erf, gelu_tanh, gelu_tanh_mul, silu_mul};
 use crate::model::{Embedding, Mlp, Model};
@@ -163,16 +163,18 @@ pub fn forward(
         let token_ctx = if mixed && c.window(li).is_none() { &ws.token_ctx_full } else { &ws.token_ctx };
         let (qkv, ctx_slots) = (&ws.qkv[..t * qkv_width], &ws.ctx_slots);
         let (kp, vp) = (&kv.k[li][..], &kv.v[li][..]);
-        let attend_token = |scores: &mut Vec<f32>, (k, out): (usize, &mut [f32])| {
+        // One task per (token, head): a decode step's single token spreads its heads over the threads.
+        let attend_one = |scores: &mut Vec<f32>, (i, out): (usize, &mut [f32])| {
+            let (k, h) = (i / nh, i % nh);
             let (a, b) = token_ctx[k];
-            let q = &qkv[k * qkv_width..k * qkv_width + q_width];
-            attend(q, &ctx_slots[a..b], kp, vp, heads, out, scores);
+            let q = &qkv[k * qkv_width + h * d..k * qkv_width + (h + 1) * d];
+            attend_head(q, h, &ctx_slots[a..b], kp, vp, heads, out, scores);
         };
         if threads > 1 {
-            attn.par_chunks_mut(q_width).enumerate().for_each_init(Vec::new, attend_token);
+            attn.par_chunks_mut(d).enumerate().for_each_init(Vec::new, attend_one);
         } else {
             let mut scores = Vec::new();
-            attn.chunks_mut(q_width).enumerate().for_each(|token| attend_token(&mut scores, token));
+            attn.chunks_mut(d).enumerate().for_each(|head| attend_one(&mut scores, head));
         }
         let tmp = grow(&mut ws.tmp, t * hd);
         layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads, &mut ws.quant);

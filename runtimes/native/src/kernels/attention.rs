@@ -39,36 +39,50 @@ pub fn attend(
     out: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
+    let d = heads.head_dim;
+    for (h, oh) in out[..heads.num_heads * d].chunks_exact_mut(d).enumerate() {
+        attend_head(&q[h * d..(h + 1) * d], h, slots, k_pool, v_pool, heads, oh, scores);
+    }
+}
+
+/// [`attend`] for the one query head `h` (its query `qh`, its output `oh`): the unit the runtime spreads over its
+/// threads, so that one token's heads share them.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    qh: &[f32],
+    h: usize,
+    slots: &[u32],
+    k_pool: &[f32],
+    v_pool: &[f32],
+    heads: Heads,
+    oh: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
     let Heads { num_heads, num_kv_heads, head_dim: d, scale } = heads;
-    let group = num_heads / num_kv_heads;
-    for h in 0..num_heads {
-        let g = h / group;
-        let qh = &q[h * d..(h + 1) * d];
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for &s in slots {
-            let base = (s as usize * num_kv_heads + g) * d;
-            let x = dot(qh, &k_pool[base..base + d]) * scale;
-            max = max.max(x);
-            scores.push(x);
+    let g = h / (num_heads / num_kv_heads);
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for &s in slots {
+        let base = (s as usize * num_kv_heads + g) * d;
+        let x = dot(qh, &k_pool[base..base + d]) * scale;
+        max = max.max(x);
+        scores.push(x);
+    }
+    let mut sum = 0.0f32;
+    for x in scores.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    oh.fill(0.0);
+    for (&p, &s) in scores.iter().zip(slots) {
+        let base = (s as usize * num_kv_heads + g) * d;
+        for (o, &v) in oh.iter_mut().zip(&v_pool[base..base + d]) {
+            *o += p * v;
         }
-        let mut sum = 0.0f32;
-        for x in scores.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        let oh = &mut out[h * d..(h + 1) * d];
-        oh.fill(0.0);
-        for (&p, &s) in scores.iter().zip(slots) {
-            let base = (s as usize * num_kv_heads + g) * d;
-            for (o, &v) in oh.iter_mut().zip(&v_pool[base..base + d]) {
-                *o += p * v;
-            }
-        }
-        let inv = 1.0 / sum;
-        for o in oh.iter_mut() {
-            *o *= inv;
-        }
+    }
+    let inv = 1.0 / sum;
+    for o in oh.iter_mut() {
+        *o *= inv;
     }
 }
 
