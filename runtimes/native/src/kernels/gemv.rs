@@ -3,18 +3,16 @@
 //! for f16 and bf16). The AVX2 + FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the
 //! same arithmetic. Rows are split over the runtime's threads in tasks of [`ROWS`].
 //!
-//! For f32 weights this replaces the `gemm` crate at one token: its product of a single row splits poorly over two
-//! threads (SmolLM2-135M f32 decode, 2 threads: see the runtime's benchmark notes in the README).
+//! For f32 weights this replaces the `gemm` crate up to [`MAX_TOKENS`] tokens, where the product is bound by reading
+//! the weights and the `gemm` crate's packing and splitting of a few rows cost more than they save.
 
 use half::{bf16, f16};
 
 use super::OutPtr;
 
-/// Most tokens this kernel takes for half-precision weights; larger batches are compute-bound and go to blocked GEMM.
+/// Most tokens this kernel takes; larger batches are compute-bound and go to blocked GEMM. For f32 weights too: at 7
+/// tokens a step (SmolLM2-135M f32, 2 threads) it gave 127 output tok/s where the `gemm` crate gave 105.
 pub const MAX_TOKENS: usize = 8;
-/// Most tokens this kernel takes for f32 weights: above it the `gemm` crate's register-blocked kernels win (f32 rows
-/// are not widened, so there is less to save per weight).
-pub const MAX_F32_TOKENS: usize = 1;
 
 /// A storage type of weight rows.
 pub trait GemvWeight: Copy + Send + Sync + 'static {

@@ -231,7 +231,7 @@ pub fn matmul_t(x: &[f32], t: usize, w: &[f32], n: usize, k: usize, y: &mut [f32
     if t == 0 || n == 0 {
         return;
     }
-    if t <= gemv::MAX_F32_TOKENS {
+    if t <= gemv::MAX_TOKENS {
         return gemv::matmul_t_small(x, t, w, n, k, y, threads);
     }
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
