@@ -1,7 +1,7 @@
 //! Small-batch products: `y[t, o] = x[t] . w[o]` for a few tokens (decode), each weight row streamed once and widened
 //! to f32 in registers right before its FMA, so the weights are read once, at their stored width (4 bytes for f32, 2
 //! for f16 and bf16). The AVX2 + FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the
-//! same arithmetic. Rows are split over the runtime's threads in tasks of [`ROWS`].
+//! same arithmetic. Rows are split over the runtime's threads in tasks of `ROWS` rows.
 //!
 //! For f32 weights this replaces the `gemm` crate up to [`MAX_TOKENS`] tokens, where the product is bound by reading
 //! the weights and the `gemm` crate's packing and splitting of a few rows cost more than they save.
