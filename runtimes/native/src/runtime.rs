@@ -102,7 +102,14 @@ impl Runtime for NativeRuntime {
                 ("weights".into(), self.model.weight_types()),
                 ("unquantized_layers".into(), self.model.unquantized_layers.to_string()),
                 ("accumulation".into(), "f32".into()),
-                ("matmul".into(), "gemm crate (runtime-dispatched SIMD)".into()),
+                (
+                    "matmul".into(),
+                    format!(
+                        "float weights: a row kernel ({}) up to {} tokens, the gemm crate (runtime-dispatched SIMD) above",
+                        Isa::detect().as_str(),
+                        crate::kernels::gemv::MAX_TOKENS
+                    ),
+                ),
                 (
                     "quantized_kernels".into(),
                     format!(
