@@ -76,7 +76,6 @@ struct Setup {
     config: Config,
     requests: Vec<ResolvedRequest>,
     calls: Vec<Call>,
-    seqs: usize,
 }
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -116,7 +115,7 @@ fn setup() -> Setup {
     let r = replay(Box::new(recording), config.clone(), &requests, &options()).expect("replay");
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = std::mem::take(&mut *calls.lock().expect("recording"));
-    Setup { bundle, settings, config, requests, calls, seqs }
+    Setup { bundle, settings, config, requests, calls }
 }
 
 fn options() -> ReplayOptions {
@@ -157,11 +156,12 @@ fn main() {
     let group_name = format!("overhead/{}", s.bundle.name());
     eprintln!(
         "{group_name}: {} requests x {OUTPUT} output tokens, {steps} steps, native, {} thread(s)",
-        s.seqs, s.settings.threads
+        s.requests.len(),
+        s.settings.threads
     );
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group(&group_name);
-    g.sample_size(10).throughput(Throughput::Elements((s.seqs * OUTPUT) as u64));
+    g.sample_size(10).throughput(Throughput::Elements((s.requests.len() * OUTPUT) as u64));
     g.bench_function(BenchmarkId::from_parameter("direct"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

@@ -29,24 +29,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// `out[h] = softmax(q[h] . K / sqrt(d)) V` over the context `slots` (in position order), for every head.
-pub fn attend(
-    q: &[f32],
-    slots: &[u32],
-    k_pool: &[f32],
-    v_pool: &[f32],
-    heads: Heads,
-    out: &mut [f32],
-    scores: &mut Vec<f32>,
-) {
-    let d = heads.head_dim;
-    for (h, oh) in out[..heads.num_heads * d].chunks_exact_mut(d).enumerate() {
-        attend_head(&q[h * d..(h + 1) * d], h, slots, k_pool, v_pool, heads, oh, scores);
-    }
-}
-
-/// [`attend`] for the one query head `h` (its query `qh`, its output `oh`): the unit the runtime spreads over its
-/// threads, so that one token's heads share them.
+/// `oh = softmax(qh . K / sqrt(d)) V` for query head `h` over the context `slots` (in position order), reading the
+/// key/value head `h` shares (GQA). One head is the unit the runtime spreads over its threads, so that a decode
+/// token's heads share them.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     qh: &[f32],
@@ -102,7 +87,9 @@ mod tests {
         v[2..4].copy_from_slice(&[0.0, 10.0]);
         let q = [2.0f32.ln(), 0.0, 0.0, 0.0];
         let mut out = [0.0; 4];
-        attend(&q, &[3, 1], &k, &v, heads, &mut out, &mut Vec::new());
+        for (h, oh) in out.chunks_exact_mut(2).enumerate() {
+            attend_head(&q[2 * h..2 * h + 2], h, &[3, 1], &k, &v, heads, oh, &mut Vec::new());
+        }
         // Head 0: scores (ln 2, 0) -> weights (2/3, 1/3). Head 1: equal weights.
         assert!((out[0] - 20.0 / 3.0).abs() < 1e-5 && (out[1] - 10.0 / 3.0).abs() < 1e-5);
         assert!((out[2] - 5.0).abs() < 1e-5 && (out[3] - 5.0).abs() < 1e-5);
