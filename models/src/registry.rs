@@ -221,6 +221,8 @@ fn llama_mix(m: Mix) -> nano_vllm_llama_cpp::Quantization {
         Mix::Q6K => Quantization::Q6K,
         Mix::IQ4NL => Quantization::IQ4NL,
         Mix::IQ4XS => Quantization::IQ4XS,
+        Mix::F16 => Quantization::F16,
+        Mix::BF16 => Quantization::BF16,
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::registry::{ParityCheck, RegistryError};
 
 /// llama.cpp's quantization mixes of a bundle's f32 GGUF, made by its quantizer (`native:<mix>` and
-/// `llama-cpp:<mix>` run the same file).
+/// `llama-cpp:<mix>` run the same file), and its F16 and BF16 files (`mostly_f16`, `mostly_bf16`: every matrix in
+/// the half type, as `llama-quantize ... F16` / `BF16` writes them and as such GGUFs are published).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mix {
     Q2K,
@@ -21,13 +22,19 @@ pub enum Mix {
     Q6K,
     IQ4NL,
     IQ4XS,
+    /// llama.cpp's `MOSTLY_F16` file type.
+    F16,
+    /// llama.cpp's `MOSTLY_BF16` file type.
+    BF16,
 }
 
 impl Mix {
-    /// Every mix, in llama.cpp's order.
-    pub const ALL: [Mix; 7] = [Mix::Q2K, Mix::Q3KM, Mix::Q4KM, Mix::Q5KM, Mix::Q6K, Mix::IQ4NL, Mix::IQ4XS];
+    /// Every mix, in llama.cpp's order, then the half-precision files.
+    pub const ALL: [Mix; 9] =
+        [Mix::Q2K, Mix::Q3KM, Mix::Q4KM, Mix::Q5KM, Mix::Q6K, Mix::IQ4NL, Mix::IQ4XS, Mix::F16, Mix::BF16];
 
-    /// The option name, llama.cpp's mix name in lower case.
+    /// The option name: llama.cpp's mix name in lower case; `mostly_f16` and `mostly_bf16` (llama.cpp's names of the
+    /// file types) for the half-precision files, since `f16` and `bf16` name native's rounding at load.
     pub fn as_str(self) -> &'static str {
         match self {
             Mix::Q2K => "q2_k",
@@ -37,11 +44,23 @@ impl Mix {
             Mix::Q6K => "q6_k",
             Mix::IQ4NL => "iq4_nl",
             Mix::IQ4XS => "iq4_xs",
+            Mix::F16 => "mostly_f16",
+            Mix::BF16 => "mostly_bf16",
         }
     }
 
     pub fn parse(name: &str) -> Option<Mix> {
         Mix::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// How parity judges a runtime on this file: the half-precision files by the bundle's f16 / bf16 tolerance
+    /// (weights rounded to the type), the quantization mixes by its Q4_0 one.
+    pub fn parity_check(self) -> ParityCheck {
+        match self {
+            Mix::F16 => ParityCheck::TeacherForcedF16,
+            Mix::BF16 => ParityCheck::TeacherForcedBf16,
+            _ => ParityCheck::TeacherForcedQ4_0,
+        }
     }
 }
 
@@ -220,7 +239,8 @@ impl RuntimeSpec {
     pub fn parity_check(&self) -> ParityCheck {
         match self.kind {
             SpecKind::Native(NativeSpec { file, dtype }) => match (file, dtype) {
-                (NativeFile::Mix(_), _) | (_, Some(NativeDtype::Q4_0)) => ParityCheck::TeacherForcedQ4_0,
+                (NativeFile::Mix(m), _) => m.parity_check(),
+                (_, Some(NativeDtype::Q4_0)) => ParityCheck::TeacherForcedQ4_0,
                 (_, Some(NativeDtype::Q8_0)) => ParityCheck::TeacherForced,
                 (_, Some(NativeDtype::F16)) => ParityCheck::TeacherForcedF16,
                 (_, Some(NativeDtype::Bf16)) => ParityCheck::TeacherForcedBf16,
@@ -230,7 +250,8 @@ impl RuntimeSpec {
             },
             SpecKind::LlamaCpp(LlamaCppSpec { defaults, file }) => match file {
                 LlamaCppFile::Shipped => ParityCheck::ShippedTeacherForced,
-                LlamaCppFile::Q4_0 | LlamaCppFile::Mix(_) => ParityCheck::TeacherForcedQ4_0,
+                LlamaCppFile::Mix(m) => m.parity_check(),
+                LlamaCppFile::Q4_0 => ParityCheck::TeacherForcedQ4_0,
                 LlamaCppFile::Q8_0 => ParityCheck::TeacherForced,
                 LlamaCppFile::F32 if defaults => ParityCheck::LlamaCppDefaults,
                 LlamaCppFile::F32 => ParityCheck::LlamaCppElementwise,
@@ -469,13 +490,18 @@ mod tests {
         assert_eq!(check("llama-cpp"), ParityCheck::LlamaCppElementwise);
         for m in Mix::ALL {
             let (n, l) = (format!("native:{}", m.as_str()), format!("llama-cpp:{}", m.as_str()));
-            assert_eq!((check(&n), check(&l)), (ParityCheck::TeacherForcedQ4_0, ParityCheck::TeacherForcedQ4_0));
+            let want = match m {
+                Mix::F16 => ParityCheck::TeacherForcedF16,
+                Mix::BF16 => ParityCheck::TeacherForcedBf16,
+                _ => ParityCheck::TeacherForcedQ4_0,
+            };
+            assert_eq!((check(&n), check(&l)), (want, want), "{m:?}");
             let pair = |s: &str| RuntimeSpec::parse(s).unwrap().same_file_setting();
             assert_eq!((pair(&n), pair(&l)), (Some(SameFile::Mix(m)), Some(SameFile::Mix(m))));
         }
         let pair = |s: &str| RuntimeSpec::parse(s).unwrap().same_file_setting();
         assert_eq!(pair("llama-cpp:defaults,q8_0"), None);
         assert_eq!(pair("native:shipped,f32"), None);
-        assert_eq!(SameFile::all().map(SameFile::as_str).collect::<Vec<_>>().len(), 10);
+        assert_eq!(SameFile::all().map(SameFile::as_str).collect::<Vec<_>>().len(), 12);
     }
 }

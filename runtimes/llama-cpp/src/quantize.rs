@@ -2,7 +2,7 @@
 //! kernels and llama.cpp can be compared on the same quantized file made by the reference implementation: Q4_0
 //! ("pure": every matrix Q4_0, as `native:q4_0` quantizes at load), and the mixes the hubs publish, each with
 //! llama.cpp's own choice of types per tensor and its fallbacks for rows that are not whole 256-blocks: Q2_K, Q3_K_M,
-//! Q4_K_M, Q5_K_M, Q6_K, IQ4_NL and IQ4_XS (none needs an importance matrix).
+//! Q4_K_M, Q5_K_M, Q6_K, IQ4_NL and IQ4_XS (none needs an importance matrix); and the F16 and BF16 file types.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -28,11 +28,16 @@ pub enum Quantization {
     IQ4NL,
     /// llama.cpp's `IQ4_XS` (non-linear 4-bit super-blocks of 256).
     IQ4XS,
+    /// llama.cpp's `F16` file type (`MOSTLY_F16`: every matrix f16, vectors f32).
+    F16,
+    /// llama.cpp's `BF16` file type (`MOSTLY_BF16`).
+    BF16,
 }
 
 impl Quantization {
-    /// The llama.cpp mixes (every target but Q4_0 pure), by option name.
-    pub const MIXES: [Self; 7] = [Self::Q2K, Self::Q3KM, Self::Q4KM, Self::Q5KM, Self::Q6K, Self::IQ4NL, Self::IQ4XS];
+    /// The llama.cpp mixes and half-precision file types (every target but Q4_0 pure), by option name.
+    pub const MIXES: [Self; 9] =
+        [Self::Q2K, Self::Q3KM, Self::Q4KM, Self::Q5KM, Self::Q6K, Self::IQ4NL, Self::IQ4XS, Self::F16, Self::BF16];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +49,8 @@ impl Quantization {
             Self::Q6K => "q6_k",
             Self::IQ4NL => "iq4_nl",
             Self::IQ4XS => "iq4_xs",
+            Self::F16 => "mostly_f16",
+            Self::BF16 => "mostly_bf16",
         }
     }
 
@@ -80,6 +87,8 @@ pub fn quantize(input: &Path, output: &Path, target: Quantization, threads: usiz
         Quantization::Q6K => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q6_K,
         Quantization::IQ4NL => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_IQ4_NL,
         Quantization::IQ4XS => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_IQ4_XS,
+        Quantization::F16 => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_F16,
+        Quantization::BF16 => params.ftype = llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_BF16,
     }
     crate::log::clear();
     // SAFETY: both paths are NUL-terminated C strings that outlive the call; `params` is a valid parameter struct

@@ -130,8 +130,8 @@ impl Loader<'_> {
             Source::GgufStored(model) => Ok(model.tensor(name, shape)?),
         }
     }
-    /// A matrix as the GGUF stores it (`[out, in]` in ggml's layout): f32, f16 and bf16 as dense weights, the rest
-    /// as blocks.
+    /// A matrix as the GGUF stores it (`[out, in]` in ggml's layout): f32, f16 and bf16 as dense weights (f16 and
+    /// bf16 with their input rounded to their type, as ggml's product rounds it), the rest as blocks.
     fn stored(&self, model: &GgufModel, name: &str, out: usize, inp: usize) -> Result<Linear, NativeError> {
         let st = model.stored(name, &[out, inp])?;
         let mut values = Vec::new();
@@ -142,11 +142,11 @@ impl Loader<'_> {
             }
             GgmlType::F16 => {
                 let w = st.bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
-                Linear { w: Weights::F16(w), b: None, out, inp }
+                Linear::stored_half(Weights::F16(w), out, inp)
             }
             GgmlType::BF16 => {
                 let w = st.bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]])).collect();
-                Linear { w: Weights::Bf16(w), b: None, out, inp }
+                Linear::stored_half(Weights::Bf16(w), out, inp)
             }
             ty => Linear::quantized(vec![QMatrix::new(&st.name, ty, out, inp, st.bytes.to_vec())?], None),
         })
@@ -413,7 +413,7 @@ impl Model {
             add(l);
         }
         if self.lm_head.is_none() {
-            add(&Linear { w: Weights::F32(Vec::new()), b: None, out: 0, inp: 0 });
+            add(&Linear::new(Vec::new(), None, 0, 0));
         }
         counts.iter().map(|(t, n)| format!("{t} x {n}")).collect::<Vec<_>>().join(", ")
     }

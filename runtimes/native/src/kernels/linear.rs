@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use nano_vllm_bundle::gguf::GgmlType;
 
-use super::quant::{self, Isa, QMatrix, QuantError};
+use super::quant::{self, ActRounding, Isa, QMatrix, QuantError};
 use super::{OutPtr, gemv};
 
 /// How weights are stored.
@@ -142,6 +142,11 @@ pub struct Linear {
     pub b: Option<Vec<f32>>,
     pub out: usize,
     pub inp: usize,
+    /// How a float product's input is rounded first: not at all (f32 weights, and f16/bf16 weights rounded at load),
+    /// or, for an F16/BF16 matrix of a GGUF run as stored, as ggml rounds it (to f16/bf16: the type's
+    /// `vec_dot_type`), so that the product computes what llama.cpp's does. Block types round their own input
+    /// ([`quant::matmul_parts`]).
+    pub input: ActRounding,
 }
 
 impl Linear {
@@ -151,7 +156,19 @@ impl Linear {
         if let Some(b) = &b {
             assert_eq!(b.len(), out);
         }
-        Self { w, b, out, inp }
+        Self { w, b, out, inp, input: ActRounding::None }
+    }
+
+    /// An F16 or BF16 matrix as a GGUF stores it: dense half-precision rows whose input is rounded to the same type,
+    /// as ggml's product rounds it.
+    pub fn stored_half(w: Weights, out: usize, inp: usize) -> Self {
+        let input = match &w {
+            Weights::F16(_) => ActRounding::F16,
+            Weights::Bf16(_) => ActRounding::Bf16,
+            _ => panic!("stored_half takes f16 or bf16 weights"),
+        };
+        assert_eq!(w.len(), out * inp);
+        Self { w, b: None, out, inp, input }
     }
 
     /// Several layers with the same input, stacked along `out` (q/k/v, gate/up), so one product serves them all.
@@ -171,8 +188,21 @@ impl Linear {
                     })
                     .collect(),
             );
-            return Self { w, b, out, inp };
+            return Self { w, b, out, inp, input: ActRounding::None };
         }
+        // Half-precision parts of one type and one input rounding (an F16 or BF16 GGUF's q/k/v) stay as they are.
+        let input = parts[0].input;
+        if parts.iter().all(|p| p.input == input) {
+            if parts.iter().all(|p| matches!(p.w, Weights::F16(_))) {
+                let w = parts.into_iter().flat_map(|p| if let Weights::F16(w) = p.w { w } else { unreachable!() });
+                return Self { w: Weights::F16(w.collect()), b, out, inp, input };
+            }
+            if parts.iter().all(|p| matches!(p.w, Weights::Bf16(_))) {
+                let w = parts.into_iter().flat_map(|p| if let Weights::Bf16(w) = p.w { w } else { unreachable!() });
+                return Self { w: Weights::Bf16(w.collect()), b, out, inp, input };
+            }
+        }
+        // Anything else is widened to f32 (its values exactly; a mixed stack's input is not rounded).
         let w = parts.into_iter().flat_map(|p| p.w.f32s()).collect();
         Self::new(w, b, out, inp)
     }
@@ -185,7 +215,7 @@ impl Linear {
         if let Some(b) = &b {
             assert_eq!(b.len(), out);
         }
-        Self { w: Weights::Quant(parts), b, out, inp }
+        Self { w: Weights::Quant(parts), b, out, inp, input: ActRounding::None }
     }
 
     /// This layer with its weights stored as `dtype`; a layer whose rows are not whole blocks of a quantized
@@ -193,6 +223,10 @@ impl Linear {
     pub fn with_dtype(mut self, dtype: WeightDtype) -> (Self, bool) {
         match self.w.to_dtype(dtype, self.out, self.inp) {
             Ok(w) => {
+                if dtype != WeightDtype::Stored && dtype != self.w.dtype() {
+                    // Rounded at load: the input is no longer a stored type's.
+                    self.input = ActRounding::None;
+                }
                 self.w = w;
                 (self, true)
             }
@@ -207,13 +241,25 @@ impl Linear {
 
     /// `y = x w^T + b` for `t` rows of `x`; `scratch` holds the quantized products' buffers from call to call.
     pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32], threads: usize, scratch: &mut quant::Scratch) {
-        match &self.w {
-            Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
-            Weights::F16(w) if t <= gemv::MAX_TOKENS => gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads),
-            Weights::Bf16(w) if t <= gemv::MAX_TOKENS => gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads),
-            Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
-            Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
-            Weights::Quant(parts) => quant::matmul_parts(parts, x, t, y, self.out, threads, Isa::detect(), scratch),
+        if let Weights::Quant(parts) = &self.w {
+            quant::matmul_parts(parts, x, t, y, self.out, threads, Isa::detect(), scratch);
+        } else {
+            let x = match self.input {
+                ActRounding::None => x,
+                r => scratch.rounded_input(r, &x[..t * self.inp], self.inp),
+            };
+            match &self.w {
+                Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
+                Weights::F16(w) if t <= gemv::MAX_TOKENS => {
+                    gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
+                }
+                Weights::Bf16(w) if t <= gemv::MAX_TOKENS => {
+                    gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
+                }
+                Weights::F16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
+                Weights::Bf16(w) => matmul_t_half(x, t, w, self.out, self.inp, y, threads),
+                Weights::Quant(_) => unreachable!("handled above"),
+            }
         }
         if let Some(b) = &self.b {
             for row in y[..t * self.out].chunks_exact_mut(self.out) {
@@ -353,6 +399,38 @@ mod tests {
                 assert!((a - b).abs() < 1e-4, "{dtype:?}: {a} vs {b}");
             }
             assert_eq!(half.bytes(), n * k * 2);
+        }
+    }
+
+    /// An F16/BF16 matrix of a GGUF run as stored takes its input rounded to its type (ggml's `vec_dot_type`), at
+    /// one token (the row kernel) and at many (the tiled path); stacked, q/k/v stay half with the same rounding; the
+    /// same weights rounded at load (`native:f16`) take the input as it is.
+    #[test]
+    fn a_stored_half_matrix_rounds_its_input_as_ggml_does() {
+        let (k, n) = (70, 45);
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        for dtype in [WeightDtype::F16, WeightDtype::Bf16] {
+            let loaded = Linear::new(w.clone(), None, n, k).with_dtype(dtype).0;
+            assert_eq!(loaded.input, ActRounding::None);
+            let stored = Linear::stored_half(loaded.w.clone(), n, k);
+            let r = if dtype == WeightDtype::F16 { ActRounding::F16 } else { ActRounding::Bf16 };
+            assert_eq!(stored.input, r);
+            for t in [1, 3, gemv::MAX_TOKENS + 5] {
+                // Values that the half types round: each differs from its rounding.
+                let x: Vec<f32> = (0..t * k).map(|i| 1.0 + (i as f32 * 0.37).sin() / 3.0 + 1e-4).collect();
+                let rounded_x = r.apply(&x);
+                assert!(x.iter().zip(&rounded_x).filter(|(a, b)| a != b).count() > x.len() / 2);
+                let (mut y, mut want, mut unrounded) = (vec![0.0; t * n], vec![0.0; t * n], vec![0.0; t * n]);
+                stored.forward(&x, t, &mut y, 1, &mut Default::default());
+                loaded.forward(&rounded_x, t, &mut want, 1, &mut Default::default());
+                assert_eq!(y, want, "{dtype:?}, {t} tokens");
+                loaded.forward(&x, t, &mut unrounded, 1, &mut Default::default());
+                assert_ne!(y, unrounded, "{dtype:?}, {t} tokens: the input was not rounded");
+            }
+            let stacked = Linear::stack(vec![stored.clone(), stored.clone()]);
+            assert_eq!((stacked.w.dtype(), stacked.input, stacked.out), (dtype, r, 2 * n));
+            assert_eq!(stored.clone().with_dtype(WeightDtype::F32).0.input, ActRounding::None);
+            assert_eq!(stored.with_dtype(WeightDtype::Stored).0.input, r);
         }
     }
 

@@ -81,6 +81,14 @@ impl Scratch {
         self.n_rounded += 1;
     }
 
+    /// `x` (rows of `k`) rounded as `r` rounds it, for a float product outside the block paths (an F16/BF16 GGUF
+    /// matrix stored densely): the buffer is kept from call to call.
+    pub fn rounded_input(&mut self, r: ActRounding, x: &[f32], k: usize) -> &[f32] {
+        self.n_rounded = 0;
+        self.round(r, x, k);
+        &self.rounded[0].1
+    }
+
     fn input<'a>(&'a self, ty: nano_vllm_bundle::gguf::GgmlType, x: &'a [f32]) -> &'a [f32] {
         let r = ActRounding::of(ty);
         self.rounded[..self.n_rounded].iter().find(|(have, _)| *have == r).map_or(x, |(_, xs)| xs.as_slice())
