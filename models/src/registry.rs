@@ -42,7 +42,8 @@ pub enum RegistryError {
     NotCompiledIn { name: String, feature: String },
     #[error(
         "runtime '{name}': option '{option}' is not known (native: one of f32, f16, bf16, q8_0, q4_0, and shipped, or \
-         one of llama.cpp's mixes q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k, iq4_nl, iq4_xs; candle: shipped; mock: fail-at=N, \
+         one of llama.cpp's files q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k, iq4_nl, iq4_xs, mostly_f16, mostly_bf16; candle: \
+         shipped; mock: fail-at=N, \
          panic-at=N, delay-us=N; llama-cpp: defaults, and one of q8_0, q4_0, f32, shipped or a mix)"
     )]
     BadOption { name: String, option: String },
