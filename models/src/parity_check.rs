@@ -1,7 +1,7 @@
 //! How `nano-vllm parity` judges a runtime setting ([`crate::registry::RuntimeSpec::parity_check`] chooses).
 
 #[cfg(doc)]
-use crate::runtime_spec::Mix;
+use crate::mix::Mix;
 
 /// How `nano-vllm parity` judges a runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
