@@ -3,12 +3,11 @@
 //! the rows the step asks for. Buffers live in a [`Workspace`] that grows to the largest step and is then reused.
 
 use nano_vllm_engine::{BatchLimits, StepBatch};
-use rayon::prelude::*;
 
 use crate::error::NativeError;
 use crate::kernels::attention::{Heads, attend_head};
 use crate::kernels::linear::matmul_t;
-use crate::kernels::{gelu_erf, gelu_tanh, gelu_tanh_mul, silu_mul};
+use crate::kernels::{OutPtr, for_each_task, gelu_erf, gelu_tanh, gelu_tanh_mul, silu_mul};
 use crate::model::{Embedding, Mlp, Model};
 use nano_vllm_bundle::Activation;
 
@@ -164,18 +163,16 @@ pub fn forward(
         let (qkv, ctx_slots) = (&ws.qkv[..t * qkv_width], &ws.ctx_slots);
         let (kp, vp) = (&kv.k[li][..], &kv.v[li][..]);
         // One task per (token, head): a decode step's single token spreads its heads over the threads.
-        let attend_one = |scores: &mut Vec<f32>, (i, out): (usize, &mut [f32])| {
+        let out = OutPtr(attn.as_mut_ptr());
+        for_each_task(t * nh, threads, |i| {
             let (k, h) = (i / nh, i % nh);
             let (a, b) = token_ctx[k];
             let q = &qkv[k * qkv_width + h * d..k * qkv_width + (h + 1) * d];
-            attend_head(q, h, &ctx_slots[a..b], kp, vp, heads, out, scores);
-        };
-        if threads > 1 {
-            attn.par_chunks_mut(d).enumerate().for_each_init(Vec::new, attend_one);
-        } else {
-            let mut scores = Vec::new();
-            attn.chunks_mut(d).enumerate().for_each(|head| attend_one(&mut scores, head));
-        }
+            // SAFETY: task i writes elements [i * d, (i + 1) * d) of attn (t * nh * d long), which no other task
+            // writes; attn is borrowed mutably for the whole loop.
+            let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(i * d), d) };
+            SCORES.with_borrow_mut(|scores| attend_head(q, h, &ctx_slots[a..b], kp, vp, heads, out, scores));
+        });
         let tmp = grow(&mut ws.tmp, t * hd);
         layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads, &mut ws.quant);
         if let Some((post_attn, _)) = &layer.post_norms {
@@ -240,6 +237,11 @@ pub fn forward(
         (None, Embedding::Quant(_)) => unreachable!("a quantized embedding always has its head (Model::llama, gpt2)"),
     }
     Ok(logits)
+}
+
+thread_local! {
+    /// A worker's attention scores for one head, kept for the thread's life.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {

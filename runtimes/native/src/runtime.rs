@@ -11,6 +11,7 @@ use crate::error::NativeError;
 use crate::forward::{KvPool, Workspace, forward};
 use crate::kernels::linear::WeightDtype;
 use crate::kernels::quant::{Isa, MAX_INT_TOKENS};
+use crate::kernels::team::Team;
 use crate::model::Model;
 
 /// Settings of the native runtime.
@@ -29,9 +30,13 @@ pub struct NativeRuntime {
     model: Model,
     kv: Option<KvPool>,
     ws: Workspace,
-    /// The step's worker threads; `None` with one thread: steps run on the caller's thread, with no hand-off.
-    pool: Option<rayon::ThreadPool>,
+    /// The step's worker threads; `None` with one thread: steps run on the caller's thread, with no hand-off. The
+    /// team runs the step's many small loops; the rayon pool, the `gemm` crate's large products (long prefills).
+    pool: Option<(rayon::ThreadPool, Team)>,
     threads: usize,
+    /// Whether a GGUF's matrices run as the file stores them (the report then names the file's type, `q4_k_m`, not
+    /// the first layer's).
+    stored: bool,
 }
 
 impl NativeRuntime {
@@ -57,11 +62,14 @@ impl NativeRuntime {
                 .thread_name(|i| format!("nano-vllm-native-{i}"))
                 .build()
                 .map_err(|e| NativeError::ThreadPool { threads, reason: e.to_string() })?;
-            Some(pool)
+            let team = Team::new(threads, "nano-vllm-native-team")
+                .map_err(|e| NativeError::ThreadPool { threads, reason: e.to_string() })?;
+            Some((pool, team))
         } else {
             None
         };
-        Ok(Self { model, kv: None, ws: Workspace::default(), pool, threads })
+        let stored = options.weight_dtype == WeightDtype::Stored;
+        Ok(Self { model, kv: None, ws: Workspace::default(), pool, threads, stored })
     }
 
     /// Loads a fixture bundle's HF files.
@@ -78,7 +86,7 @@ impl NativeRuntime {
         let kv = self.kv.as_mut().ok_or(NativeError::NotPrepared)?;
         let (model, ws, threads) = (&self.model, &mut self.ws, self.threads);
         let logits = match &self.pool {
-            Some(pool) => pool.install(|| forward(model, kv, ws, batch, threads))?,
+            Some((pool, team)) => pool.install(|| team.install(|| forward(model, kv, ws, batch, threads)))?,
             None => forward(model, kv, ws, batch, threads)?,
         };
         Ok(StepOutput { vocab_size: model.config.vocab_size, logits })
@@ -92,9 +100,9 @@ impl Runtime for NativeRuntime {
             name: "native".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             device: format!("cpu ({} threads)", self.threads),
-            dtype: match (self.model.weight_dtype(), &self.model.file_type) {
-                (WeightDtype::Stored, Some(file_type)) => file_type.clone(),
-                (dtype, _) => dtype.as_str().into(),
+            dtype: match (self.stored, &self.model.file_type) {
+                (true, Some(file_type)) => file_type.clone(),
+                _ => self.model.weight_dtype().as_str().into(),
             },
             settings: vec![
                 ("architecture".into(), c.architecture.as_str().into()),

@@ -138,7 +138,7 @@ pub fn matmul_t_small<W: GemvWeight>(x: &[f32], t: usize, w: &[W], n: usize, k: 
     #[cfg(target_arch = "x86_64")]
     let simd = super::isa::Isa::detect().has_avx2();
     let y_ptr = OutPtr(y.as_mut_ptr());
-    super::for_each_task(n.div_ceil(ROWS), threads, |_: &mut (), chunk| {
+    super::for_each_task(n.div_ceil(ROWS), threads, |chunk| {
         let mut out = [0.0f32; MAX_TOKENS];
         for o in chunk * ROWS..((chunk + 1) * ROWS).min(n) {
             let row = &w[o * k..(o + 1) * k];

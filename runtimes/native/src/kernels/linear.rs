@@ -344,16 +344,23 @@ where
         return;
     }
     let out = OutPtr(y.as_mut_ptr());
-    super::for_each_task(n.div_ceil(HALF_BLOCK_ROWS), threads, |buf: &mut Vec<f32>, block| {
+    super::for_each_task(n.div_ceil(HALF_BLOCK_ROWS), threads, |block| {
         let r0 = block * HALF_BLOCK_ROWS;
         let rows = HALF_BLOCK_ROWS.min(n - r0);
-        buf.resize(rows * k, 0.0);
-        w[r0 * k..(r0 + rows) * k].convert_to_f32_slice(&mut buf[..rows * k]);
-        // SAFETY: dst starts at column r0 of y (row stride n) and spans t rows x `rows` columns, inside y (asserted
-        // above: t * n elements); blocks cover disjoint column ranges [r0, r0 + rows), so no two tasks write the same
-        // element. x is t x k; buf holds `rows` rows of k.
-        unsafe { gemm_x_wt(t, rows, k, out.get().add(r0), n, x.as_ptr(), buf.as_ptr(), gemm::Parallelism::None) };
+        WIDENED.with_borrow_mut(|buf| {
+            buf.resize(rows * k, 0.0);
+            w[r0 * k..(r0 + rows) * k].convert_to_f32_slice(&mut buf[..rows * k]);
+            // SAFETY: dst starts at column r0 of y (row stride n) and spans t rows x `rows` columns, inside y
+            // (asserted above: t * n elements); blocks cover disjoint column ranges [r0, r0 + rows), so no two tasks
+            // write the same element. x is t x k; buf holds `rows` rows of k.
+            unsafe { gemm_x_wt(t, rows, k, out.get().add(r0), n, x.as_ptr(), buf.as_ptr(), gemm::Parallelism::None) };
+        });
     });
+}
+
+thread_local! {
+    /// A worker's block of half-precision rows widened to f32, kept for the thread's life.
+    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

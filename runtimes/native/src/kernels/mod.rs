@@ -8,6 +8,7 @@ pub mod linear;
 pub mod norm;
 pub mod quant;
 pub mod rope;
+pub mod team;
 
 /// A pointer to an output matrix shared by parallel tasks that each write their own, disjoint, elements.
 #[derive(Clone, Copy)]
@@ -24,16 +25,18 @@ impl OutPtr {
     }
 }
 
-/// Runs `f(scratch, task)` for every task in `0..n`: on the current rayon pool when `threads > 1`, else in order
-/// on this thread (one thread means no hand-off to a worker at all). `scratch` is a per-worker buffer.
-pub(crate) fn for_each_task<S: Default + Send>(n: usize, threads: usize, f: impl Fn(&mut S, usize) + Sync + Send) {
+/// Runs `f(task)` for every task in `0..n`: on the [`team::Team`] installed on this thread (a runtime's step), else on
+/// the current rayon pool, when `threads > 1`; else in order on this thread (one thread means no hand-off at all).
+/// A task's own buffers are thread-locals of its kernel, kept for the thread's life.
+pub(crate) fn for_each_task(n: usize, threads: usize, f: impl Fn(usize) + Sync + Send) {
     use rayon::prelude::*;
-    if threads > 1 {
-        (0..n).into_par_iter().for_each_init(S::default, |s, i| f(s, i));
-    } else {
-        let mut scratch = S::default();
-        (0..n).for_each(|i| f(&mut scratch, i));
+    if threads <= 1 {
+        return (0..n).for_each(f);
     }
+    team::Team::with_current(|team| match team {
+        Some(team) => team.run(n, &f),
+        None => (0..n).into_par_iter().for_each(f),
+    })
 }
 
 /// SiLU(gate) * up, in place into `gate` (Llama-family MLP).

@@ -164,7 +164,7 @@ pub fn matmul_parts_up_to(
         }
     }
     let scratch = &*scratch;
-    for_each_task(scratch.tasks.len(), threads, |_: &mut (), task| {
+    for_each_task(scratch.tasks.len(), threads, |task| {
         let (p, r0, c0, rows) = scratch.tasks[task];
         let part = &parts[p];
         TASK_BUFFERS.with_borrow_mut(|(buffer, vals)| {
