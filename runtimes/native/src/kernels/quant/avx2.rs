@@ -190,8 +190,8 @@ unsafe fn dot_q8_n<const T: u8, const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> 
 /// summed to eight i32 lanes as in [`block`], then the eight rows' vectors are reduced together (a tree of
 /// horizontal adds) to one vector whose lane `r` is row `r`'s block sum, so the scale work (eight f16 scales widened
 /// at once, times the activation's) and the f32 accumulation run once per eight rows instead of once per row. Q4_0's
-/// quants stay unsigned (`q`, not `q - 8`): the block's `8 * sum x` is taken off every lane before the reduction,
-/// which leaves the same integer sums with three fewer operations a row.
+/// and Q5_0's quants stay unsigned (`q`, not `q - 8` or `q - 16`): the block's `8 * sum x` (`16 * sum x`) is taken
+/// off every lane before the reduction, which leaves the same integer sums with fewer operations a row.
 ///
 /// # Safety
 /// AVX2/FMA/F16C; each of `w` whole blocks of `T`, as many as `a` has.
@@ -212,11 +212,13 @@ unsafe fn dot_q8_rows8<const T: u8>(w: [&[u8]; 8], a: Q8Row<'_>) -> [f32; 8] {
         // 32 quants and a scale for block `b`.
         unsafe {
             let xv = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b).cast());
-            // Q4_0's correction: 8 * (sum of the block's x), spread over the lanes as each row's sum is.
-            let x8 = if T == Q4_0 {
-                _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xv), ones), 3)
-            } else {
-                _mm256_setzero_si256()
+            // Q4_0's and Q5_0's correction: 8 (or 16) * (sum of the block's x), spread over the lanes as each
+            // row's sum is.
+            let xsum = || _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xv), ones);
+            let x8 = match T {
+                Q4_0 => _mm256_slli_epi32(xsum(), 3),
+                Q5_0 => _mm256_slli_epi32(xsum(), 4),
+                _ => _mm256_setzero_si256(),
             };
             let mut sums = [_mm256_setzero_si256(); 8];
             for (r, sum) in sums.iter_mut().enumerate() {
@@ -229,6 +231,12 @@ unsafe fn dot_q8_rows8<const T: u8>(w: [&[u8]; 8], a: Q8Row<'_>) -> [f32; 8] {
                     }
                     Q4_0 => {
                         _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(blk.add(2)), xv), ones), x8)
+                    }
+                    // Q5_0 unsigned too: nibble | fifth bit * 16, less 16 * sum x.
+                    Q5_0 => {
+                        let hi = bits_to_bytes(blk.add(2).cast::<u32>().read_unaligned());
+                        let q = _mm256_or_si256(nibbles(blk.add(6)), _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
+                        _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones), x8)
                     }
                     _ => {
                         let (q, signed, _, _) = decode32::<T>(std::slice::from_raw_parts(blk, bb));
