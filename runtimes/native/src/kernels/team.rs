@@ -46,8 +46,9 @@ struct Shared {
     job: AtomicPtr<()>,
     /// Claims finished in the current loop.
     done: AtomicUsize,
-    /// Whether a task of the current loop panicked on a helper.
+    /// Whether a task of the current loop panicked, and the first panic's payload (raised again by the loop's owner).
     panicked: AtomicBool,
+    payload: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     /// Whether a loop is being run: a second [`Team::run`] meanwhile (from a task of the loop, or from another
     /// thread) runs its tasks on its own thread instead of publishing over the first.
     busy: AtomicBool,
@@ -86,7 +87,8 @@ impl Shared {
             // job before publishing `seq` and keeps it alive until every claim of the loop is counted in `done`,
             // which this one is not yet.
             let job = unsafe { &*(self.job.load(Ordering::Acquire) as *const Job<'_>) };
-            if catch_unwind(AssertUnwindSafe(|| job.run_claim(claim))).is_err() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| job.run_claim(claim))) {
+                self.payload.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(payload);
                 self.panicked.store(true, Ordering::Relaxed);
             }
             self.done.fetch_add(1, Ordering::Release);
@@ -152,6 +154,7 @@ impl Team {
             job: AtomicPtr::new(std::ptr::null_mut()),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
+            payload: Mutex::new(None),
             busy: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
@@ -213,7 +216,8 @@ impl Team {
             }
         }
         if s.panicked.load(Ordering::Relaxed) {
-            resume_unwind(Box::new("a task of a native runtime's parallel loop panicked"));
+            let payload = s.payload.lock().unwrap_or_else(|e| e.into_inner()).take();
+            resume_unwind(payload.unwrap_or_else(|| Box::new("a task of a native runtime's parallel loop panicked")));
         }
     }
 
@@ -306,7 +310,9 @@ mod tests {
                 assert_ne!(i, 5, "task 5 fails");
             })
         }));
-        assert!(result.is_err());
+        let payload = result.expect_err("the task's panic is raised");
+        let message = payload.downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        assert!(message.contains("task 5 fails"), "the task's own panic is raised: {message:?}");
         assert_eq!(ran.load(Ordering::SeqCst), 8, "every task ran before the panic was raised");
         let sum = AtomicUsize::new(0);
         team.run(100, &|i| {
