@@ -221,7 +221,7 @@ impl Team {
         }
     }
 
-    /// Runs `f` with this team current on this thread ([`Team::current`]), as rayon's `install` does for a pool.
+    /// Runs `f` with this team current on this thread ([`Team::with_current`]), as rayon's `install` does for a pool.
     pub fn install<R>(&self, f: impl FnOnce() -> R) -> R {
         struct Restore(*const Team);
         impl Drop for Restore {
