@@ -202,7 +202,7 @@ unsafe fn dot_q8_rows8<const T: u8>(w: [&[u8]; 8], a: Q8Row<'_>) -> [f32; 8] {
     let blocks = a.d.len().min(w[0].len() / bb);
     assert!(w.iter().all(|row| row.len() >= blocks * bb) && a.qs.len() >= 32 * blocks && a.s.len() >= blocks);
     let row_bytes = w[0].len();
-    let ahead = PREFETCH.div_ceil(8 * row_bytes).max(1) * 8 * row_bytes;
+    let ahead = PREFETCH.div_ceil((8 * row_bytes).max(1)).max(1) * 8 * row_bytes;
     let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     let mut off = _mm256_setzero_ps();
@@ -470,7 +470,7 @@ unsafe fn dot_q8_rows<const T: u8, const R: usize>(w: [&[u8]; R], a: Q8Row<'_>) 
     // Whole row groups ahead, at least PREFETCH bytes: one group of short rows (SmolLM2's 576 columns of Q4_1 are
     // 360 bytes a row) is too close to hide the memory's latency (SmolLM2 at batch 1, 2 threads: ~10 % faster on
     // Q4_1, Q8_0 and the Q4_K_M mix than one group ahead).
-    let ahead = PREFETCH.div_ceil(R * row_bytes).max(1) * R * row_bytes;
+    let ahead = PREFETCH.div_ceil((R * row_bytes).max(1)).max(1) * R * row_bytes;
     for b in 0..a.d.len().min(w[0].len() / bb) {
         let qx = &a.qs[32 * b..32 * b + 32];
         for r in 0..R {

@@ -248,3 +248,17 @@ fn bad_matrices_are_errors_naming_the_tensor() {
     let e = QMatrix::new("w", GgmlType::Q8_1, 1, 32, vec![0; 36]).unwrap_err();
     assert!(e.to_string().contains("no kernel for Q8_1"), "{e}");
 }
+
+/// A matrix of no columns (a degenerate shape a hostile file can declare) gives zeros, not a division by zero in the
+/// one-token kernels' prefetch distance.
+#[test]
+fn a_matrix_of_no_columns_gives_zeros() {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+        let m = QMatrix::new("w", ty, 16, 0, Vec::new()).unwrap();
+        for isa in isas() {
+            let mut y = vec![f32::NAN; 16];
+            matmul_parts(std::slice::from_ref(&m), &[], 1, &mut y, 16, 1, isa, &mut Scratch::default());
+            assert!(y.iter().all(|&v| v == 0.0), "{ty} {isa:?}: {y:?}");
+        }
+    }
+}
