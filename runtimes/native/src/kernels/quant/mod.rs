@@ -16,6 +16,8 @@ mod acts;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
+#[cfg(target_arch = "x86_64")]
+mod avx2_rows8;
 pub mod dot;
 pub mod kquant;
 mod matrix;
