@@ -34,8 +34,8 @@ pub use format::Format;
 pub use hf_config::{Activation, HfArchitecture, HfConfig, LayerExtras, Llama3RopeScaling};
 pub use logits::{Logits, argmax};
 pub use manifest::{
-    Architecture, FORMAT_VERSION, FileEntry, LogitTolerance, Manifest, ModelConfig, PromptInfo, PromptKind,
-    Q8Tolerance, ReferenceInfo, TokenizerReferenceInfo, Tolerances,
+    Architecture, FORMAT_VERSION, FileEntry, LogitTolerance, Manifest, MixTolerance, ModelConfig, PromptInfo,
+    PromptKind, Q8Tolerance, ReferenceInfo, TokenizerReferenceInfo, Tolerances, TypeDifference,
 };
 pub use reference::{Reference, ReferencePrompt};
 pub use tokenizer_reference::{TOKENIZER_REFERENCE_VERSION, TokenizerCase, TokenizerReference};

@@ -157,6 +157,61 @@ pub struct Tolerances {
     /// accumulator), teacher forced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llama_cpp_defaults: Option<Q8Tolerance>,
+    /// llama.cpp's K-quant mixes of `model.f32.gguf` (`q2_k`, `q3_k_m`, `q4_k_m`, `q5_k_m`, `q6_k`: `native:<mix>`,
+    /// `llama-cpp:<mix>`), each emulated in torch by the generator (its quantizers, type plan and input rounding),
+    /// teacher forced; by option name. Bundles from generators before it: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mixes: BTreeMap<String, MixTolerance>,
+}
+
+/// The tolerance of one of llama.cpp's mixes, and the type of every tensor in the file it was measured on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixTolerance {
+    #[serde(flatten)]
+    pub tolerance: Q8Tolerance,
+    /// GGUF tensor name -> ggml type name (`Q4_K`, `Q8_0`, `F32`, ...), as the generator emulated llama.cpp's choice:
+    /// a file whose types differ is another model than the one measured (`MixTolerance::type_differences`).
+    pub tensor_types: BTreeMap<String, String>,
+}
+
+impl MixTolerance {
+    /// The mixes a manifest may hold (`tolerances.mixes` keys): llama.cpp's K-quant file types the generator emulates.
+    pub const MIXES: [&'static str; 5] = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k"];
+
+    /// Where a file's tensors (name, type name) differ from the plan the tolerance was measured on, tensors missing on
+    /// either side included; empty when they agree.
+    pub fn type_differences<'a>(&self, file: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<TypeDifference> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (name, ty) in file {
+            seen.insert(name);
+            let emulated = self.tensor_types.get(name).cloned();
+            if emulated.as_deref() != Some(ty) {
+                out.push(TypeDifference { tensor: name.to_owned(), file: Some(ty.to_owned()), emulated });
+            }
+        }
+        for (name, want) in &self.tensor_types {
+            if !seen.contains(name.as_str()) {
+                out.push(TypeDifference { tensor: name.clone(), file: None, emulated: Some(want.clone()) });
+            }
+        }
+        out
+    }
+}
+
+/// A tensor whose type in a mix file is not the one its tolerance was measured on (`None`: absent on that side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeDifference {
+    pub tensor: String,
+    pub file: Option<String>,
+    pub emulated: Option<String>,
+}
+
+impl std::fmt::Display for TypeDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |t: &Option<String>| t.as_deref().unwrap_or("absent").to_owned();
+        write!(f, "{}: {} in the file, {} in the emulation", self.tensor, side(&self.file), side(&self.emulated))
+    }
 }
 
 impl Tolerances {
@@ -272,6 +327,12 @@ impl Manifest {
                 return bad(format!("formats.{}", format.key()), format!("`{name}` is not listed in `files`"));
             }
         }
+        if let Some(mix) = self.tolerances.mixes.keys().find(|m| !MixTolerance::MIXES.contains(&m.as_str())) {
+            return bad(
+                format!("tolerances.mixes.{mix}"),
+                format!("not one of llama.cpp's mixes the generator emulates ({})", MixTolerance::MIXES.join(", ")),
+            );
+        }
         if self.format_file(Format::GgufShipped).is_some() != self.tolerances.shipped.is_some() {
             return bad("tolerances.shipped".into(), "a shipped GGUF and its tolerance come together".into());
         }
@@ -325,4 +386,36 @@ impl Manifest {
 /// A single path component: no separators, not `.` or `..`.
 fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']) && !name.contains('\0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_file_is_checked_against_the_types_it_was_measured_on() {
+        let tolerance = MixTolerance {
+            tolerance: Q8Tolerance {
+                max_mean_kl: 0.5,
+                min_top1_agreement: 0.5,
+                basis: String::new(),
+                order_floor_kl: None,
+                max_abs_diff: None,
+            },
+            tensor_types: [("a.weight", "Q4_K"), ("b.weight", "Q6_K"), ("c.weight", "F32")]
+                .map(|(n, t)| (n.to_owned(), t.to_owned()))
+                .into(),
+        };
+        let same = [("a.weight", "Q4_K"), ("b.weight", "Q6_K"), ("c.weight", "F32")];
+        assert!(tolerance.type_differences(same).is_empty());
+        let other = [("a.weight", "Q4_K"), ("b.weight", "Q4_K"), ("d.weight", "F32")];
+        assert_eq!(
+            tolerance.type_differences(other).iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "b.weight: Q4_K in the file, Q6_K in the emulation",
+                "d.weight: F32 in the file, absent in the emulation",
+                "c.weight: absent in the file, F32 in the emulation",
+            ]
+        );
+    }
 }

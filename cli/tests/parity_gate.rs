@@ -264,3 +264,50 @@ fn the_committed_baselines_are_the_gate_benchmark_and_pass_against_themselves() 
         "baselines and script agree"
     );
 }
+
+/// A K-quant mix is judged by the bundle's tolerance of that mix only if llama.cpp's file holds the tensor types that
+/// tolerance was measured on (the generator's emulation of llama.cpp's choice): a differing type is an error naming
+/// the tensor, and a manifest with no tolerance for the mix is an error naming the mix, not a pass by another bound.
+#[test]
+fn a_mix_is_refused_when_its_file_is_not_the_emulated_one_or_has_no_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("tiny-llama");
+    std::fs::create_dir(&bundle).unwrap();
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tiny-llama")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bundle.join(entry.file_name())).unwrap();
+    }
+    let manifest_path = bundle.join("manifest.json");
+    let original = read_json(&manifest_path);
+    let run = |manifest: &serde_json::Value| {
+        std::fs::write(&manifest_path, serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
+        let json = dir.path().join("p.json");
+        let args = ["parity", "--bundle", bundle.to_str().unwrap(), "--runtime", "native:q4_k_m"];
+        let (ok, out, err) = nano_vllm(&[&args[..], &["--out", json.to_str().unwrap()]].concat());
+        assert!(!ok, "{out}");
+        (read_json(&json)["bundles"][0]["runtimes"][0].clone(), err)
+    };
+
+    let mut changed = original.clone();
+    let types = &mut changed["tolerances"]["mixes"]["q4_k_m"]["tensor_types"];
+    let stored = types["blk.0.attn_v.weight"].as_str().unwrap().to_owned();
+    // Two layers: use_more_bits(0, 2) is false, so the first attention values are Q4_K, which on 64-wide rows falls
+    // back to Q5_0 (the second layer's are Q6_K, falling back to Q8_0).
+    assert_eq!(stored, "Q5_0");
+    types["blk.0.attn_v.weight"] = "Q6_K".into();
+    let (runtime, err) = run(&changed);
+    assert_eq!(runtime["status"], "error", "{runtime}");
+    let failure = runtime["failures"][0].as_str().unwrap();
+    assert!(
+        failure.contains("1 tensor differs in type from the bundle's emulation of llama.cpp's q4_k_m"),
+        "{failure}"
+    );
+    assert!(failure.contains("blk.0.attn_v.weight: Q5_0 in the file, Q6_K in the emulation"), "{failure}");
+    assert!(err.contains("parity failed"), "{err}");
+
+    let mut without = original.clone();
+    without["tolerances"].as_object_mut().unwrap().remove("mixes");
+    let (runtime, _) = run(&without);
+    assert_eq!(runtime["status"], "error", "{runtime}");
+    assert!(runtime["failures"][0].as_str().unwrap().contains("has no q4_k_m tolerance"), "{runtime}");
+}

@@ -47,12 +47,27 @@ impl Mix {
     }
 
     /// How parity judges a runtime on this file: the half-precision files by the bundle's f16 / bf16 tolerance
-    /// (weights rounded to the type), the quantization mixes by its Q4_0 one.
+    /// (weights rounded to the type), the K-quant mixes by their own (the generator emulates them), IQ4_NL and IQ4_XS
+    /// by the bundle's Q4_0 one (their quantizer is not emulated).
     pub fn parity_check(self) -> ParityCheck {
         match self {
             Mix::F16 => ParityCheck::TeacherForcedF16,
             Mix::BF16 => ParityCheck::TeacherForcedBf16,
-            _ => ParityCheck::TeacherForcedQ4_0,
+            Mix::IQ4NL | Mix::IQ4XS => ParityCheck::TeacherForcedQ4_0,
+            Mix::Q2K | Mix::Q3KM | Mix::Q4KM | Mix::Q5KM | Mix::Q6K => ParityCheck::TeacherForcedMix(self),
+        }
+    }
+
+    /// The parity report's name of the check on a K-quant mix's own tolerance; the other mixes are judged by another
+    /// check ([`Mix::parity_check`]), whose name this is.
+    pub(crate) fn teacher_forced_label(self) -> &'static str {
+        match self {
+            Mix::Q2K => "teacher_forced (q2_k)",
+            Mix::Q3KM => "teacher_forced (q3_k_m)",
+            Mix::Q4KM => "teacher_forced (q4_k_m)",
+            Mix::Q5KM => "teacher_forced (q5_k_m)",
+            Mix::Q6K => "teacher_forced (q6_k)",
+            Mix::IQ4NL | Mix::IQ4XS | Mix::F16 | Mix::BF16 => self.parity_check().as_str(),
         }
     }
 }

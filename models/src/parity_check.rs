@@ -1,6 +1,5 @@
 //! How `nano-vllm parity` judges a runtime setting ([`crate::registry::RuntimeSpec::parity_check`] chooses).
 
-#[cfg(doc)]
 use crate::mix::Mix;
 
 /// How `nano-vllm parity` judges a runtime.
@@ -15,10 +14,13 @@ pub enum ParityCheck {
     /// Q8_0 weights (alone or with other lossy options): teacher forced on the reference tokens, held to the bundle's
     /// `q8_0` distribution tolerance (mean KL, top-1 agreement); the situations still run and report.
     TeacherForced,
-    /// Q4_0 weights (`native:q4_0`, `llama-cpp:q4_0`), and llama.cpp's mixes (`native:q4_k_m`, `llama-cpp:q4_k_m`,
-    /// and the others of [`Mix`], with no torch emulation of their own, bounded by Q4_0's): teacher forced,
-    /// held to the bundle's `q4_0` tolerance.
+    /// Q4_0 weights (`native:q4_0`, `llama-cpp:q4_0`), and llama.cpp's IQ4_NL and IQ4_XS mixes (no torch emulation
+    /// of their own, bounded by Q4_0's): teacher forced, held to the bundle's `q4_0` tolerance.
     TeacherForcedQ4_0,
+    /// llama.cpp's K-quant mixes (`native:q4_k_m`, `llama-cpp:q4_k_m`; Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K): teacher
+    /// forced, held to the bundle's tolerance of that mix (`tolerances.mixes.<mix>`, measured on the generator's
+    /// emulation of the same file), once the file's tensor types are checked to be the emulation's.
+    TeacherForcedMix(Mix),
     /// llama.cpp on the shipped GGUF (quantized kernels): teacher forced, held to the bundle's `shipped` tolerance.
     ShippedTeacherForced,
     /// f16 weights (`native:f16`): teacher forced, held to the bundle's `f16` tolerance (mean KL, top-1 agreement
@@ -41,6 +43,7 @@ impl ParityCheck {
             Self::LlamaCppElementwise => "elementwise (llama_cpp_f32)",
             Self::TeacherForced => "teacher_forced",
             Self::TeacherForcedQ4_0 => "teacher_forced (q4_0)",
+            Self::TeacherForcedMix(m) => m.teacher_forced_label(),
             Self::ShippedTeacherForced => "teacher_forced (shipped)",
             Self::TeacherForcedF16 => "teacher_forced (f16)",
             Self::TeacherForcedBf16 => "teacher_forced (bf16)",

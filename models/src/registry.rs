@@ -252,6 +252,24 @@ pub(crate) fn llama_cpp_file(
     }
 }
 
+/// The file llama.cpp's quantizer makes of `model` for a mix spec (`native:<mix>`, `llama-cpp:<mix>`), made if absent;
+/// `None` for any other spec.
+pub fn mix_file(spec: &RuntimeSpec, model: &ModelSource) -> Option<Result<PathBuf, String>> {
+    let mix = match spec.kind() {
+        SpecKind::Native(NativeSpec { file: NativeFile::Mix(m), .. })
+        | SpecKind::LlamaCpp(LlamaCppSpec { file: LlamaCppFile::Mix(m), .. }) => m,
+        _ => return None,
+    };
+    #[cfg(feature = "llama-cpp")]
+    return Some(crate::quantized::llama_quantized(model, llama_mix(mix)));
+    #[cfg(not(feature = "llama-cpp"))]
+    {
+        let _ = model;
+        let mix = mix.as_str();
+        Some(Err(format!("llama.cpp's {mix} is made by its quantizer: build with --features llama-cpp to make it")))
+    }
+}
+
 /// The `mix` file of `model` made by llama.cpp's quantizer (needs the llama-cpp feature).
 #[cfg(feature = "native")]
 fn native_llama_mix(model: &ModelSource, mix: Mix) -> Result<PathBuf, String> {

@@ -440,12 +440,23 @@ mod tests {
             let want = match m {
                 Mix::F16 => ParityCheck::TeacherForcedF16,
                 Mix::BF16 => ParityCheck::TeacherForcedBf16,
-                _ => ParityCheck::TeacherForcedQ4_0,
+                Mix::IQ4NL | Mix::IQ4XS => ParityCheck::TeacherForcedQ4_0,
+                _ => ParityCheck::TeacherForcedMix(m),
             };
             assert_eq!((check(&n), check(&l)), (want, want), "{m:?}");
+            if let ParityCheck::TeacherForcedMix(_) = want {
+                assert_eq!(want.as_str(), format!("teacher_forced ({})", m.as_str()));
+            }
             let pair = |s: &str| RuntimeSpec::parse(s).unwrap().same_file_setting();
             assert_eq!((pair(&n), pair(&l)), (Some(SameFile::Mix(m)), Some(SameFile::Mix(m))));
         }
+        // The manifest's `tolerances.mixes` keys are the mixes judged by their own tolerance.
+        let own: Vec<&str> = Mix::ALL
+            .into_iter()
+            .filter(|m| matches!(m.parity_check(), ParityCheck::TeacherForcedMix(_)))
+            .map(Mix::as_str)
+            .collect();
+        assert_eq!(own, nano_vllm_bundle::MixTolerance::MIXES);
         let pair = |s: &str| RuntimeSpec::parse(s).unwrap().same_file_setting();
         assert_eq!(pair("llama-cpp:defaults,q8_0"), None);
         assert_eq!(pair("native:shipped,f32"), None);

@@ -254,6 +254,44 @@ fn tolerances_are_set_and_llama_cpp_override_is_for_ggmls_gelu_table_only() {
     }
 }
 
+/// Each committed bundle carries a tolerance of its own for each of llama.cpp's K-quant mixes, measured on the
+/// generator's emulation, with the tensor types it was measured on: on the tiny bundles' 64-wide rows every K-quant
+/// falls back to a 32-block type (Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, Q2_K and Q3_K to Q4_0), a tied head's
+/// embeddings are Q8_0, norms stay F32. Finer mixes measure closer to the reference.
+#[test]
+fn k_quant_mixes_have_their_own_tolerances_and_type_plans() {
+    for name in COMMITTED_BUNDLES {
+        let bundle = open(name);
+        let t = bundle.tolerances();
+        let mixes: Vec<&str> = t.mixes.keys().map(String::as_str).collect();
+        assert_eq!(mixes, ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k"], "{name}");
+        let measured = &bundle.manifest().measured;
+        let kl = |mix: &str| measured[mix]["mean_kl"].as_f64().unwrap();
+        for (mix, m) in &t.mixes {
+            assert!(kl(mix) > 0.0 && kl(mix) < m.tolerance.max_mean_kl, "{name} {mix}: {} inside", kl(mix));
+            assert!(m.tolerance.order_floor_kl.is_some_and(|f| f > 0.0 && f < kl(mix)), "{name} {mix}");
+            assert!(m.tolerance.basis.contains("emulated"), "{name} {mix}");
+            let types: std::collections::BTreeSet<&str> = m.tensor_types.values().map(String::as_str).collect();
+            assert!(
+                types.iter().all(|t| ["F32", "Q4_0", "Q5_0", "Q5_1", "Q8_0"].contains(t)),
+                "{name} {mix}: {types:?}"
+            );
+            let main = match mix.as_str() {
+                "q2_k" | "q3_k_m" => "Q4_0",
+                "q4_k_m" => "Q5_0",
+                "q5_k_m" => "Q5_1",
+                _ => "Q8_0",
+            };
+            assert!(types.contains(main), "{name} {mix}: {types:?}");
+            if !m.tensor_types.contains_key("output.weight") {
+                // A tied head: the embeddings take the output's type, Q8_0 where the row is not whole 256-blocks.
+                assert_eq!(m.tensor_types["token_embd.weight"], "Q8_0", "{name} {mix}");
+            }
+        }
+        assert!(kl("q6_k") < kl("q4_k_m") && kl("q4_k_m") < kl("q2_k"), "{name}");
+    }
+}
+
 #[test]
 fn model_files_have_the_expected_headers() {
     for name in COMMITTED_BUNDLES {

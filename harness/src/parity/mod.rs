@@ -19,6 +19,7 @@ pub use report::{
     TeacherForced, TokenizerParity, ToleranceUsed, table,
 };
 
+use nano_vllm_bundle::gguf::GgufFile;
 use nano_vllm_bundle::{Bundle, LogitTolerance, Q8Tolerance};
 use nano_vllm_conformance::{
     PromptRun, check_situations, compare, compare_runs, compare_teacher_forced, run_teacher_forced,
@@ -97,6 +98,11 @@ fn check_runtime_keeping_runs(
     // The first build shows whether the runtime loads at all (one clear error rather than one per situation).
     if let Err(e) = registry::build(spec, model, settings) {
         return (out.error(e.to_string()), None);
+    }
+    if let ParityCheck::TeacherForcedMix(mix) = check
+        && let Err(e) = mix_types_match(spec, model, bundle, mix)
+    {
+        return (out.error(e), None);
     }
     // Lossy runtimes run the situations for their mechanics and figures; only teacher forcing judges their logits.
     let teacher_forced = check.is_teacher_forced();
@@ -278,7 +284,11 @@ pub fn check_bundle(
                 SameFile::Shipped => (tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl), PAIR_KL_FRACTION),
                 SameFile::Q8_0 => (tolerances.q8_0.order_floor_kl, PAIR_KL_FRACTION),
                 SameFile::Mix(Mix::F16 | Mix::BF16) => (None, HALF_PAIR_KL_FRACTION),
-                // Q4_0 and llama.cpp's quantization mixes.
+                // A K-quant mix's own floor (measured on its emulation) where the manifest has one.
+                SameFile::Mix(m) if tolerances.mixes.contains_key(m.as_str()) => {
+                    (tolerances.mixes[m.as_str()].tolerance.order_floor_kl, PAIR_KL_FRACTION)
+                }
+                // Q4_0, IQ4_NL and IQ4_XS.
                 SameFile::Q4_0 | SameFile::Mix(_) => (tolerances.q4_0.order_floor_kl, PAIR_KL_FRACTION),
             };
             let agreement = pair_agreement(pa, ra, pb, rb, floor, fraction);
@@ -329,6 +339,35 @@ pub fn check_bundle(
     out
 }
 
+/// Whether the file llama.cpp made for `mix` holds the tensor types the bundle's tolerance of that mix was measured
+/// on (the generator's emulation of llama.cpp's choice): another llama.cpp may choose otherwise, and its file is then
+/// another model than the one the tolerance bounds.
+fn mix_types_match(spec: &RuntimeSpec, model: &ModelSource, bundle: &Bundle, mix: Mix) -> Result<(), String> {
+    let (Some(tolerance), Some(path)) = (bundle.tolerances().mixes.get(mix.as_str()), registry::mix_file(spec, model))
+    else {
+        return Ok(());
+    };
+    let path = path?;
+    let file = GgufFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let differences = tolerance.type_differences(file.tensors().iter().map(|t| (t.name.as_str(), t.ggml_type.name())));
+    if differences.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let more = differences.len().saturating_sub(SHOWN);
+    Err(format!(
+        "{}: {} tensor{} differ{} in type from the bundle's emulation of llama.cpp's {}, which its tolerance was \
+         measured on (this llama.cpp chooses types otherwise: regenerate the bundle): {}{}",
+        path.display(),
+        differences.len(),
+        if differences.len() == 1 { "" } else { "s" },
+        if differences.len() == 1 { "s" } else { "" },
+        mix.as_str(),
+        differences.iter().take(SHOWN).map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        if more > 0 { format!(" (and {more} more)") } else { String::new() }
+    ))
+}
+
 /// How runtime `name` is judged on `bundle`, and the tolerances (the manifest's, overridden); the distribution
 /// tolerance is an error for the shipped GGUF of a bundle that has none.
 fn tolerances_for(
@@ -354,6 +393,15 @@ fn tolerances_for(
             .map(|t| overrides.distribution(t))
             .ok_or_else(|| "the bundle has no shipped GGUF tolerance (not made with --from-gguf)".to_owned()),
         ParityCheck::TeacherForcedQ4_0 => Ok(overrides.distribution(&tolerances.q4_0)),
+        ParityCheck::TeacherForcedMix(m) => {
+            tolerances.mixes.get(m.as_str()).map(|t| overrides.distribution(&t.tolerance)).ok_or_else(|| {
+                format!(
+                    "the bundle's manifest has no {} tolerance (made by an older generator, or with --mixes leaving it \
+                     out: regenerate it)",
+                    m.as_str()
+                )
+            })
+        }
         ParityCheck::TeacherForcedF16 => own(&tolerances.f16, "f16"),
         ParityCheck::TeacherForcedBf16 => own(&tolerances.bf16, "bf16"),
         ParityCheck::LlamaCppDefaults => own(&tolerances.llama_cpp_defaults, "llama_cpp_defaults"),
