@@ -111,8 +111,11 @@ cache_root="${NANO_VLLM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nano-vllm
 cached_bundle() {
   local name="$1" key="$2"; shift 2
   local cache
-  # The key also covers the generator's arguments (a bundle made with --mixes none is another bundle).
-  key=$(printf '%s\n' "$key" "$@" | sha256sum | cut -c1-16)
+  # The key also covers the generator's arguments (a bundle made with --mixes none is another bundle), with paths inside
+  # the checkout relative to it, so every clone shares the cached bundle.
+  local args=() arg
+  for arg in "$@"; do args+=("${arg#"$PWD"/}"); done
+  key=$(printf '%s\n' "$key" "${args[@]}" | sha256sum | cut -c1-16)
   cache="$(realpath -m "$cache_root")/bundles/$name-$key"
   if [ ! -f "$cache/manifest.json" ]; then
     echo "ci/setup.sh: building the $name bundle into $cache"
