@@ -284,12 +284,13 @@ pub fn check_bundle(
                 SameFile::Shipped => (tolerances.shipped.as_ref().and_then(|t| t.order_floor_kl), PAIR_KL_FRACTION),
                 SameFile::Q8_0 => (tolerances.q8_0.order_floor_kl, PAIR_KL_FRACTION),
                 SameFile::Mix(Mix::F16 | Mix::BF16) => (None, HALF_PAIR_KL_FRACTION),
-                // A K-quant mix's own floor (measured on its emulation) where the manifest has one.
-                SameFile::Mix(m) if tolerances.mixes.contains_key(m.as_str()) => {
-                    (tolerances.mixes[m.as_str()].tolerance.order_floor_kl, PAIR_KL_FRACTION)
-                }
-                // Q4_0, IQ4_NL and IQ4_XS.
-                SameFile::Q4_0 | SameFile::Mix(_) => (tolerances.q4_0.order_floor_kl, PAIR_KL_FRACTION),
+                // A K-quant mix's own floor (measured on its emulation) where the manifest has one; Q4_0's for the
+                // rest (IQ4_NL, IQ4_XS).
+                SameFile::Mix(m) => match tolerances.mixes.get(m.as_str()) {
+                    Some(own) => (own.tolerance.order_floor_kl, PAIR_KL_FRACTION),
+                    None => (tolerances.q4_0.order_floor_kl, PAIR_KL_FRACTION),
+                },
+                SameFile::Q4_0 => (tolerances.q4_0.order_floor_kl, PAIR_KL_FRACTION),
             };
             let agreement = pair_agreement(pa, ra, pb, rb, floor, fraction);
             out.agreement.push(agreement);
