@@ -1,5 +1,5 @@
 //! The quantized matmul's two paths side by side, to place `MAX_INT_TOKENS` (kernels/quant/mod.rs): integer products
-//! (each block decoded once per group of tokens, 8-bit activations) against dequantized tiles on `gemm`, for the block
+//! (each block decoded once per group of tokens, 8-bit activations) against dequantized tiles packed into panels, for the block
 //! types of the common GGUF files, at 1 to 256 tokens, on a 1024 x 1024 matrix (a 0.3-1B model's attention
 //! projection) and 2 threads. Random blocks (`quant::synthetic`): the timing does not depend on the values.
 //!
@@ -26,8 +26,8 @@ fn paths(c: &mut Criterion) {
             let x: Vec<f32> = (0..t * K).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let mut y = vec![0.0f32; t * N];
             g.throughput(Throughput::Elements((t * N * K) as u64));
-            for (path, max_int) in [("int", usize::MAX), ("gemm", 0)] {
-                if t == 1 && path == "gemm" {
+            for (path, max_int) in [("int", usize::MAX), ("tiles", 0)] {
+                if t == 1 && path == "tiles" {
                     continue;
                 }
                 g.bench_with_input(BenchmarkId::new(format!("{ty}/{path}"), t), &t, |b, &t| {

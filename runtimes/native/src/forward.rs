@@ -6,7 +6,8 @@ use nano_vllm_engine::{BatchLimits, StepBatch};
 
 use crate::error::NativeError;
 use crate::kernels::attention::{Heads, attend_head};
-use crate::kernels::linear::matmul_t;
+use crate::kernels::isa::Isa;
+use crate::kernels::panels;
 use crate::kernels::{OutPtr, for_each_task, gelu_erf, gelu_tanh, gelu_tanh_mul, silu_mul};
 use crate::model::{Embedding, Mlp, Model};
 use nano_vllm_bundle::Activation;
@@ -233,7 +234,10 @@ pub fn forward(
     let mut logits = vec![0.0f32; r * v];
     match (&model.lm_head, &model.embed) {
         (Some(head), _) => head.forward(&ws.rows_normed[..r * hd], r, &mut logits, threads, &mut ws.quant),
-        (None, Embedding::F32(e)) => matmul_t(&ws.rows_normed[..r * hd], r, e, v, hd, &mut logits, threads),
+        (None, Embedding::F32(e)) => {
+            panels::matmul(&ws.rows_normed[..r * hd], r, e, &mut logits, threads, Isa::detect());
+            debug_assert_eq!(e.out(), v);
+        }
         (None, Embedding::Quant(_)) => unreachable!("a quantized embedding always has its head (Model::llama, gpt2)"),
     }
     Ok(logits)

@@ -5,9 +5,10 @@
 //! Architectures: Llama, Mistral (sliding window), Qwen2 (q/k/v bias; the window from `max_window_layers` or
 //! `layer_types` on, layer by layer) and GPT-2 (with or without `scale_attn_weights`); MHA, GQA and MQA; RoPE with
 //! the config's theta and Llama-3 scaling. Weights f32, or stored as f16/bf16 with f32 accumulation
-//! ([`NativeOptions::weight_dtype`]), or a GGUF's block types as stored; float dense layers of up to 8 tokens on our
-//! row kernel, larger ones on the `gemm` crate's runtime-dispatched kernels; attention and the rest here, on a rayon
-//! pool.
+//! ([`NativeOptions::weight_dtype`]), or a GGUF's block types as stored; f32 dense layers packed at load into panels
+//! with one product for every batch size (AVX-512, AVX2 or portable, chosen at run time, the same bits from each),
+//! half-precision ones on a row kernel up to 8 tokens and packed tiles above; attention and the rest here, on the
+//! runtime's threads.
 
 mod error;
 mod forward;

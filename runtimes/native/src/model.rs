@@ -13,7 +13,8 @@ use nano_vllm_bundle::{Activation, HfArchitecture, HfConfig, LayerExtras};
 use crate::error::NativeError;
 use crate::kernels::linear::{Linear, WeightDtype, Weights};
 use crate::kernels::norm::Norm;
-use crate::kernels::quant::QMatrix;
+use crate::kernels::panels::Panels;
+use crate::kernels::quant::{ActRounding, QMatrix};
 use crate::kernels::rope::Rope;
 use crate::weights::WeightFiles;
 
@@ -39,10 +40,12 @@ pub struct Layer {
     pub post_norms: Option<(Norm, Norm)>,
 }
 
-/// The token embedding table, `[vocab, hidden]`: f32, or a GGUF's quantized table (read a row at a time).
+/// The token embedding table, `[vocab, hidden]`: f32 packed into panels (a tied head's product is then the layers'
+/// own, the same bits at every batch size; a lookup gathers its row from 16-row panels), or a GGUF's quantized table
+/// (read a row at a time).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Embedding {
-    F32(Vec<f32>),
+    F32(Panels),
     Quant(QMatrix),
 }
 
@@ -50,7 +53,7 @@ impl Embedding {
     /// Writes token `tok`'s row into `out` (`hidden` values).
     pub fn row_into(&self, tok: usize, out: &mut [f32]) {
         match self {
-            Self::F32(e) => out.copy_from_slice(&e[tok * out.len()..(tok + 1) * out.len()]),
+            Self::F32(e) => e.row_into(tok, out),
             Self::Quant(q) => {
                 let mut row = Vec::with_capacity(q.cols);
                 q.dequantize_rows(tok, 1, &mut row);
@@ -61,7 +64,10 @@ impl Embedding {
     /// The table as a dense layer (a tied head): an f32 copy, or the same quantized blocks.
     fn as_linear(&self, vocab: usize, hidden: usize) -> Linear {
         match self {
-            Self::F32(e) => Linear::new(e.clone(), None, vocab, hidden),
+            Self::F32(e) => {
+                debug_assert_eq!((e.out(), e.inp()), (vocab, hidden));
+                Linear { w: Weights::F32(e.clone()), b: None, out: vocab, inp: hidden, input: ActRounding::None }
+            }
             Self::Quant(q) => Linear::quantized(vec![q.clone()], None),
         }
     }
@@ -183,7 +189,7 @@ impl Loader<'_> {
                 return Ok(Embedding::Quant(QMatrix::new(&st.name, st.ggml_type, vocab, hidden, st.bytes.to_vec())?));
             }
         }
-        Ok(Embedding::F32(self.t(name, &[vocab, hidden])?))
+        Ok(Embedding::F32(Panels::pack(&self.t(name, &[vocab, hidden])?, vocab, hidden)))
     }
     /// An RMSNorm; with `unit_offset` (Gemma) its HF weights `w` scale by `1 + w`, which a GGUF stores as is.
     fn rms(&self, name: &str, n: usize, eps: f64, unit_offset: bool) -> Result<Norm, NativeError> {
@@ -385,7 +391,7 @@ impl Model {
         if let (Some(ty), Embedding::F32(e)) = (dtype.ggml_type(), &self.embed)
             && h.is_multiple_of(ty.block_size())
         {
-            let bytes = crate::kernels::quant::quantize::quantize(ty, e);
+            let bytes = crate::kernels::quant::quantize::quantize(ty, &e.unpack());
             let q = QMatrix::new("token embeddings", ty, v, h, bytes).expect("whole blocks, checked above");
             self.embed = Embedding::Quant(q);
         }

@@ -31,7 +31,7 @@ pub struct NativeRuntime {
     kv: Option<KvPool>,
     ws: Workspace,
     /// The step's worker threads; `None` with one thread: steps run on the caller's thread, with no hand-off. The
-    /// team runs the step's many small loops; the rayon pool, the `gemm` crate's large products (long prefills).
+    /// team runs the step's loops; the rayon pool is the one installed around a step (loops outside a team use it).
     pool: Option<(rayon::ThreadPool, Team)>,
     threads: usize,
     /// Whether a GGUF's matrices run as the file stores them (the report then names the file's type, `q4_k_m`, not
@@ -113,7 +113,8 @@ impl Runtime for NativeRuntime {
                 (
                     "matmul".into(),
                     format!(
-                        "float weights: a row kernel ({}) up to {} tokens, the gemm crate (runtime-dispatched SIMD) above",
+                        "f32 weights packed at load into panels of 16 outputs, one product at every batch size ({}); \
+                         f16/bf16: a row kernel up to {} tokens, packed tiles above",
                         Isa::detect().as_str(),
                         crate::kernels::gemv::MAX_TOKENS
                     ),
@@ -121,7 +122,7 @@ impl Runtime for NativeRuntime {
                 (
                     "quantized_kernels".into(),
                     format!(
-                        "{} (integer products on Q8_0 / Q8_K activations up to {} tokens, dequantized tiles on gemm above)",
+                        "{} (integer products on Q8_0 / Q8_K activations up to {} tokens, dequantized tiles packed into panels above)",
                         Isa::detect().as_str(),
                         MAX_INT_TOKENS
                     ),

@@ -61,8 +61,7 @@ fn quantized_products_allocate_nothing_once_warm() {
     // One pool for the whole test (a pool dropped while counting would count its threads' exit).
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     // Decode (1 token), batches of 8 and 64 (integer products up to 64 tokens; F16's f16-rounded f32 products up to
-    // 8). Past those limits a product runs as dequantized tiles on the `gemm` crate, which allocates its own packing
-    // buffers in every call (not counted here: the prefill case below only prints them).
+    // 8). Past those limits a product runs as dequantized tiles packed into panels (the prefill case below).
     for t in [1usize, 8, 64] {
         // Stacked parts of every path: 32-blocks (Q8_0 activations), super-blocks (Q8_K), and F16 up to its limit.
         let types: &[GgmlType] = if t <= quant_limits::MAX_DOT_TOKENS {
@@ -91,7 +90,7 @@ fn quantized_products_allocate_nothing_once_warm() {
         assert!(two <= 8, "{t} tokens, 2 threads: {two} allocations in 50 warm products");
         eprintln!("{t} tokens: {one} allocations in 10 products on 1 thread, {two} in 50 on 2");
     }
-    // A prefill: tiles on gemm, with rounded activations kept in the scratch; what remains is gemm's.
+    // A prefill: dequantized tiles packed into a worker's buffer, rounded activations kept in the scratch.
     let t = 100;
     let parts: Vec<QMatrix> = [GgmlType::Q4K, GgmlType::F16].map(|ty| synthetic(ty, 96, K)).into();
     let x: Vec<f32> = (0..t * K).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
@@ -99,5 +98,5 @@ fn quantized_products_allocate_nothing_once_warm() {
     let mut scratch = Scratch::default();
     matmul_parts(&parts, &x, t, &mut y, 192, 1, isa, &mut scratch);
     let n = allocations(10, false, || matmul_parts(&parts, &x, t, &mut y, 192, 1, isa, &mut scratch));
-    eprintln!("{t} tokens: {n} allocations in 10 products on 1 thread (the gemm crate's, 6 tiles a product)");
+    assert_eq!(n, 0, "{t} tokens, 1 thread: {n} allocations in 10 warm products (6 tiles a product)");
 }

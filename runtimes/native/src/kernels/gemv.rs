@@ -3,15 +3,14 @@
 //! for f16 and bf16). The AVX2 + FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the
 //! same arithmetic. Rows are split over the runtime's threads in tasks of `ROWS` rows.
 //!
-//! For f32 weights this replaces the `gemm` crate up to [`MAX_TOKENS`] tokens, where the product is bound by reading
-//! the weights and the `gemm` crate's packing and splitting of a few rows cost more than they save.
+//! The f16 and bf16 layers take it up to [`MAX_TOKENS`] tokens (f32 layers are packed into panels at load,
+//! [`super::panels`], whose product serves every batch size).
 
 use half::{bf16, f16};
 
 use super::OutPtr;
 
-/// Most tokens this kernel takes; larger batches are compute-bound and go to blocked GEMM. For f32 weights too: at 7
-/// tokens a step (SmolLM2-135M f32, 2 threads) it gave 127 output tok/s where the `gemm` crate gave 105.
+/// Most tokens this kernel takes; larger batches are compute-bound and go to tiles packed into panels.
 pub const MAX_TOKENS: usize = 8;
 
 /// A storage type of weight rows.

@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-/// A set of kernels this CPU can run: the portable ones everywhere, AVX2+FMA+F16C where the CPU has all three.
+/// A set of kernels this CPU can run: the portable ones everywhere, AVX2+FMA+F16C where the CPU has all three, and
+/// AVX-512F besides them where it has that too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Isa(Kind);
 
@@ -14,6 +15,9 @@ pub(crate) enum Kind {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2's set plus AVX-512F: every AVX2 kernel runs too.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Isa {
@@ -23,7 +27,16 @@ impl Isa {
     /// The best kernels this CPU runs (detected once, then cached).
     pub fn detect() -> Self {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
-        *DETECTED.get_or_init(|| Self::avx2().unwrap_or(Self::PORTABLE))
+        *DETECTED.get_or_init(|| Self::avx512().or_else(Self::avx2).unwrap_or(Self::PORTABLE))
+    }
+
+    /// The AVX-512 kernels (and every AVX2 one), when this CPU has AVX-512F besides AVX2, FMA and F16C.
+    pub fn avx512() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if Self::avx2().is_some() && std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Isa(Kind::Avx512));
+        }
+        None
     }
 
     /// The AVX2 kernels, when this CPU has AVX2, FMA and F16C (every kernel behind them may use all three).
@@ -41,7 +54,7 @@ impl Isa {
     /// Whether kernels compiled for AVX2, FMA and F16C may run.
     pub fn has_avx2(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self.0 == Kind::Avx2 {
+        if matches!(self.0, Kind::Avx2 | Kind::Avx512) {
             return true;
         }
         false
@@ -52,6 +65,8 @@ impl Isa {
             Kind::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
             Kind::Avx2 => "avx2+fma+f16c",
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512 => "avx512f+avx2+fma+f16c",
         }
     }
 
@@ -73,7 +88,10 @@ mod tests {
                 && std::arch::is_x86_feature_detected!("f16c");
             assert_eq!(Isa::avx2().is_some(), has);
         }
-        assert_eq!(Isa::detect(), Isa::avx2().unwrap_or(Isa::PORTABLE));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(Isa::avx512().is_some(), Isa::avx2().is_some() && std::arch::is_x86_feature_detected!("avx512f"));
+        assert_eq!(Isa::detect(), Isa::avx512().or_else(Isa::avx2).unwrap_or(Isa::PORTABLE));
+        assert!(Isa::avx512().is_none_or(Isa::has_avx2));
         assert!(!Isa::PORTABLE.has_avx2());
     }
 }

@@ -1,15 +1,16 @@
-//! Dense layers: `y[t, o] = sum_i x[t, i] * w[o, i] + b[o]`, with `w` in Hugging Face's `[out, in]` layout.
-//! The product runs on the `gemm` crate, whose AVX2/FMA (and AVX-512) kernels are chosen at run time, split over
-//! the runtime's threads. Weights may be stored as f16 or bf16: blocks of rows are widened to f32 (the `half`
-//! crate's SIMD conversion) just before their product, so memory traffic halves and accumulation stays f32. Or they
-//! may be in a GGUF block type ([`Weights::Quant`], see [`super::quant`]): as a GGUF file stores them, or quantized at
-//! load.
+//! Dense layers: `y[t, o] = sum_i x[t, i] * w[o, i] + b[o]`, with `w` given in Hugging Face's `[out, in]` layout.
+//! f32 weights are packed at load into panels ([`super::panels`]) whose one product serves every batch size. Weights
+//! may be stored as f16 or bf16: a few tokens take the row kernel ([`gemv`]), more take tiles of rows widened to f32
+//! (the `half` crate's SIMD conversion) and packed into panels just before their product, so memory traffic halves
+//! and accumulation stays f32. Or they may be in a GGUF block type ([`Weights::Quant`], see [`super::quant`]): as a GGUF
+//! file stores them, or quantized at load.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use nano_vllm_bundle::gguf::GgmlType;
 
+use super::panels::{self, Panels};
 use super::quant::{self, ActRounding, Isa, QMatrix, QuantError};
 use super::{OutPtr, gemv};
 
@@ -52,7 +53,8 @@ impl WeightDtype {
 /// A weight matrix in its storage type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Weights {
-    F32(Vec<f32>),
+    /// Packed into panels at load.
+    F32(Panels),
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
     /// GGUF block types, one matrix per stacked part (q, k, v may differ: a `Q4_K_M` file mixes types).
@@ -105,7 +107,7 @@ impl Weights {
     }
     fn f32s(&self) -> Vec<f32> {
         match self {
-            Self::F32(w) => w.clone(),
+            Self::F32(w) => w.unpack(),
             Self::F16(w) => w.iter().map(|v| v.to_f32()).collect(),
             Self::Bf16(w) => w.iter().map(|v| v.to_f32()).collect(),
             Self::Quant(parts) => parts.iter().flat_map(|p| p.to_f32()).collect(),
@@ -119,7 +121,7 @@ impl Weights {
         }
         let f32s = self.f32s();
         Ok(match dtype {
-            WeightDtype::F32 | WeightDtype::Stored => Self::F32(f32s),
+            WeightDtype::F32 | WeightDtype::Stored => Self::F32(Panels::pack(&f32s, rows, cols)),
             WeightDtype::F16 => Self::F16(f32s.iter().map(|&v| f16::from_f32(v)).collect()),
             WeightDtype::Bf16 => Self::Bf16(f32s.iter().map(|&v| bf16::from_f32(v)).collect()),
             WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
@@ -150,9 +152,10 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A layer of f32 weights (`[out, in]`, row-major), packed into panels.
     pub fn new(w: Vec<f32>, b: Option<Vec<f32>>, out: usize, inp: usize) -> Self {
         assert_eq!(w.len(), out * inp);
-        let w = Weights::F32(w);
+        let w = Weights::F32(Panels::pack(&w, out, inp));
         if let Some(b) = &b {
             assert_eq!(b.len(), out);
         }
@@ -249,7 +252,7 @@ impl Linear {
                 r => scratch.rounded_input(r, &x[..t * self.inp], self.inp),
             };
             match &self.w {
-                Weights::F32(w) => matmul_t(x, t, w, self.out, self.inp, y, threads),
+                Weights::F32(w) => panels::matmul(x, t, w, y, threads, Isa::detect()),
                 Weights::F16(w) if t <= gemv::MAX_TOKENS => {
                     gemv::matmul_t_small(x, t, w, self.out, self.inp, y, threads)
                 }
@@ -271,70 +274,11 @@ impl Linear {
     }
 }
 
-/// `y[t, n] = x[t, k] * w[n, k]^T`, all row-major.
-pub fn matmul_t(x: &[f32], t: usize, w: &[f32], n: usize, k: usize, y: &mut [f32], threads: usize) {
-    assert!(x.len() >= t * k && w.len() >= n * k && y.len() >= t * n, "matmul_t: operand too small");
-    if t == 0 || n == 0 {
-        return;
-    }
-    if t <= gemv::MAX_TOKENS {
-        return gemv::matmul_t_small(x, t, w, n, k, y, threads);
-    }
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the pointers cover the asserted extents: y is t x n (row stride n), x is t x k, w is n x k; y does not
-    // alias the inputs (it is a &mut borrow).
-    unsafe { gemm_x_wt(t, n, k, y.as_mut_ptr(), n, x.as_ptr(), w.as_ptr(), par) };
-}
+/// Rows of `w` per tile: two panels, packed where their product runs (a few hundred KiB at most, in L2).
+const TILE_ROWS: usize = 2 * panels::LANES;
 
-/// `dst[i * ldd + j] = sum_l x[i * k + l] * w[j * k + l]` for `i < t`, `j < n`: `x` (`[t, k]`) times `w` (`[n, k]`,
-/// Hugging Face's `[out, in]` layout) transposed, on the `gemm` crate (`w` read as `k x n` with column stride `k`).
-///
-/// # Safety
-/// `dst` must be valid for writes at every `i * ldd + j`, `x` for `t * k` reads and `w` for `n * k` reads, and `dst`
-/// must not overlap them.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_x_wt(
-    t: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ldd: usize,
-    x: *const f32,
-    w: *const f32,
-    par: gemm::Parallelism,
-) {
-    // SAFETY: as this function's contract; read_dst = false, so dst = 1.0 * x * w^T.
-    unsafe {
-        gemm::gemm(
-            t,
-            n,
-            k,
-            dst,
-            1,
-            ldd as isize,
-            false,
-            x,
-            1,
-            k as isize,
-            w,
-            k as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-/// Rows of `w` widened per block; 32 rows of up to a few thousand inputs stay in L2.
-const HALF_BLOCK_ROWS: usize = 32;
-
-/// `y[t, n] = x[t, k] * w[n, k]^T` with `w` in f16 or bf16: each block of rows is widened into an f32 buffer and
-/// multiplied there, blocks in parallel on the current rayon pool (`threads > 1`).
+/// `y[t, n] = x[t, k] * w[n, k]^T` with `w` in f16 or bf16: each tile of rows is widened to f32 (the `half` crate's
+/// SIMD conversion) and packed into panels just before its product, tiles in parallel (`threads > 1`).
 pub fn matmul_t_half<W: Sync>(x: &[f32], t: usize, w: &[W], n: usize, k: usize, y: &mut [f32], threads: usize)
 where
     [W]: HalfFloatSliceExt,
@@ -343,24 +287,44 @@ where
     if t == 0 || n == 0 {
         return;
     }
+    tiles(x, t, w, n, k, y, threads, |rows, buf| {
+        buf.resize(rows.len(), 0.0);
+        rows.convert_to_f32_slice(buf);
+    });
+}
+
+/// The tiled product: `widen` writes a tile's rows as f32 into an empty buffer.
+#[allow(clippy::too_many_arguments)]
+fn tiles<W: Sync>(
+    x: &[f32],
+    t: usize,
+    w: &[W],
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    threads: usize,
+    widen: impl Fn(&[W], &mut Vec<f32>) + Sync,
+) {
+    let isa = Isa::detect();
     let out = OutPtr(y.as_mut_ptr());
-    super::for_each_task(n.div_ceil(HALF_BLOCK_ROWS), threads, |block| {
-        let r0 = block * HALF_BLOCK_ROWS;
-        let rows = HALF_BLOCK_ROWS.min(n - r0);
-        WIDENED.with_borrow_mut(|buf| {
-            buf.resize(rows * k, 0.0);
-            w[r0 * k..(r0 + rows) * k].convert_to_f32_slice(&mut buf[..rows * k]);
-            // SAFETY: dst starts at column r0 of y (row stride n) and spans t rows x `rows` columns, inside y
-            // (asserted above: t * n elements); blocks cover disjoint column ranges [r0, r0 + rows), so no two tasks
-            // write the same element. x is t x k; buf holds `rows` rows of k.
-            unsafe { gemm_x_wt(t, rows, k, out.get().add(r0), n, x.as_ptr(), buf.as_ptr(), gemm::Parallelism::None) };
+    super::for_each_task(n.div_ceil(TILE_ROWS), threads, |tile| {
+        let r0 = tile * TILE_ROWS;
+        let rows = TILE_ROWS.min(n - r0);
+        TILE.with_borrow_mut(|(buf, lines)| {
+            buf.clear();
+            widen(&w[r0 * k..(r0 + rows) * k], buf);
+            panels::pack_into(buf, rows, k, lines);
+            // SAFETY: columns r0..r0 + rows of y's t rows (row stride n) lie inside y (t * n elements, asserted by
+            // the callers); tiles cover disjoint column ranges, and `y` is borrowed mutably for the whole loop.
+            unsafe { panels::product(x, t, k, lines, rows, out, r0, n, isa) };
         });
     });
 }
 
 thread_local! {
-    /// A worker's block of half-precision rows widened to f32, kept for the thread's life.
-    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A worker's tile of rows widened to f32, and packed into panels, kept for the thread's life.
+    static TILE: std::cell::RefCell<(Vec<f32>, Vec<panels::Line>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]
@@ -392,7 +356,7 @@ mod tests {
         for dtype in [WeightDtype::F16, WeightDtype::Bf16] {
             let half = Linear::new(w.clone(), None, n, k).with_dtype(dtype).0;
             let rounded = match half.w.to_dtype(WeightDtype::F32, n, k).unwrap() {
-                Weights::F32(r) => r,
+                Weights::F32(r) => r.unpack(),
                 _ => unreachable!(),
             };
             let (mut y, mut want) = (vec![0.0; t * n], vec![0.0; t * n]);
@@ -401,7 +365,7 @@ mod tests {
                 .build()
                 .unwrap()
                 .install(|| half.forward(&x, t, &mut y, 2, &mut Default::default()));
-            matmul_t(&x, t, &rounded, n, k, &mut want, 1);
+            Linear::new(rounded, None, n, k).forward(&x, t, &mut want, 1, &mut Default::default());
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{dtype:?}: {a} vs {b}");
             }

@@ -1,11 +1,12 @@
-//! The numeric kernels: dense layers on the `gemm` crate, and norms, activations, RoPE and paged attention written
-//! here. All f32 with f32 accumulation.
+//! The numeric kernels: dense layers (f32 panels, the half-precision row kernel, the quantized products) and norms,
+//! activations, RoPE and paged attention. All f32 with f32 accumulation.
 
 pub mod attention;
 pub mod gemv;
 pub mod isa;
 pub mod linear;
 pub mod norm;
+pub mod panels;
 pub mod quant;
 pub mod rope;
 pub mod team;

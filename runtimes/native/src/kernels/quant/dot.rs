@@ -78,8 +78,9 @@ pub fn rows(
 ) {
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `Isa` of kind Avx2 is only made after the CPU was found to have AVX2, FMA and F16C (isa.rs).
-        Kind::Avx2 => unsafe { super::avx2::rows(part, r0, rows, x, acts, t, vals, scratch) },
+        // SAFETY: an `Isa` of kind Avx2 or Avx512 is only made after the CPU was found to have AVX2, FMA and F16C
+        // (isa.rs).
+        Kind::Avx2 | Kind::Avx512 => unsafe { super::avx2::rows(part, r0, rows, x, acts, t, vals, scratch) },
         Kind::Portable => rows_portable(part, r0, rows, x, acts, t, vals, scratch),
     }
 }

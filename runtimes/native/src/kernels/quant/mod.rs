@@ -9,7 +9,8 @@
 //! 8-bit activations (Q8_0 blocks for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL; Q8_K blocks for Q2_K..Q6_K and IQ4_XS),
 //! AVX2 when the CPU has it (detected at run time), else a portable version of the same arithmetic ([`dot`],
 //! [`kquant`]); F16/F32 parts take f32 products of a dequantized row. Large batches (long prefills): tiles of rows are
-//! dequantized to f32 and multiplied on the `gemm` crate, where the product's compute, not the weight bytes, bounds.
+//! dequantized to f32, packed into panels and multiplied there ([`super::panels::product`]), where the product's
+//! compute, not the weight bytes, bounds.
 
 mod acts;
 #[cfg(target_arch = "x86_64")]
@@ -27,21 +28,21 @@ pub use acts::{ActRounding, Q8Acts, Q8KActs, Q8KRow, Q8Row};
 pub use matrix::{QMatrix, QuantError, synthetic};
 
 pub use super::isa::Isa;
-use super::linear::gemm_x_wt;
+use super::panels::{self, Line};
 use super::{OutPtr, for_each_task};
 
-/// Parts in F32 / F16 take the per-row f32 dot products up to this many tokens, and dequantized tiles on `gemm`
-/// above it.
+/// Parts in F32 / F16 take the per-row f32 dot products up to this many tokens, and dequantized tiles (packed into
+/// panels, [`panels::product`]) above it.
 pub const MAX_DOT_TOKENS: usize = 8;
 /// Parts in an integer block type take the integer products up to this many tokens (measured with
-/// `cargo bench -p nano-vllm-native --bench quant_matmul`: see that file), and dequantized tiles on `gemm` above it.
+/// `cargo bench -p nano-vllm-native --bench quant_matmul`: see that file), and dequantized tiles above it.
 pub const MAX_INT_TOKENS: usize = 64;
 /// Fewest rows per task on the dot-product path; a matrix is split into at most [`TASKS_PER_THREAD`] tasks per
 /// thread (a decode step runs ~200 small products: more, smaller tasks cost more in hand-offs than they balance).
 const DOT_ROWS: usize = 16;
 const TASKS_PER_THREAD: usize = 4;
-/// Rows per dequantized tile on the `gemm` path.
-const TILE_ROWS: usize = 32;
+/// Rows per dequantized tile (two panels of 16).
+const TILE_ROWS: usize = 2 * panels::LANES;
 
 /// Whether `ty` has integer products against quantized activations.
 pub fn integer(ty: nano_vllm_bundle::gguf::GgmlType) -> bool {
@@ -100,6 +101,8 @@ impl Scratch {
 thread_local! {
     /// A worker's buffers: a dequantized row or tile, and a task's products.
     static TASK_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// A worker's dequantized tile packed into panels.
+    static TILE_LINES: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `y[i, col0 + r] = sum_j x[i, j] * w_r[j]` for the `parts` stacked along the output (q, k, v), `y` with row
@@ -139,7 +142,7 @@ pub fn matmul_parts_up_to(
         return;
     }
     let out = OutPtr(y.as_mut_ptr());
-    // Each part's path: per-row dot products (integer, or f32 for the float types), or dequantized tiles on gemm.
+    // Each part's path: per-row dot products (integer, or f32 for the float types), or dequantized tiles in panels.
     let dots = |ty| if integer(ty) { t <= max_int_tokens } else { t <= MAX_DOT_TOKENS };
     let dot_rows: usize = parts.iter().filter(|p| dots(p.ty)).map(|p| p.rows).sum();
     let rows_per_dot = dot_rows.div_ceil(threads.max(1) * TASKS_PER_THREAD).next_multiple_of(DOT_ROWS).max(DOT_ROWS);
@@ -186,11 +189,12 @@ pub fn matmul_parts_up_to(
             buffer.clear();
             part.dequantize_rows(r0, rows, buffer);
             let x = scratch.input(part.ty, x);
-            // SAFETY: dst starts at column c0 of y (row stride ldy) and spans t rows x `rows` columns, inside y; tasks
-            // write disjoint column ranges. x is t x k; the tile holds `rows` rows of k.
-            unsafe {
-                gemm_x_wt(t, rows, k, out.get().add(c0), ldy, x.as_ptr(), buffer.as_ptr(), gemm::Parallelism::None)
-            };
+            TILE_LINES.with_borrow_mut(|lines| {
+                panels::pack_into(buffer, rows, k, lines);
+                // SAFETY: columns c0..c0 + rows of y's t rows (stride ldy) lie inside y (t * ldy elements,
+                // asserted, and c0 + rows <= col <= ldy); tasks write disjoint column ranges, and y outlives the loop.
+                unsafe { panels::product(x, t, k, lines, rows, out, c0, ldy, isa) };
+            });
         });
     });
 }

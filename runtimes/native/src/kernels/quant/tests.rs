@@ -1,5 +1,5 @@
 //! Every kernel against a dequantize-then-f64 reference on random blocks (odd row counts, the last partial task, both
-//! the dot-product and the tiled `gemm` path), the AVX2 kernels against the portable ones, and the quantizers.
+//! the dot-product and the dequantized tiles), the AVX2 kernels against the portable ones, and the quantizers.
 
 use half::f16;
 use nano_vllm_bundle::gguf::{GgmlType, dequantize};
