@@ -122,9 +122,11 @@ impl Runtime for NativeRuntime {
                 (
                     "quantized_kernels".into(),
                     format!(
-                        "{} (integer products on Q8_0 / Q8_K activations up to {} tokens, dequantized tiles packed into panels above)",
-                        Isa::detect().as_str(),
-                        MAX_INT_TOKENS
+                        "{} (integer products on Q8_0 / Q8_K activations up to {} tokens), dequantized tiles packed \
+                         into panels above ({})",
+                        if Isa::detect().has_avx2() { "avx2+fma+f16c" } else { "portable" },
+                        MAX_INT_TOKENS,
+                        Isa::detect().as_str()
                     ),
                 ),
                 ("threads".into(), self.threads.to_string()),

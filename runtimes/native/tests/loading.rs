@@ -235,7 +235,7 @@ fn a_quantized_gguf_runs_as_stored_and_equals_quantizing_at_load() {
         let kv = KvCacheSpec { num_blocks: 2, block_size: 16 };
         gguf.prepare(&kv).unwrap();
         hf.prepare(&kv).unwrap();
-        // Both paths of the kernels: 5 tokens (integer dot products), 20 (dequantized tiles on gemm).
+        // Both paths of the kernels: 5 tokens (integer dot products), 20 (dequantized tiles packed into panels).
         for n in [5, 20] {
             let (x, y) = (gguf.execute(&step(n)).unwrap(), hf.execute(&step(n)).unwrap());
             let worst = x.logits.iter().zip(&y.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

@@ -1,6 +1,6 @@
 //! Small-batch products: `y[t, o] = x[t] . w[o]` for a few tokens (decode), each weight row streamed once and widened
-//! to f32 in registers right before its FMA, so the weights are read once, at their stored width (4 bytes for f32, 2
-//! for f16 and bf16). The AVX2 + FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the
+//! to f32 in registers right before its FMA, so the weights are read once, at their stored width (2 bytes for f16 and
+//! bf16). The AVX2 + FMA (+ F16C for f16) path is chosen at run time; elsewhere a portable loop does the
 //! same arithmetic. Rows are split over the runtime's threads in tasks of `ROWS` rows.
 //!
 //! The f16 and bf16 layers take it up to [`MAX_TOKENS`] tokens (f32 layers are packed into panels at load,

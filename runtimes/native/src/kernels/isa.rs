@@ -1,5 +1,6 @@
 //! Which SIMD kernels this CPU runs: one detection for the whole crate, made once per process. An [`Isa`] that
-//! names a SIMD instruction set can only come from [`Isa::detect`] or [`Isa::avx2`], which check the CPU first, so
+//! names a SIMD instruction set can only come from [`Isa::detect`], [`Isa::avx2`] or [`Isa::avx512`], which check the
+//! CPU first, so
 //! safe code holding one may run those instructions: the kernels that take an `Isa` stay safe functions.
 
 use std::sync::OnceLock;

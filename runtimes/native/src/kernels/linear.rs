@@ -274,7 +274,8 @@ impl Linear {
     }
 }
 
-/// Rows of `w` per tile: two panels, packed where their product runs (a few hundred KiB at most, in L2).
+/// Rows of `w` per tile: two panels, packed where their product runs (the widened rows and their panels, `32 k` f32
+/// each).
 const TILE_ROWS: usize = 2 * panels::LANES;
 
 /// `y[t, n] = x[t, k] * w[n, k]^T` with `w` in f16 or bf16: each tile of rows is widened to f32 (the `half` crate's
@@ -305,6 +306,10 @@ fn tiles<W: Sync>(
     threads: usize,
     widen: impl Fn(&[W], &mut Vec<f32>) + Sync,
 ) {
+    assert!(x.len() >= t * k && w.len() >= n * k && y.len() >= t * n, "tiles: operand too small");
+    if t == 0 || n == 0 {
+        return;
+    }
     let isa = Isa::detect();
     let out = OutPtr(y.as_mut_ptr());
     super::for_each_task(n.div_ceil(TILE_ROWS), threads, |tile| {
@@ -314,8 +319,8 @@ fn tiles<W: Sync>(
             buf.clear();
             widen(&w[r0 * k..(r0 + rows) * k], buf);
             panels::pack_into(buf, rows, k, lines);
-            // SAFETY: columns r0..r0 + rows of y's t rows (row stride n) lie inside y (t * n elements, asserted by
-            // the callers); tiles cover disjoint column ranges, and `y` is borrowed mutably for the whole loop.
+            // SAFETY: columns r0..r0 + rows of y's t rows (row stride n) lie inside y (t * n elements, asserted
+            // above); tiles cover disjoint column ranges, and `y` is borrowed mutably for the whole loop.
             unsafe { panels::product(x, t, k, lines, rows, out, r0, n, isa) };
         });
     });

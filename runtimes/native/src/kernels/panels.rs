@@ -158,6 +158,9 @@ pub(crate) unsafe fn product(
 ) {
     let panels = cols.div_ceil(LANES);
     assert!(x.len() >= t * k && lines.len() >= panels * k, "panels::product: operand too small");
+    if t == 0 || cols == 0 {
+        return;
+    }
     if k == 0 {
         for r in 0..t {
             // SAFETY: the caller's columns of row r.

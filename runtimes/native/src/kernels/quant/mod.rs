@@ -34,8 +34,9 @@ use super::{OutPtr, for_each_task};
 /// Parts in F32 / F16 take the per-row f32 dot products up to this many tokens, and dequantized tiles (packed into
 /// panels, [`panels::product`]) above it.
 pub const MAX_DOT_TOKENS: usize = 8;
-/// Parts in an integer block type take the integer products up to this many tokens (measured with
-/// `cargo bench -p nano-vllm-native --bench quant_matmul`: see that file), and dequantized tiles above it.
+/// Parts in an integer block type take the integer products up to this many tokens (placed with
+/// `cargo bench -p nano-vllm-native --bench quant_matmul` against the `gemm` crate's tiles, before the panel tiles
+/// replaced them; not measured again), and dequantized tiles above it.
 pub const MAX_INT_TOKENS: usize = 64;
 /// Fewest rows per task on the dot-product path; a matrix is split into at most [`TASKS_PER_THREAD`] tasks per
 /// thread (a decode step runs ~200 small products: more, smaller tasks cost more in hand-offs than they balance).

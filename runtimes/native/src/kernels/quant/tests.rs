@@ -82,7 +82,7 @@ const TYPES: [GgmlType; 15] = [
 ];
 
 fn isas() -> Vec<Isa> {
-    [Some(Isa::PORTABLE), Isa::avx2()].into_iter().flatten().collect()
+    [Some(Isa::PORTABLE), Isa::avx2(), Isa::avx512()].into_iter().flatten().collect()
 }
 
 /// The reference: dequantized weights (and, for the integer kernels, the dequantized Q8 activations they see) in f64.
