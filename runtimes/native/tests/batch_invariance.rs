@@ -1,5 +1,5 @@
 //! With f32 weights a token's logits do not depend on the step that computes them: every dense product, a tied
-//! head's included, is one chain of fused multiply-adds per output (kernels/panels.rs), attention is computed a token
+//! head's included, is one chain of fused multiply-adds per output (kernels/panels/), attention is computed a token
 //! at a time, and the rest is per token. On every committed bundle (tied and untied heads, biases, learned
 //! positions, Gemma 3's windowed layers) the same sequence prefilled whole, on 1 or 2 threads, in two chunks, beside
 //! another sequence, and ending in decode steps gives the same bits at every position.

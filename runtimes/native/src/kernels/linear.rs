@@ -288,48 +288,24 @@ where
     if t == 0 || n == 0 {
         return;
     }
-    tiles(x, t, w, n, k, y, threads, |rows, buf| {
-        buf.resize(rows.len(), 0.0);
-        rows.convert_to_f32_slice(buf);
-    });
-}
-
-/// The tiled product: `widen` writes a tile's rows as f32 into an empty buffer.
-#[allow(clippy::too_many_arguments)]
-fn tiles<W: Sync>(
-    x: &[f32],
-    t: usize,
-    w: &[W],
-    n: usize,
-    k: usize,
-    y: &mut [f32],
-    threads: usize,
-    widen: impl Fn(&[W], &mut Vec<f32>) + Sync,
-) {
-    assert!(x.len() >= t * k && w.len() >= n * k && y.len() >= t * n, "tiles: operand too small");
-    if t == 0 || n == 0 {
-        return;
-    }
     let isa = Isa::detect();
     let out = OutPtr(y.as_mut_ptr());
     super::for_each_task(n.div_ceil(TILE_ROWS), threads, |tile| {
         let r0 = tile * TILE_ROWS;
         let rows = TILE_ROWS.min(n - r0);
-        TILE.with_borrow_mut(|(buf, lines)| {
-            buf.clear();
-            widen(&w[r0 * k..(r0 + rows) * k], buf);
-            panels::pack_into(buf, rows, k, lines);
+        WIDENED.with_borrow_mut(|buf| {
+            buf.resize(rows * k, 0.0);
+            w[r0 * k..(r0 + rows) * k].convert_to_f32_slice(buf);
             // SAFETY: columns r0..r0 + rows of y's t rows (row stride n) lie inside y (t * n elements, asserted
             // above); tiles cover disjoint column ranges, and `y` is borrowed mutably for the whole loop.
-            unsafe { panels::product(x, t, k, lines, rows, out, r0, n, isa) };
+            unsafe { panels::multiply_rows(x, t, k, buf, rows, out, r0, n, isa) };
         });
     });
 }
 
 thread_local! {
-    /// A worker's tile of rows widened to f32, and packed into panels, kept for the thread's life.
-    static TILE: std::cell::RefCell<(Vec<f32>, Vec<panels::Line>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// A worker's tile of rows widened to f32, kept for the thread's life.
+    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

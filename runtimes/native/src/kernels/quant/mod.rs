@@ -9,7 +9,7 @@
 //! 8-bit activations (Q8_0 blocks for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL; Q8_K blocks for Q2_K..Q6_K and IQ4_XS),
 //! AVX2 when the CPU has it (detected at run time), else a portable version of the same arithmetic ([`dot`],
 //! [`kquant`]); F16/F32 parts take f32 products of a dequantized row. Large batches (long prefills): tiles of rows are
-//! dequantized to f32, packed into panels and multiplied there ([`super::panels::product`]), where the product's
+//! dequantized to f32, packed into panels and multiplied there ([`super::panels::multiply_rows`]), where the product's
 //! compute, not the weight bytes, bounds.
 
 mod acts;
@@ -28,11 +28,11 @@ pub use acts::{ActRounding, Q8Acts, Q8KActs, Q8KRow, Q8Row};
 pub use matrix::{QMatrix, QuantError, synthetic};
 
 pub use super::isa::Isa;
-use super::panels::{self, Line};
+use super::panels;
 use super::{OutPtr, for_each_task};
 
 /// Parts in F32 / F16 take the per-row f32 dot products up to this many tokens, and dequantized tiles (packed into
-/// panels, [`panels::product`]) above it.
+/// panels, [`panels::multiply_rows`]) above it.
 pub const MAX_DOT_TOKENS: usize = 8;
 /// Parts in an integer block type take the integer products up to this many tokens (placed with
 /// `cargo bench -p nano-vllm-native --bench quant_matmul` against the `gemm` crate's tiles, before the panel tiles
@@ -102,8 +102,6 @@ impl Scratch {
 thread_local! {
     /// A worker's buffers: a dequantized row or tile, and a task's products.
     static TASK_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    /// A worker's dequantized tile packed into panels.
-    static TILE_LINES: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `y[i, col0 + r] = sum_j x[i, j] * w_r[j]` for the `parts` stacked along the output (q, k, v), `y` with row
@@ -190,12 +188,9 @@ pub fn matmul_parts_up_to(
             buffer.clear();
             part.dequantize_rows(r0, rows, buffer);
             let x = scratch.input(part.ty, x);
-            TILE_LINES.with_borrow_mut(|lines| {
-                panels::pack_into(buffer, rows, k, lines);
-                // SAFETY: columns c0..c0 + rows of y's t rows (stride ldy) lie inside y (t * ldy elements,
-                // asserted, and c0 + rows <= col <= ldy); tasks write disjoint column ranges, and y outlives the loop.
-                unsafe { panels::product(x, t, k, lines, rows, out, c0, ldy, isa) };
-            });
+            // SAFETY: columns c0..c0 + rows of y's t rows (stride ldy) lie inside y (t * ldy elements, asserted,
+            // and c0 + rows <= col <= ldy); tasks write disjoint column ranges, and y outlives the loop.
+            unsafe { panels::multiply_rows(x, t, k, buffer, rows, out, c0, ldy, isa) };
         });
     });
 }

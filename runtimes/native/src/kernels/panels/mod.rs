@@ -30,7 +30,7 @@ const TASK_OUTPUTS: usize = 64;
 /// One input's weights for the 16 outputs of a panel.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Line([f32; LANES]);
+struct Line([f32; LANES]);
 
 /// An f32 matrix `[out, in]` packed into panels of [`LANES`] outputs (see the module's documentation).
 #[derive(Clone, Debug, PartialEq)]
@@ -53,10 +53,7 @@ impl Panels {
     pub fn unpack(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.out * self.inp];
         for (o, row) in w.chunks_exact_mut(self.inp.max(1)).enumerate().take(self.out) {
-            let (p, j) = (o / LANES, o % LANES);
-            for (i, v) in row.iter_mut().enumerate() {
-                *v = self.lines[p * self.inp + i].0[j];
-            }
+            self.row_into(o, row);
         }
         w
     }
@@ -145,7 +142,7 @@ pub fn matmul(x: &[f32], t: usize, w: &Panels, y: &mut [f32], threads: usize, is
 /// `y` must be valid for reads and writes at `r * ldy + c0 + c` for every `r < t`, `c < cols`, and no other thread
 /// may access those elements meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn product(
+unsafe fn product(
     x: &[f32],
     t: usize,
     k: usize,
@@ -205,6 +202,35 @@ pub(crate) unsafe fn product(
     }
 }
 
+/// [`product`] of `rows` rows of `w` given row-major (`[rows, k]`: a tile widened or dequantized where it is
+/// multiplied), packed first into this thread's buffer of lines.
+///
+/// # Safety
+/// As [`product`]'s, for `cols = rows`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn multiply_rows(
+    x: &[f32],
+    t: usize,
+    k: usize,
+    w: &[f32],
+    rows: usize,
+    y: OutPtr,
+    c0: usize,
+    ldy: usize,
+    isa: Isa,
+) {
+    ROW_LINES.with_borrow_mut(|lines| {
+        pack_into(w, rows, k, lines);
+        // SAFETY: the caller's contract.
+        unsafe { product(x, t, k, lines, rows, y, c0, ldy, isa) };
+    });
+}
+
+thread_local! {
+    /// A worker's rows packed by [`multiply_rows`], kept for the thread's life.
+    static ROW_LINES: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Lines as their f32 values.
 fn line_run(lines: &[Line]) -> &[f32] {
     // SAFETY: `Line` is `repr(C)` over `[f32; LANES]` (its alignment adds no padding: 64 bytes = 16 f32), so the
@@ -213,7 +239,7 @@ fn line_run(lines: &[Line]) -> &[f32] {
 }
 
 /// Packs `rows` rows of `w` (`[rows, k]` row-major) into `lines` as panels, the last one padded with zeros.
-pub(crate) fn pack_into(w: &[f32], rows: usize, k: usize, lines: &mut Vec<Line>) {
+fn pack_into(w: &[f32], rows: usize, k: usize, lines: &mut Vec<Line>) {
     assert!(w.len() >= rows * k, "panels::pack_into: {rows} rows of {k} expected");
     lines.clear();
     lines.resize(rows.div_ceil(LANES) * k, Line([0.0; LANES]));
@@ -283,141 +309,7 @@ fn tile_portable(rows: usize, panels: usize, x: &[f32], ldx: usize, ws: &[&[f32]
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{LANES, Tile};
-
-    /// Dispatches a run-time token count to the kernel compiled for it (the tile's accumulators stay in registers).
-    macro_rules! by_rows {
-        ($rows:expr, $f:ident, $($arg:expr),*) => {
-            match $rows {
-                1 => $f::<1>($($arg),*),
-                2 => $f::<2>($($arg),*),
-                3 => $f::<3>($($arg),*),
-                4 => $f::<4>($($arg),*),
-                5 => $f::<5>($($arg),*),
-                6 => $f::<6>($($arg),*),
-                7 => $f::<7>($($arg),*),
-                8 => $f::<8>($($arg),*),
-                9 => $f::<9>($($arg),*),
-                10 => $f::<10>($($arg),*),
-                11 => $f::<11>($($arg),*),
-                12 => $f::<12>($($arg),*),
-                _ => unreachable!("a tile has 1 to 12 tokens"),
-            }
-        };
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; `x` must hold `rows` rows of `kc` values at stride `ldx`, `w` `kc` lines of
-    /// 16; `rows <= 6`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_avx2(rows: usize, x: *const f32, ldx: usize, w: *const f32, kc: usize, tile: &mut Tile) {
-        // SAFETY: as this function's contract.
-        unsafe { by_rows!(rows, avx2_rows, x, ldx, w, kc, tile) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn avx2_rows<const MR: usize>(x: *const f32, ldx: usize, w: *const f32, kc: usize, tile: &mut Tile) {
-        if MR > 6 {
-            unreachable!("the AVX2 tile has at most 6 tokens (16 registers)");
-        }
-        // SAFETY: the caller's contract: kc lines of 16 at w, MR rows of kc at x (stride ldx); the tile is 12 x 32.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            for (r, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm256_loadu_ps(tile[r].as_ptr());
-                a[1] = _mm256_loadu_ps(tile[r].as_ptr().add(8));
-            }
-            for i in 0..kc {
-                let line = w.add(i * LANES);
-                let b0 = _mm256_load_ps(line);
-                let b1 = _mm256_load_ps(line.add(8));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let v = _mm256_broadcast_ss(&*x.add(r * ldx + i));
-                    a[0] = _mm256_fmadd_ps(v, b0, a[0]);
-                    a[1] = _mm256_fmadd_ps(v, b1, a[1]);
-                }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(tile[r].as_mut_ptr(), a[0]);
-                _mm256_storeu_ps(tile[r].as_mut_ptr().add(8), a[1]);
-            }
-        }
-    }
-
-    /// # Safety
-    /// The CPU must have AVX-512F; `x` must hold `rows` rows of `kc` values at stride `ldx`, `w[p]` `kc` lines of
-    /// 16 for `p < panels`; `rows <= 12`, `panels` 1 or 2.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_avx512(
-        rows: usize,
-        panels: usize,
-        x: *const f32,
-        ldx: usize,
-        w: [*const f32; 2],
-        kc: usize,
-        tile: &mut Tile,
-    ) {
-        // SAFETY: as this function's contract.
-        unsafe {
-            if panels == 2 {
-                by_rows!(rows, avx512_two, x, ldx, w, kc, tile)
-            } else {
-                by_rows!(rows, avx512_one, x, ldx, w[0], kc, tile)
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn avx512_two<const MR: usize>(x: *const f32, ldx: usize, w: [*const f32; 2], kc: usize, tile: &mut Tile) {
-        // SAFETY: the caller's contract: kc lines of 16 at w[0] and w[1], MR rows of kc at x (stride ldx).
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            for (r, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm512_loadu_ps(tile[r].as_ptr());
-                a[1] = _mm512_loadu_ps(tile[r].as_ptr().add(LANES));
-            }
-            for i in 0..kc {
-                let b0 = _mm512_load_ps(w[0].add(i * LANES));
-                let b1 = _mm512_load_ps(w[1].add(i * LANES));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let v = _mm512_set1_ps(*x.add(r * ldx + i));
-                    a[0] = _mm512_fmadd_ps(v, b0, a[0]);
-                    a[1] = _mm512_fmadd_ps(v, b1, a[1]);
-                }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(tile[r].as_mut_ptr(), a[0]);
-                _mm512_storeu_ps(tile[r].as_mut_ptr().add(LANES), a[1]);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn avx512_one<const MR: usize>(x: *const f32, ldx: usize, w: *const f32, kc: usize, tile: &mut Tile) {
-        // SAFETY: the caller's contract: kc lines of 16 at w, MR rows of kc at x (stride ldx).
-        unsafe {
-            let mut acc = [_mm512_setzero_ps(); MR];
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_loadu_ps(tile[r].as_ptr());
-            }
-            for i in 0..kc {
-                let b = _mm512_load_ps(w.add(i * LANES));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(r * ldx + i)), b, *a);
-                }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(tile[r].as_mut_ptr(), *a);
-            }
-        }
-    }
-}
+mod x86;
 
 #[cfg(test)]
 mod tests {
@@ -517,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_products_write_nothing() {
+    fn empty_products_are_empty_sums() {
         let p = Panels::pack(&[], 0, 4);
         let mut y = vec![];
         matmul(&[1.0; 8], 2, &p, &mut y, 2, Isa::detect());
