@@ -36,6 +36,9 @@ pub enum NativeError {
     Quant(#[from] crate::kernels::quant::QuantError),
     #[error("execute() before prepare(): the KV cache has not been sized")]
     NotPrepared,
+    /// A step's block size is not the one the KV cache was prepared with (the keys are stored by block).
+    #[error("the step's blocks hold {step} slots, the KV cache was prepared with blocks of {cache}")]
+    BlockSize { step: usize, cache: usize },
     /// The step batch does not fit this model or KV pool.
     #[error(transparent)]
     Batch(#[from] nano_vllm_engine::BatchError),

@@ -5,29 +5,33 @@
 use nano_vllm_engine::{BatchLimits, StepBatch};
 
 use crate::error::NativeError;
-use crate::kernels::attention::{Heads, attend_head};
+use crate::kernels::attention::{self, Heads, attend_head, key_index};
 use crate::kernels::isa::Isa;
 use crate::kernels::panels;
 use crate::kernels::{OutPtr, for_each_task, gelu_erf, gelu_tanh, gelu_tanh_mul, silu_mul};
 use crate::model::{Embedding, Mlp, Model};
 use nano_vllm_bundle::Activation;
 
-/// The paged KV cache: per layer, keys and values `[slot][kv_head][head_dim]`.
+/// The paged KV cache: per layer, values `[slot][kv_head][head_dim]` and keys by block, transposed
+/// (`[block][kv_head][head_dim][block_size]`, [`key_index`]).
 #[derive(Debug)]
 pub struct KvPool {
     pub k: Vec<Vec<f32>>,
     pub v: Vec<Vec<f32>>,
     pub num_slots: usize,
+    pub block_size: usize,
 }
 
 impl KvPool {
-    pub fn new(model: &Model, num_slots: usize) -> Self {
+    pub fn new(model: &Model, num_blocks: usize, block_size: usize) -> Self {
+        let num_slots = num_blocks * block_size;
         let per_layer = num_slots * model.config.num_kv_heads * model.config.head_dim;
         let n = model.config.num_layers;
         Self {
             k: (0..n).map(|_| vec![0.0; per_layer]).collect(),
             v: (0..n).map(|_| vec![0.0; per_layer]).collect(),
             num_slots,
+            block_size,
         }
     }
 }
@@ -69,7 +73,11 @@ fn validate(model: &Model, kv: &KvPool, batch: &StepBatch) -> Result<(), NativeE
         max_positions: Some(c.max_position_embeddings),
         kv_slots: Some(kv.num_slots),
     };
-    Ok(batch.validate(&limits)?)
+    batch.validate(&limits)?;
+    if batch.block_size != kv.block_size {
+        return Err(NativeError::BlockSize { step: batch.block_size, cache: kv.block_size });
+    }
+    Ok(())
 }
 
 /// Runs one step; returns `[logits_indices.len(), vocab]` logits.
@@ -86,7 +94,13 @@ pub fn forward(
     let (nh, nkv) = (c.num_heads, c.num_kv_heads);
     let q_width = nh * d;
     let qkv_width = (nh + 2 * nkv) * d;
-    let heads = Heads { num_heads: nh, num_kv_heads: nkv, head_dim: d, scale: c.attention_scale as f32 };
+    let heads = Heads {
+        num_heads: nh,
+        num_kv_heads: nkv,
+        head_dim: d,
+        scale: c.attention_scale as f32,
+        block_size: batch.block_size,
+    };
 
     // Context slots of every sequence, and each token's window into them.
     let bs = batch.block_size;
@@ -154,8 +168,14 @@ pub fn forward(
                     rope.apply(kk, p);
                 }
             }
-            let s = batch.slot_mapping[k] as usize * nkv * d;
-            kp[s..s + nkv * d].copy_from_slice(kk);
+            let slot = batch.slot_mapping[k] as usize;
+            for (g, key) in kk.chunks_exact(d).enumerate() {
+                let base = key_index(&heads, slot, g, 0);
+                for (dim, &x) in key.iter().enumerate() {
+                    kp[base + dim * bs] = x;
+                }
+            }
+            let s = slot * nkv * d;
             vp[s..s + nkv * d].copy_from_slice(vv);
         }
         let attn = grow(&mut ws.attn, t * q_width);
@@ -172,7 +192,7 @@ pub fn forward(
             // SAFETY: task i writes elements [i * d, (i + 1) * d) of attn (t * nh * d long), which no other task
             // writes; attn is borrowed mutably for the whole loop.
             let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(i * d), d) };
-            SCORES.with_borrow_mut(|scores| attend_head(q, h, &ctx_slots[a..b], kp, vp, heads, out, scores));
+            SCRATCH.with_borrow_mut(|scratch| attend_head(q, h, &ctx_slots[a..b], kp, vp, heads, out, scratch));
         });
         let tmp = grow(&mut ws.tmp, t * hd);
         layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads, &mut ws.quant);
@@ -244,8 +264,8 @@ pub fn forward(
 }
 
 thread_local! {
-    /// A worker's attention scores for one head, kept for the thread's life.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A worker's attention buffers, kept for the thread's life.
+    static SCRATCH: std::cell::RefCell<attention::Scratch> = std::cell::RefCell::new(attention::Scratch::default());
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {

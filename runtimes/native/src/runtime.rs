@@ -146,7 +146,7 @@ impl Runtime for NativeRuntime {
     }
 
     fn prepare(&mut self, kv: &KvCacheSpec) -> Result<(), RuntimeError> {
-        self.kv = Some(KvPool::new(&self.model, kv.num_blocks * kv.block_size));
+        self.kv = Some(KvPool::new(&self.model, kv.num_blocks, kv.block_size));
         Ok(())
     }
 
