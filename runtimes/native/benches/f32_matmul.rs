@@ -167,5 +167,21 @@ fn f32_matmul(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, fma_peak, f32_matmul);
+fn tile_probe(c: &mut Criterion) {
+    let isa = Isa::detect();
+    let mut g = c.benchmark_group("tile_probe");
+    for (t, out, k) in [(12usize, 32usize, 2048usize), (120, 3072, 512), (120, 3072, 128), (12, 3072, 512)] {
+        let w: Vec<f32> = (0..out * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let packed = Panels::pack(&w, out, k);
+        let x: Vec<f32> = (0..t * k).map(|i| ((i * 31) % 97) as f32 * 1e-2 - 0.5).collect();
+        let mut y = vec![0.0f32; t * out];
+        g.throughput(Throughput::Elements((2 * t * out * k) as u64));
+        g.bench_function(format!("{t}x{out}x{k}"), |b| {
+            b.iter(|| panels::matmul(black_box(&x), t, &packed, &mut y, 1, isa))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fma_peak, f32_matmul, tile_probe);
 criterion_main!(benches);

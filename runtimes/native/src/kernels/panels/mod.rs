@@ -19,10 +19,13 @@ use super::isa::{Isa, Kind};
 /// Outputs per panel (one cache line of f32).
 pub const LANES: usize = 16;
 
-/// Inputs per block when a product's tokens take more than one tile: a tile's lines (`KC` x 64 bytes per panel) stay
-/// in L2 while every group of tokens passes over them. Measured (`benches/f32_matmul.rs`, SmolLM2's shapes, 32 to 512
-/// tokens, 2 threads): 128 and 256 (the lines in L1) were 10-25 % slower than 512; 1024 and no blocking as 512.
-pub const KC: usize = 512;
+/// Most inputs per block when a product's tokens take more than one tile: a tile's lines (up to `KC` x 64 bytes per
+/// panel) stay in L2 while every group of tokens passes over them; the inputs are split into the fewest blocks of at
+/// most `KC`, evenly (1536 as 768 + 768: a short last block restages every tile for few multiply-adds). Measured
+/// (`benches/f32_matmul.rs`, SmolLM2's shapes, 32 to 512 tokens, 2 threads): blocks of 128 and 256 (the lines in L1)
+/// were 10-25 % slower than 512; even blocks of at most 768 or 1024 were 0-14 % faster than 512 + 64 and 512 x 3 at
+/// 512 tokens, level at 32 and 128.
+pub const KC: usize = 1024;
 
 /// Outputs per task of a product that fits one tile of tokens (a decode step): enough work to amortise a hand-off.
 const TASK_OUTPUTS: usize = 64;
@@ -166,7 +169,7 @@ unsafe fn product(
         return;
     }
     let (mr, np) = shape(isa);
-    let kc = if t <= mr { k } else { KC.min(k) };
+    let kc = if t <= mr { k } else { k.div_ceil(k.div_ceil(KC)) };
     // Tokens split evenly over the fewest tiles (16 as 8 + 8, not 12 + 4: a short tile loads a line per few FMAs).
     let per_tile = t.div_ceil(t.div_ceil(mr));
     let mut tile: Tile = [[0.0; MAX_COLS]; MAX_MR];
