@@ -48,10 +48,11 @@ pub struct Workspace {
     act: Vec<f32>,
     rows: Vec<f32>,
     rows_normed: Vec<f32>,
-    /// For each packed token, the range of `ctx_slots` it attends to (its window, where the model has one).
-    token_ctx: Vec<(usize, usize)>,
+    /// For each packed token, the range of `ctx_slots` it attends to (its window, where the model has one), widened
+    /// back to a multiple of `attention::KEYS` positions, and how many positions that put before the window.
+    token_ctx: Vec<(usize, usize, usize)>,
     /// As `token_ctx`, the whole context: for the layers without the window of a model whose layers differ.
-    token_ctx_full: Vec<(usize, usize)>,
+    token_ctx_full: Vec<(usize, usize, usize)>,
     /// Per sequence, the slots of its context positions, concatenated.
     ctx_slots: Vec<u32>,
     /// The quantized products' buffers.
@@ -117,9 +118,10 @@ pub fn forward(
         for j in 0..e.query_len {
             let p = e.num_computed_tokens + j;
             let first = c.sliding_window.map_or(0, |w| (p + 1).saturating_sub(w));
-            ws.token_ctx.push((start + first, start + p + 1));
+            let skip = first % attention::KEYS;
+            ws.token_ctx.push((start + first - skip, start + p + 1, skip));
             if mixed {
-                ws.token_ctx_full.push((start, start + p + 1));
+                ws.token_ctx_full.push((start, start + p + 1, 0));
             }
         }
     }
@@ -187,12 +189,12 @@ pub fn forward(
         let out = OutPtr(attn.as_mut_ptr());
         for_each_task(t * nh, threads, |i| {
             let (k, h) = (i / nh, i % nh);
-            let (a, b) = token_ctx[k];
+            let (a, b, skip) = token_ctx[k];
             let q = &qkv[k * qkv_width + h * d..k * qkv_width + (h + 1) * d];
             // SAFETY: task i writes elements [i * d, (i + 1) * d) of attn (t * nh * d long), which no other task
             // writes; attn is borrowed mutably for the whole loop.
             let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(i * d), d) };
-            SCRATCH.with_borrow_mut(|scratch| attend_head(q, h, &ctx_slots[a..b], kp, vp, heads, out, scratch));
+            SCRATCH.with_borrow_mut(|scratch| attend_head(q, h, &ctx_slots[a..b], skip, kp, vp, heads, out, scratch));
         });
         let tmp = grow(&mut ws.tmp, t * hd);
         layer.o.forward(&ws.attn[..t * q_width], t, tmp, threads, &mut ws.quant);

@@ -47,21 +47,23 @@ pub struct Scratch {
     gathered: Vec<f32>,
 }
 
-/// `oh = softmax(qh . K * scale) V` for query head `h` over the context `slots` (in position order), reading the
-/// key/value head `h` shares (GQA). One head is the unit the runtime spreads over its threads, so that a decode
-/// token's heads share them.
+/// `oh = softmax(qh . K * scale) V` for query head `h` over the context `slots[skip..]` (in position order), reading
+/// the key/value head `h` shares (GQA). The first `skip` slots (fewer than [`KEYS`]) are positions before a sliding
+/// window, read only so that groups of keys start on a multiple of [`KEYS`] positions (the blocks' boundaries) and
+/// weighing 0. One head is the unit the runtime spreads over its threads, so that a decode token's heads share them.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     qh: &[f32],
     h: usize,
     slots: &[u32],
+    skip: usize,
     k_pool: &[f32],
     v_pool: &[f32],
     heads: Heads,
     oh: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    attend_head_on(super::isa::Isa::detect(), qh, h, slots, k_pool, v_pool, heads, oh, scratch)
+    attend_head_on(super::isa::Isa::detect(), qh, h, slots, skip, k_pool, v_pool, heads, oh, scratch)
 }
 
 /// [`attend_head`] on `isa`'s kernels.
@@ -71,6 +73,7 @@ fn attend_head_on(
     qh: &[f32],
     h: usize,
     slots: &[u32],
+    skip: usize,
     k_pool: &[f32],
     v_pool: &[f32],
     heads: Heads,
@@ -81,7 +84,8 @@ fn attend_head_on(
     assert!(qh.len() == d && oh.len() == d && num_kv_heads > 0 && bs > 0, "attend_head: operands do not match");
     let g = h / (num_heads / num_kv_heads);
     let n = slots.len();
-    if n == 0 {
+    assert!(skip < KEYS && skip <= n, "attend_head: {skip} positions to skip of {n}");
+    if n == skip {
         return oh.fill(0.0);
     }
     let groups = n.div_ceil(KEYS);
@@ -132,10 +136,11 @@ fn attend_head_on(
         out.iter_mut().for_each(|s| *s *= scale);
     }
 
-    // Softmax weights: positions past the context's end weigh 0. The maximum by lanes (exact in any order).
+    // Softmax weights: positions before the window and past the context's end weigh 0. The maximum by lanes (exact
+    // in any order).
     let mut lanes = [f32::NEG_INFINITY; KEYS];
     for (gi, group) in scores.chunks_exact(KEYS).enumerate() {
-        for (m, &s) in lanes.iter_mut().zip(group).take(n - gi * KEYS) {
+        for (m, &s) in lanes.iter_mut().zip(group).take(n - gi * KEYS).skip(if gi == 0 { skip } else { 0 }) {
             *m = m.max(s);
         }
     }
@@ -143,16 +148,20 @@ fn attend_head_on(
     let mut partial = [0.0f32; KEYS];
     for (gi, group) in scores.chunks_exact_mut(KEYS).enumerate() {
         kernels::weights(isa, group, max, n - gi * KEYS);
+        if gi == 0 {
+            group[..skip].fill(0.0);
+        }
         for (s, &p) in partial.iter_mut().zip(group.iter()) {
             *s += p;
         }
     }
     let sum = tree_sum(partial);
 
+    let (p, slots) = (&scores[skip..n], &slots[skip..]);
     let last = slots.iter().max().map_or(0, |&s| (s as usize * num_kv_heads + g) * d + d);
     assert!(last <= v_pool.len(), "attend_head: a value row outside its pool");
     // SAFETY: every row `(slot * num_kv_heads + g) * d ..+ d` is inside v_pool (asserted above).
-    unsafe { kernels::weighted_values(isa, &scores[..n], slots, v_pool, num_kv_heads * d, g * d, oh) };
+    unsafe { kernels::weighted_values(isa, p, slots, v_pool, num_kv_heads * d, g * d, oh) };
     let inv = 1.0 / sum;
     for o in oh.iter_mut() {
         *o *= inv;
