@@ -59,8 +59,7 @@ pub(super) fn weights(isa: Isa, group: &mut [f32], max: f32, valid: usize) {
     }
 }
 
-/// `out[d] = even + odd`, where `even` is `chain_j fma(p[j], v[slots[j] * row + off + d], acc)` from 0 over the even
-/// positions `j` in order, `odd` the same over the odd ones.
+/// `out[d] = chain_j fma(p[j], v[slots[j] * row + off + d], acc)` from 0, positions `j` in order.
 ///
 /// # Safety
 /// `v` must hold `slots[j] * row + off + out.len()` values for every `j`; `p.len() == slots.len()`.
@@ -87,11 +86,11 @@ pub(super) unsafe fn weighted_values(
         Kind::Portable => {}
     }
     for (d, o) in out.iter_mut().enumerate().skip(dim) {
-        let mut acc = [0.0f32; 2];
+        let mut acc = 0.0f32;
         for (j, &pj) in p.iter().enumerate() {
-            acc[j % 2] = pj.mul_add(v[base(j) + d], acc[j % 2]);
+            acc = pj.mul_add(v[base(j) + d], acc);
         }
-        *o = acc[0] + acc[1];
+        *o = acc;
     }
 }
 
@@ -256,8 +255,8 @@ mod x86 {
         }
     }
 
-    /// The leading dimensions of [`super::weighted_values`] in registers: chunks of 8, 4, 2 and 1 vectors of 16
-    /// (two chains each); returns how many dimensions it did (the rest is scalar).
+    /// The leading dimensions of [`super::weighted_values`] in registers: chunks of 8, 4, 2 and 1 vectors of 16;
+    /// returns how many dimensions it did (the rest is scalar).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn weighted_values_avx512(
         p: &[f32],
@@ -279,17 +278,6 @@ mod x86 {
         dim
     }
 
-    /// One position into a chain: `V * 16` values from `r` (the caller's contract).
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn step512<const V: usize>(acc: &mut [__m512; V], pj: f32, r: *const f32) {
-        let pv = _mm512_set1_ps(pj);
-        for (c, a) in acc.iter_mut().enumerate() {
-            // SAFETY: the caller's contract.
-            *a = _mm512_fmadd_ps(pv, unsafe { _mm512_loadu_ps(r.add(16 * c)) }, *a);
-        }
-    }
-
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn values512<const V: usize>(
@@ -300,29 +288,22 @@ mod x86 {
         off: usize,
         out: &mut [f32],
     ) {
-        let (mut even, mut odd) = ([_mm512_setzero_ps(); V], [_mm512_setzero_ps(); V]);
-        let row_of = |s: u32| unsafe { v.add(s as usize * row + off) };
-        let (pairs, slot_pairs) = (p.chunks_exact(2), slots.chunks_exact(2));
-        let (last_p, last_s) = (pairs.remainder(), slot_pairs.remainder());
-        for (pj, sj) in pairs.zip(slot_pairs) {
-            // SAFETY: the caller's contract, for both rows.
-            unsafe {
-                step512(&mut even, pj[0], row_of(sj[0]));
-                step512(&mut odd, pj[1], row_of(sj[1]));
+        let mut acc = [_mm512_setzero_ps(); V];
+        for (&pj, &s) in p.iter().zip(slots) {
+            let pv = _mm512_set1_ps(pj);
+            // SAFETY: the caller's contract: V * 16 values from this row's offset.
+            let r = unsafe { v.add(s as usize * row + off) };
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(pv, unsafe { _mm512_loadu_ps(r.add(16 * c)) }, *a);
             }
         }
-        if let (Some(&pj), Some(&sj)) = (last_p.first(), last_s.first()) {
-            // SAFETY: as above.
-            unsafe { step512(&mut even, pj, row_of(sj)) };
-        }
-        let acc = [even, odd];
-        for c in 0..V {
+        for (c, a) in acc.iter().enumerate() {
             // SAFETY: out holds at least V * 16 values (the caller's loop bound).
-            unsafe { _mm512_storeu_ps(out[16 * c..].as_mut_ptr(), _mm512_add_ps(acc[0][c], acc[1][c])) };
+            unsafe { _mm512_storeu_ps(out[16 * c..].as_mut_ptr(), *a) };
         }
     }
 
-    /// As [`weighted_values_avx512`], in chunks of 4, 2 and 1 vectors of 8 (two chains each: 8 registers).
+    /// As [`weighted_values_avx512`], in chunks of 8, 4, 2 and 1 vectors of 8.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weighted_values_avx2(
         p: &[f32],
@@ -334,25 +315,14 @@ mod x86 {
     ) -> usize {
         let d = out.len();
         let mut dim = 0;
-        for width in [4, 2, 1] {
+        for width in [8, 4, 2, 1] {
             while d - dim >= width * 8 {
                 // SAFETY: the caller's contract covers every value row's dimensions dim..dim + 8 width <= d.
-                unsafe { by_count!(width, values256, [1, 2, 4], (p, slots, v, row, off + dim, &mut out[dim..])) };
+                unsafe { by_count!(width, values256, [1, 2, 4, 8], (p, slots, v, row, off + dim, &mut out[dim..])) };
                 dim += width * 8;
             }
         }
         dim
-    }
-
-    /// One position into a chain: `V * 8` values from `r` (the caller's contract).
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn step256<const V: usize>(acc: &mut [__m256; V], pj: f32, r: *const f32) {
-        let pv = _mm256_set1_ps(pj);
-        for (c, a) in acc.iter_mut().enumerate() {
-            // SAFETY: the caller's contract.
-            *a = _mm256_fmadd_ps(pv, unsafe { _mm256_loadu_ps(r.add(8 * c)) }, *a);
-        }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -365,25 +335,18 @@ mod x86 {
         off: usize,
         out: &mut [f32],
     ) {
-        let (mut even, mut odd) = ([_mm256_setzero_ps(); V], [_mm256_setzero_ps(); V]);
-        let row_of = |s: u32| unsafe { v.add(s as usize * row + off) };
-        let (pairs, slot_pairs) = (p.chunks_exact(2), slots.chunks_exact(2));
-        let (last_p, last_s) = (pairs.remainder(), slot_pairs.remainder());
-        for (pj, sj) in pairs.zip(slot_pairs) {
-            // SAFETY: the caller's contract, for both rows.
-            unsafe {
-                step256(&mut even, pj[0], row_of(sj[0]));
-                step256(&mut odd, pj[1], row_of(sj[1]));
+        let mut acc = [_mm256_setzero_ps(); V];
+        for (&pj, &s) in p.iter().zip(slots) {
+            let pv = _mm256_set1_ps(pj);
+            // SAFETY: the caller's contract: V * 8 values from this row's offset.
+            let r = unsafe { v.add(s as usize * row + off) };
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(pv, unsafe { _mm256_loadu_ps(r.add(8 * c)) }, *a);
             }
         }
-        if let (Some(&pj), Some(&sj)) = (last_p.first(), last_s.first()) {
-            // SAFETY: as above.
-            unsafe { step256(&mut even, pj, row_of(sj)) };
-        }
-        let acc = [even, odd];
-        for c in 0..V {
+        for (c, a) in acc.iter().enumerate() {
             // SAFETY: out holds at least V * 8 values (the caller's loop bound).
-            unsafe { _mm256_storeu_ps(out[8 * c..].as_mut_ptr(), _mm256_add_ps(acc[0][c], acc[1][c])) };
+            unsafe { _mm256_storeu_ps(out[8 * c..].as_mut_ptr(), *a) };
         }
     }
 }

@@ -12,9 +12,7 @@
 //! - the score of position `j` is `scale * chain_d fma(q[d], k_j[d], acc)` from 0, dimensions in order;
 //! - `p_j = exp(s_j - max)` by [`exp`] (the same operations in every kernel), 0 past the context's end;
 //! - their sum: 16 partial sums (position `j` into `j % 16`, positions in order), then a fixed tree;
-//! - each output element is `(chain_even + chain_odd) / sum`, where `chain_even` is `fma(p_j, v_j[d], acc)` over
-//!   the even positions in order from 0, `chain_odd` over the odd ones (two chains: twice the multiply-adds in
-//!   flight, where one head's dimensions fill few registers).
+//! - each output element is `chain_j fma(p_j, v_j[d], acc)` from 0, positions in order, times `1 / sum`.
 
 /// Head geometry of one attention layer, and the pool's block size.
 #[derive(Debug, Clone, Copy)]
