@@ -1,6 +1,18 @@
 //! The numeric kernels: dense layers (f32 panels, the half-precision row kernel, the quantized products) and norms,
 //! activations, RoPE and paged attention. All f32 with f32 accumulation.
 
+/// Dispatches a run-time count to the kernel compiled for it (a const generic: its accumulators stay in registers),
+/// for the counts listed; used by the x86 kernels of `attention` and `panels` (defined before them: textual scope).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_count {
+    ($n:expr, $f:ident, [$($c:literal),*], $args:tt) => {
+        match $n {
+            $($c => $f::<$c> $args,)*
+            _ => unreachable!("no kernel for a count of {}", $n),
+        }
+    };
+}
+
 pub mod attention;
 pub mod gemv;
 pub mod isa;

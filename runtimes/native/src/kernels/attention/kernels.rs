@@ -101,16 +101,6 @@ mod x86 {
     use super::super::exp_consts::*;
     use super::{GROUPS, KEYS};
 
-    /// Dispatches a run-time count to the kernel compiled for it (its accumulators stay in registers).
-    macro_rules! by_count {
-        ($n:expr, $f:ident, [$($c:literal),*], $args:tt) => {
-            match $n {
-                $($c => $f::<$c> $args,)*
-                _ => unreachable!("no kernel for {}", $n),
-            }
-        };
-    }
-
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn scores_avx512(
         q: &[f32],

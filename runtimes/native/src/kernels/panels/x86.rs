@@ -4,24 +4,13 @@ use std::arch::x86_64::*;
 
 use super::{LANES, Tile};
 
-/// Dispatches a run-time token count to the kernel compiled for it (the tile's accumulators stay in registers), for
-/// the counts listed.
-macro_rules! by_rows {
-    ($rows:expr, $f:ident, [$($n:literal),*], $args:tt) => {
-        match $rows {
-            $($n => $f::<$n> $args,)*
-            _ => unreachable!("no kernel for a tile of {} tokens", $rows),
-        }
-    };
-}
-
 /// # Safety
 /// The CPU must have AVX2 and FMA; `x` must hold `rows` rows of `kc` values at stride `ldx`, `w` `kc` lines of
 /// 16; `rows <= 6`.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn tile_avx2(rows: usize, x: *const f32, ldx: usize, w: *const f32, kc: usize, tile: &mut Tile) {
     // SAFETY: as this function's contract.
-    unsafe { by_rows!(rows, avx2_rows, [1, 2, 3, 4, 5, 6], (x, ldx, w, kc, tile)) }
+    unsafe { by_count!(rows, avx2_rows, [1, 2, 3, 4, 5, 6], (x, ldx, w, kc, tile)) }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -67,9 +56,9 @@ pub(super) unsafe fn tile_avx512(
     // SAFETY: as this function's contract.
     unsafe {
         if panels == 2 {
-            by_rows!(rows, avx512_two, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], (x, ldx, w, kc, tile))
+            by_count!(rows, avx512_two, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], (x, ldx, w, kc, tile))
         } else {
-            by_rows!(rows, avx512_one, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], (x, ldx, w[0], kc, tile))
+            by_count!(rows, avx512_one, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], (x, ldx, w[0], kc, tile))
         }
     }
 }
